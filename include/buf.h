@@ -1,0 +1,33 @@
+/*
+ * Byte buffer for socket I/O: data lives in [start, end) of a heap block of
+ * cap bytes. The owner of the struct owns the block; buf_free releases it.
+ * A buffer that has never been written has no block at all (data == NULL),
+ * so an idle connection costs no buffer memory.
+ */
+#ifndef PGBERTH_BUF_H
+#define PGBERTH_BUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct buf {
+	uint8_t *data;
+	size_t cap;
+	size_t start;               /* first unconsumed byte */
+	size_t end;                 /* one past the last byte */
+};
+
+static inline size_t buf_len(const struct buf *b) { return b->end - b->start; }
+static inline uint8_t *buf_head(const struct buf *b) { return b->data + b->start; }
+static inline size_t buf_room(const struct buf *b) { return b->cap - b->end; }
+
+/* Makes room for n more bytes at the end (moving or growing). 0 or -ENOMEM. */
+int buf_reserve(struct buf *b, size_t n);
+int buf_append(struct buf *b, const void *p, size_t n);
+/* Drops n bytes from the front; an emptied buffer restarts at offset 0. */
+void buf_consume(struct buf *b, size_t n);
+void buf_reset(struct buf *b);
+void buf_free(struct buf *b);
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * Byte buffers for socket I/O. Growth doubles; the block is never shrunk
+ * while in use, and freed by buf_free when its owner lets go.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+int buf_reserve(struct buf *b, size_t n)
+{
+	if (buf_room(b) >= n)
+		return 0;
+	size_t len = buf_len(b);
+	if (b->start > 0 && b->cap - len >= n) {
+		memmove(b->data, b->data + b->start, len);
+		b->start = 0;
+		b->end = len;
+		return 0;
+	}
+	size_t cap = b->cap ? b->cap : 256;
+	while (cap - len < n)
+		cap *= 2;
+	uint8_t *p = malloc(cap);
+	if (p == NULL)
+		return -ENOMEM;
+	if (len > 0)
+		memcpy(p, b->data + b->start, len);
+	free(b->data);
+	b->data = p;
+	b->cap = cap;
+	b->start = 0;
+	b->end = len;
+	return 0;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+	int rc = buf_reserve(b, n);
+	if (rc < 0)
+		return rc;
+	memcpy(b->data + b->end, p, n);
+	b->end += n;
+	return 0;
+}
+
+void buf_consume(struct buf *b, size_t n)
+{
+	b->start += n;
+	if (b->start >= b->end)
+		b->start = b->end = 0;
+}
+
+void buf_reset(struct buf *b)
+{
+	b->start = b->end = 0;
+}
+
+void buf_free(struct buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->cap = b->start = b->end = 0;
+}
