@@ -1,0 +1,39 @@
+/*
+ * The relay's per-message rules. Bytes go from one socket's input buffer
+ * to the other socket without being copied; the scanners only walk message
+ * headers to learn what the pooler must know: where a transaction ends
+ * (ReadyForQuery), what the server reports (ParameterStatus), how many
+ * replies are still owed, and when the client says Terminate.
+ */
+#ifndef PGBERTH_RELAY_H
+#define PGBERTH_RELAY_H
+
+#include <sys/types.h>
+
+#include "buf.h"
+
+struct client;
+struct server;
+
+/* Per-direction input bound: reading stops while this much is unsent. A
+ * message the scanners must see whole (ReadyForQuery, ParameterStatus, and
+ * every reply to the pooler's own queries) must fit. */
+#define RELAY_BUF (32 * 1024)
+
+#define RELAY_TERMINATE 1
+
+/* Clears the client's bytes for sending to s. Returns 0, RELAY_TERMINATE
+ * when the client sent Terminate (not cleared), or -1 on a malformed stream. */
+int relay_scan_client(struct client *c, struct server *s);
+/* Clears the server's bytes, tracking transaction status and parameters.
+ * Returns 0, or -1 on a malformed stream or out-of-memory. */
+int relay_scan_server(struct server *s);
+
+/* Reads what fits under RELAY_BUF from fd into b. Returns bytes read, 0 at
+ * EOF, -EAGAIN when nothing is there, or another negative errno. */
+ssize_t relay_read(int fd, struct buf *b);
+/* Writes p[0..n) to fd. Returns bytes written (maybe 0 on EAGAIN), or a
+ * negative errno. */
+ssize_t relay_write(int fd, const uint8_t *p, size_t n);
+
+#endif

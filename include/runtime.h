@@ -1,0 +1,36 @@
+/*
+ * The daemon's shared context: the config snapshot, the pool registry and
+ * the workers. Created by the main thread before any worker starts and
+ * freed after every worker has finished; if a worker does not finish within
+ * shutdown_timeout the process exits without freeing it (see lifecycle.c).
+ */
+#ifndef PGBERTH_RUNTIME_H
+#define PGBERTH_RUNTIME_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "pool.h"
+
+struct config;
+struct worker;
+
+struct runtime {
+	struct config *cfg;         /* current snapshot; one reference held */
+	struct pool_registry pools;
+	struct worker *workers;
+	int nworkers;
+	atomic_uint_fast64_t next_id;   /* ids for clients and servers in logs */
+
+	uv_mutex_t life_mtx;        /* guards worker->finished and nfinished */
+	int nfinished;
+	uv_async_t *worker_done;    /* main loop's doorbell, rung by a finishing worker */
+};
+
+static inline uint64_t runtime_next_id(struct runtime *rt)
+{
+	return atomic_fetch_add(&rt->next_id, 1) + 1;
+}
+
+#endif

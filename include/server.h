@@ -1,0 +1,103 @@
+/*
+ * Server connections: libpq connections to PostgreSQL, opened without
+ * blocking (PQconnectStartParams + PQconnectPoll on a uv_poll_t), then used
+ * as a raw protocol socket. A server is owned by one worker while it has uv
+ * handles, and by its pool while parked idle (no handles, only the PGconn).
+ */
+#ifndef PGBERTH_SERVER_H
+#define PGBERTH_SERVER_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "list.h"
+
+struct runtime;
+struct server;
+struct worker;
+struct client;
+struct pool;
+struct pool_handoff;
+
+enum server_state {
+	SERVER_CONNECTING,          /* worker->servers; libpq login running */
+	SERVER_INTERNAL,            /* worker->servers; a query of pgberth's own */
+	SERVER_ACTIVE,              /* worker->servers; relaying for server->client */
+	SERVER_DRAIN,               /* worker->servers; client gone, reading until ReadyForQuery */
+	SERVER_IDLE,                /* pool->idle; no handles */
+};
+
+#define SERVER_MAX_PARAMS 32
+
+struct server_param {
+	char *name;                 /* owned */
+	char *value;                /* owned */
+};
+
+typedef void (*server_done_fn)(struct server *s, bool ok);
+
+struct server {
+	struct list node;           /* worker->servers while it has handles */
+	uint64_t id;                /* "s7" in logs */
+	struct runtime *rt;
+	struct worker *w;           /* owning worker, NULL while parked */
+	struct pool *pool;          /* the pool that counts it */
+	struct client *client;      /* linked client, or NULL */
+	enum server_state state;
+
+	PGconn *conn;               /* owned; PQfinish after the poll handle closed */
+	int fd;                     /* PQsocket(conn), or -1 */
+	uv_poll_t *poll;            /* owned while on a worker; freed in its close callback */
+	int poll_events;
+	uv_timer_t *timer;          /* deadline of the current step; owned, or NULL */
+
+	struct buf in;              /* bytes read from the server, not yet sent on */
+	struct buf out;             /* queries pgberth itself sends */
+	size_t fwd;                 /* bytes at the front of in scanned and cleared to forward */
+	uint32_t msg_remain;        /* bytes of the message being scanned not yet cleared */
+	char txstatus;              /* status of the last ReadyForQuery: I, T or E */
+	uint32_t replies_owed;      /* Query/Sync/FunctionCall sent minus ReadyForQuery seen */
+
+	const char *deadline_what;  /* what the timer's expiry means, for the log */
+	server_done_fn done;        /* continuation of the running internal query */
+	char *error;                /* first ErrorResponse body of an internal query; owned */
+	size_t error_len;
+
+	struct server_param params[SERVER_MAX_PARAMS];
+	int nparams;                /* reported parameters, kept current */
+};
+
+/* Opens a new server for client c (state CLIENT_LOGIN) on c's worker. The
+ * pool slot was reserved by the caller. */
+void server_connect(struct worker *w, struct pool *pool, struct client *c);
+/* Adopts a parked server on w for client c and starts its setup. */
+void server_adopt(struct worker *w, struct server *s, struct client *c);
+/* Runs sql as a simple Query; done(s, ok) is called at ReadyForQuery. */
+void server_query(struct server *s, const char *sql, server_done_fn done);
+/* The client is leaving: make the server clean (drain, rollback, reset) and
+ * give it back to the pool, or close it if that cannot be done safely. */
+void server_release(struct server *s);
+/* Closes and frees, giving the slot back to the pool. Logs reason. */
+void server_close(struct server *s, const char *reason);
+/* Frees a parked server (no handles) without touching its pool. */
+void server_free_parked(void *server);
+/* Delivers a pool handoff, falling through to the next waiter when the
+ * target worker no longer takes messages. */
+void server_handoff(struct runtime *rt, struct pool *pool, struct pool_handoff *h);
+/* Runs PQcancel for the server's current query on the thread pool. */
+void server_cancel(struct server *s);
+
+const char *server_param(const struct server *s, const char *name);
+/* Records a ParameterStatus; returns -1 on out-of-memory. */
+int server_set_param(struct server *s, const char *name, const char *value);
+
+/* Re-arms the poll: readable unless input is full, writable while output
+ * (its own or the client's) is pending. */
+void server_update_poll(struct server *s);
+/* Writes what is owed to the server. 0, or -1 if it failed (server closed). */
+int server_flush(struct server *s);
+
+#endif

@@ -1,0 +1,82 @@
+/*
+ * Worker threads. Each worker owns a uv loop and every client and server
+ * handle on it; nothing outside the thread touches them. Other threads talk
+ * to a worker only through its inbox: a mutex-guarded FIFO of messages and
+ * a uv_async_t doorbell. uv_async_send coalesces, so the doorbell callback
+ * empties the whole queue. Messages carry ids, not pointers to the
+ * receiver's objects, and the receiver expects the object may be gone.
+ */
+#ifndef PGBERTH_WORKER_H
+#define PGBERTH_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "list.h"
+
+struct runtime;
+struct server;
+struct client;
+struct pool;
+
+enum msg_type {
+	MSG_CLIENT_FD,              /* a new accepted connection: fd */
+	MSG_GRANT,                  /* pool handoff: server (or NULL = may connect) for client_id */
+	MSG_CANCEL,                 /* CancelRequest for the client with pid/key */
+	MSG_STOP,                   /* close everything and end the loop */
+};
+
+struct msg {
+	struct msg *next;
+	enum msg_type type;
+	int fd;
+	uint32_t slot;              /* with client_id: who the grant is for */
+	uint64_t client_id;
+	struct server *server;
+	struct pool *pool;          /* the pool a grant's server or slot counts in */
+	int32_t pid;
+	int32_t key;
+};
+
+struct worker {
+	int id;
+	struct runtime *rt;
+	uv_thread_t thread;
+	uv_loop_t loop;
+	uv_async_t doorbell;
+
+	uv_mutex_t inbox_mtx;       /* guards the three fields below */
+	struct msg *inbox_head;
+	struct msg *inbox_tail;
+	bool inbox_closed;          /* STOP seen: posts are refused */
+
+	/* Loop-owned state: touched only by this worker's thread. */
+	struct list clients;        /* every struct client of this worker */
+	struct list servers;        /* every struct server with handles on this loop */
+	struct client **slots;      /* client by slot, for cancel keys and grants */
+	uint32_t nslots;
+	uint32_t free_slot;         /* head of the free slot chain, UINT32_MAX if none */
+	uint32_t *slot_next;        /* free chain links */
+	bool stopping;
+
+	bool finished;              /* thread is done; guarded by rt->life_mtx */
+	int loop_close_rc;          /* uv_loop_close result, for the exit report */
+};
+
+int worker_start(struct worker *w, struct runtime *rt, int id);
+/*
+ * Queues m for w and rings its doorbell. Takes ownership of m on success.
+ * Returns -1 once w has stopped taking messages; m is still the caller's.
+ */
+int worker_post(struct worker *w, struct msg *m);
+/* Allocates a message; NULL on out-of-memory. */
+struct msg *msg_new(enum msg_type type);
+
+/* Client slot table. A slot is the worker-local index behind the pid a
+ * client is given in BackendKeyData. */
+int worker_slot_alloc(struct worker *w, struct client *c, uint32_t *slot);
+void worker_slot_free(struct worker *w, uint32_t slot);
+struct client *worker_client_by_slot(struct worker *w, uint32_t slot);
+
+#endif

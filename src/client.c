@@ -1,0 +1,532 @@
+/*
+ * Client connections. Owns the client's socket, its poll handle, its input
+ * buffer and the messages pgberth writes to it. A client lives on one
+ * worker from accept to close:
+ *
+ *   STARTUP --startup packet--> WAITING (pool->waiters) --grant--> LOGIN
+ *   LOGIN --server ready and settings applied--> ACTIVE (relay)
+ *   any --client_close(reason)--> gone
+ *
+ * The client's startup parameters become SET statements run on whatever
+ * server it gets, so servers stay shareable (they all log in with the
+ * pool's own conninfo) and DISCARD ALL undoes them when the client leaves.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "config.h"
+#include "log.h"
+#include "proto.h"
+#include "relay.h"
+#include "runtime.h"
+#include "server.h"
+#include "worker.h"
+
+static void client_on_io(uv_poll_t *handle, int status, int events);
+
+static int32_t client_new_key(void)
+{
+	int32_t key;
+	if (getrandom(&key, sizeof(key), 0) != (ssize_t)sizeof(key))
+		key = (int32_t)random();
+	return key;
+}
+
+void client_accept(struct worker *w, int fd)
+{
+	struct client *c = calloc(1, sizeof(*c));
+	if (c == NULL)
+		goto err;
+	c->poll = malloc(sizeof(*c->poll));
+	if (c->poll == NULL)
+		goto err;
+	if (worker_slot_alloc(w, c, &c->slot) < 0)
+		goto err;
+	if (uv_poll_init(&w->loop, c->poll, fd) != 0) {
+		worker_slot_free(w, c->slot);
+		goto err;
+	}
+	c->poll->data = c;
+	c->id = runtime_next_id(w->rt);
+	c->cancel_key = client_new_key();
+	c->w = w;
+	c->fd = fd;
+	c->state = CLIENT_STARTUP;
+	list_init(&c->waiter.node);
+	list_add_tail(&w->clients, &c->node);
+	log_debug("c%llu/w%d: accepted", (unsigned long long)c->id, w->id);
+	client_update_poll(c);
+	return;
+err:
+	log_error("w%d: out of memory accepting a client", w->id);
+	if (c != NULL)
+		free(c->poll);
+	free(c);
+	close(fd);
+}
+
+/* The poll handle is closed first; the fd (carried in data) only after
+ * libuv is done with it. */
+static void client_poll_closed(uv_handle_t *handle)
+{
+	close((int)(intptr_t)handle->data);
+	free(handle);
+}
+
+void client_close(struct client *c, const char *reason)
+{
+	struct worker *w = c->w;
+	struct server *s = c->server;
+
+	if (c->state == CLIENT_STARTUP)
+		log_debug("c%llu/w%d: closing: %s", (unsigned long long)c->id, w->id, reason);
+	else
+		log_info("c%llu/w%d: closing: %s", (unsigned long long)c->id, w->id, reason);
+
+	if (c->state == CLIENT_WAITING)
+		pool_cancel_wait(&w->rt->pools, c->pool, &c->waiter);
+	if (s != NULL) {
+		/* Bytes the server got only part of leave it mid-message. */
+		bool partial = c->fwd > 0 || c->msg_remain > 0;
+		c->server = NULL;
+		s->client = NULL;
+		if (s->state == SERVER_CONNECTING)
+			server_close(s, "client left during login");
+		else if (partial)
+			server_close(s, "client left in the middle of a message");
+		else
+			server_release(s);
+	}
+	if (c->pool != NULL)
+		pool_detach(&w->rt->pools, c->pool);
+
+	list_del(&c->node);
+	worker_slot_free(w, c->slot);
+	c->poll->data = (void *)(intptr_t)c->fd;
+	uv_close((uv_handle_t *)c->poll, client_poll_closed);
+	buf_free(&c->in);
+	buf_free(&c->out);
+	free(c->user);
+	free(c->dbname);
+	free(c->startup);
+	free(c->st);
+	buf_free(&c->setup);
+	free(c);
+}
+
+void client_fatal(struct client *c, const char *sqlstate, const char *reason,
+                  const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* An error can go out only between messages of the server's. */
+	struct server *s = c->server;
+	bool between = s == NULL || c->state != CLIENT_ACTIVE || (s->fwd == 0 && s->msg_remain == 0);
+	if (between && proto_put_error(&c->out, "FATAL", sqlstate, msg, NULL) == 0)
+		(void)relay_write(c->fd, buf_head(&c->out), buf_len(&c->out));   /* best effort, once */
+	char why[1200];
+	snprintf(why, sizeof(why), "%s: %s (%s)", reason, msg, sqlstate);
+	client_close(c, why);
+}
+
+int client_flush(struct client *c)
+{
+	ssize_t n;
+
+	while (buf_len(&c->out) > 0) {
+		n = relay_write(c->fd, buf_head(&c->out), buf_len(&c->out));
+		if (n < 0)
+			goto gone;
+		if (n == 0)
+			goto pending;
+		buf_consume(&c->out, (size_t)n);
+	}
+	struct server *s = c->server;
+	if (c->state == CLIENT_ACTIVE && s->fwd > 0) {
+		n = relay_write(c->fd, buf_head(&s->in), s->fwd);
+		if (n < 0)
+			goto gone;
+		buf_consume(&s->in, (size_t)n);
+		s->fwd -= (size_t)n;
+		server_update_poll(s);
+	}
+pending:
+	client_update_poll(c);
+	return 0;
+gone:
+	/* Not client_fatal: nobody is left to read the error. */
+	client_close(c, n == -EPIPE || n == -ECONNRESET ? "client went away" : strerror((int)-n));
+	return -1;
+}
+
+void client_update_poll(struct client *c)
+{
+	int events = 0;
+
+	if (buf_len(&c->in) < RELAY_BUF)
+		events |= UV_READABLE;
+	if (buf_len(&c->out) > 0 || (c->state == CLIENT_ACTIVE && c->server->fwd > 0))
+		events |= UV_WRITABLE;
+	if (events != c->poll_events) {
+		c->poll_events = events;
+		if (events == 0)
+			uv_poll_stop(c->poll);
+		else
+			uv_poll_start(c->poll, events, client_on_io);
+	}
+}
+
+/* Appends one SET to sql unless the server already has that value (for the
+ * parameters it reports, we know). */
+static int add_setting(const char *name, const char *value, void *arg)
+{
+	struct client *c = arg;
+	const char *have = c->server ? server_param(c->server, name) : NULL;
+
+	if (have != NULL && strcmp(have, value) == 0)
+		return 0;
+	if (proto_sql_set(&c->setup, name, value) < 0)
+		return -1;
+	return buf_append(&c->setup, ";", 1);
+}
+
+const char *client_setup_sql(struct client *c)
+{
+	const struct startup *st = c->st;
+	const char *err;
+
+	buf_reset(&c->setup);
+	for (int i = 0; i < st->nparams; i++) {
+		const char *name = st->params[i].name;
+		if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
+		    strcmp(name, "options") == 0 || strcmp(name, "replication") == 0 ||
+		    strncmp(name, "_pq_.", 5) == 0)
+			continue;
+		if (add_setting(name, st->params[i].value, c) < 0)
+			return NULL;
+	}
+	for (int i = 0; i < st->nparams; i++) {
+		if (strcmp(st->params[i].name, "options") != 0)
+			continue;
+		char *scratch = malloc(strlen(st->params[i].value) + 1);
+		if (scratch == NULL)
+			return NULL;
+		int rc = proto_parse_options(st->params[i].value, scratch, add_setting, c, &err);
+		free(scratch);
+		if (rc != 0)
+			return NULL;
+	}
+	if (buf_len(&c->setup) == 0)
+		return "";
+	if (buf_append(&c->setup, "", 1) < 0)
+		return NULL;
+	return (const char *)buf_head(&c->setup);
+}
+
+static int ignore_setting(const char *name, const char *value, void *arg)
+{
+	(void)name, (void)value, (void)arg;
+	return 0;
+}
+
+/* Checks everything about the startup packet that does not need a server,
+ * so that a bad one is refused before it costs a connection. */
+static bool client_check_startup(struct client *c, const struct db_config **db)
+{
+	struct startup *st = c->st;
+	const char *err;
+
+	if (st->code >> 16 != 3) {
+		client_fatal(c, "0A000", "startup", "unsupported frontend protocol %u.%u: pgberth supports 3.0",
+		             st->code >> 16, st->code & 0xffff);
+		return false;
+	}
+	if (st->user == NULL || st->user[0] == '\0') {
+		client_fatal(c, "28000", "startup", "no PostgreSQL user name specified in startup packet");
+		return false;
+	}
+	for (int i = 0; i < st->nparams; i++) {
+		const char *name = st->params[i].name, *value = st->params[i].value;
+		if (strcmp(name, "replication") == 0 && strcasecmp(value, "false") != 0 &&
+		    strcasecmp(value, "off") != 0 && strcmp(value, "0") != 0 && strcasecmp(value, "no") != 0) {
+			client_fatal(c, "0A000", "startup", "replication connections are not supported by pgberth");
+			return false;
+		}
+		if (strcmp(name, "options") == 0) {
+			char *scratch = malloc(strlen(value) + 1);
+			int rc = scratch ? proto_parse_options(value, scratch, ignore_setting, NULL, &err) : -1;
+			free(scratch);
+			if (rc != 0) {
+				client_fatal(c, "42601", "startup", "invalid options in startup packet: %s",
+				             scratch ? err : "out of memory");
+				return false;
+			}
+		}
+	}
+	const char *dbname = st->database && st->database[0] ? st->database : st->user;
+	*db = config_find_db(c->w->rt->cfg, dbname);
+	if (*db == NULL) {
+		client_fatal(c, "3D000", "startup", "database \"%s\" is not configured in pgberth", dbname);
+		return false;
+	}
+	c->user = strdup(st->user);
+	c->dbname = strdup(dbname);
+	if (c->user == NULL || c->dbname == NULL) {
+		client_fatal(c, "53200", "startup", "out of memory");
+		return false;
+	}
+	return true;
+}
+
+/* NegotiateProtocolVersion for a 3.x newer than 3.0 or _pq_ options: we
+ * speak 3.0 and none of the options, as PostgreSQL would say. */
+static int client_negotiate(struct client *c)
+{
+	const struct startup *st = c->st;
+	const char *opts[PROTO_MAX_PARAMS];
+	int nopts = 0;
+
+	for (int i = 0; i < st->nparams; i++)
+		if (strncmp(st->params[i].name, "_pq_.", 5) == 0)
+			opts[nopts++] = st->params[i].name;
+	if ((st->code & 0xffff) == 0 && nopts == 0)
+		return 0;
+	return proto_put_negotiate(&c->out, 0, opts, nopts);
+}
+
+static const char *db_forced_user(const struct db_config *db)
+{
+	for (int i = 0; db->keywords[i] != NULL; i++)
+		if (strcmp(db->keywords[i], "user") == 0)
+			return db->values[i];
+	return NULL;
+}
+
+/* A v3 startup packet is in c->st: find the pool and ask it for a server. */
+static void client_login(struct client *c)
+{
+	struct worker *w = c->w;
+	const struct db_config *db;
+	void *server = NULL;
+
+	if (!client_check_startup(c, &db))
+		return;
+	if (client_negotiate(c) < 0) {
+		client_fatal(c, "53200", "startup", "out of memory");
+		return;
+	}
+	const char *pool_user = db->forced_user ? db_forced_user(db) : c->user;
+	c->pool = pool_attach(&w->rt->pools, db, pool_user, db->pool_size);
+	if (c->pool == NULL) {
+		client_fatal(c, "53200", "startup", "out of memory");
+		return;
+	}
+	c->waiter.worker = w->id;
+	c->waiter.slot = c->slot;
+	c->waiter.client_id = c->id;
+	c->state = CLIENT_WAITING;
+	log_debug("c%llu/w%d: login %s@%s", (unsigned long long)c->id, w->id, c->user, c->dbname);
+	switch (pool_acquire(&w->rt->pools, c->pool, &c->waiter, &server)) {
+	case POOL_GOT_IDLE:
+		client_granted(c, server);
+		break;
+	case POOL_MAY_CONNECT:
+		client_granted(c, NULL);
+		break;
+	case POOL_MUST_WAIT:
+		log_debug("c%llu/w%d: waiting for a server", (unsigned long long)c->id, w->id);
+		break;
+	case POOL_NOMEM:
+		client_fatal(c, "53200", "startup", "out of memory");
+		break;
+	}
+}
+
+static void client_post_cancel(struct client *c, const struct startup *st)
+{
+	struct runtime *rt = c->w->rt;
+	int target = (int)((uint32_t)st->cancel_pid >> 24) - 1;
+
+	if (target < 0 || target >= rt->nworkers)
+		return;
+	struct msg *m = msg_new(MSG_CANCEL);
+	if (m == NULL)
+		return;
+	m->pid = st->cancel_pid;
+	m->key = st->cancel_key;
+	if (worker_post(&rt->workers[target], m) < 0)
+		free(m);
+}
+
+/* Startup-phase input: SSL and GSS requests are declined with 'N', a
+ * CancelRequest is routed to the worker that owns the key, and a startup
+ * packet starts the login. Returns -1 if the client was closed. */
+static int client_startup_input(struct client *c)
+{
+	for (;;) {
+		long n = proto_startup_frame(buf_head(&c->in), buf_len(&c->in));
+		if (n == PROTO_NEED_MORE || (n > 0 && (size_t)n > buf_len(&c->in)))
+			return 0;
+		if (n == PROTO_BAD) {
+			client_fatal(c, "08P01", "startup", "invalid length of startup packet");
+			return -1;
+		}
+		c->startup = malloc((size_t)n);
+		c->st = malloc(sizeof(*c->st));
+		const char *err = "out of memory";
+		if (c->startup == NULL || c->st == NULL)
+			goto bad;
+		memcpy(c->startup, buf_head(&c->in), (size_t)n);
+		buf_consume(&c->in, (size_t)n);
+		if (proto_parse_startup(c->startup, (size_t)n, c->st, &err) < 0)
+			goto bad;
+		switch (c->st->code) {
+		case PROTO_SSL_REQUEST:
+		case PROTO_GSSENC_REQUEST:
+			if (buf_append(&c->out, "N", 1) < 0 || client_flush(c) < 0)
+				return -1;
+			free(c->startup);
+			free(c->st);
+			c->startup = NULL;
+			c->st = NULL;
+			continue;
+		case PROTO_CANCEL_REQUEST:
+			client_post_cancel(c, c->st);
+			client_close(c, "cancel request");
+			return -1;
+		default:
+			client_login(c);
+			return -1;  /* c may be gone; nothing more to do here */
+		}
+bad:
+		client_fatal(c, "08P01", "startup", "%s", err);
+		return -1;
+	}
+}
+
+/* Relay input from an active client to its server. */
+static void client_active_input(struct client *c)
+{
+	struct server *s = c->server;
+	int rc = relay_scan_client(c, s);
+
+	if (rc < 0) {
+		client_fatal(c, "08P01", "protocol", "invalid message from client");
+		return;
+	}
+	if (c->fwd > 0 && server_flush(s) < 0)
+		return;
+	if (rc == RELAY_TERMINATE && c->fwd == 0) {
+		c->msg_remain = 0;
+		client_close(c, "client sent Terminate");
+	}
+}
+
+static void client_read(struct client *c)
+{
+	ssize_t n = relay_read(c->fd, &c->in);
+
+	if (n == -EAGAIN)
+		return client_update_poll(c);
+	if (n == 0) {
+		client_close(c, "client closed the connection");
+		return;
+	}
+	if (n < 0) {
+		client_close(c, strerror((int)-n));
+		return;
+	}
+	switch (c->state) {
+	case CLIENT_STARTUP:
+		if (client_startup_input(c) < 0)
+			return;
+		break;
+	case CLIENT_ACTIVE:
+		client_active_input(c);
+		return;
+	case CLIENT_WAITING:
+	case CLIENT_LOGIN:
+		break;  /* kept until the login is done; reading stops when full */
+	}
+	client_update_poll(c);
+}
+
+static void client_on_io(uv_poll_t *handle, int status, int events)
+{
+	struct client *c = handle->data;
+
+	if (status < 0) {
+		client_close(c, uv_strerror(status));
+		return;
+	}
+	if ((events & UV_WRITABLE) && client_flush(c) < 0)
+		return;
+	if (events & UV_READABLE)
+		client_read(c);
+}
+
+void client_granted(struct client *c, struct server *s)
+{
+	c->state = CLIENT_LOGIN;
+	if (s != NULL)
+		server_adopt(c->w, s, c);
+	else
+		server_connect(c->w, c->pool, c);
+}
+
+void client_login_done(struct client *c)
+{
+	struct server *s = c->server;
+	struct worker *w = c->w;
+	int32_t pid = (int32_t)(((uint32_t)w->id + 1) << 24 | c->slot);
+	int rc = proto_put_auth_ok(&c->out);
+
+	for (int i = 0; i < s->nparams && rc == 0; i++)
+		rc = proto_put_param_status(&c->out, s->params[i].name, s->params[i].value);
+	if (rc == 0)
+		rc = proto_put_backend_key(&c->out, pid, c->cancel_key);
+	if (rc == 0)
+		rc = proto_put_ready(&c->out, s->txstatus);
+	if (rc < 0) {
+		client_fatal(c, "53200", "login", "out of memory");
+		return;
+	}
+	free(c->startup);
+	free(c->st);
+	buf_free(&c->setup);
+	c->startup = NULL;
+	c->st = NULL;
+	c->state = CLIENT_ACTIVE;
+	s->state = SERVER_ACTIVE;
+	log_info("c%llu/w%d: %s@%s logged in on s%llu", (unsigned long long)c->id, w->id,
+	         c->user, c->dbname, (unsigned long long)s->id);
+	if (client_flush(c) < 0)
+		return;
+	if (buf_len(&c->in) > 0)
+		client_active_input(c);
+	else
+		server_update_poll(s);
+}
+
+void client_cancel(struct client *c, int32_t key)
+{
+	if (key != c->cancel_key) {
+		log_warn("c%llu/w%d: cancel request with a wrong key ignored",
+		         (unsigned long long)c->id, c->w->id);
+		return;
+	}
+	if (c->state == CLIENT_ACTIVE && c->server->replies_owed > 0)
+		server_cancel(c->server);
+}

@@ -1,0 +1,221 @@
+/*
+ * Listener. Owns the listening Unix socket and the lock file beside it
+ * (<socket>.lock, holding our pid, under flock), on the main loop.
+ *
+ * Start-up order, as PostgreSQL does it: a socket something still answers
+ * on belongs to a live server, and we refuse to start; otherwise the lock
+ * file is taken (flock, so a crashed daemon's lock is free again), a stale
+ * socket file is removed and ours is bound. On exit both files go.
+ *
+ * Accepting: on readable, accept until EAGAIN and post each fd to the next
+ * worker. Out of fds (EMFILE/ENFILE) pauses accepting for a moment instead
+ * of spinning on a listener that stays readable.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "listener.h"
+#include "log.h"
+#include "runtime.h"
+#include "worker.h"
+
+#define ACCEPT_BACKOFF_MS 100
+#define LISTEN_BACKLOG 4096
+
+static bool socket_is_live(const char *path)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool live;
+
+	if (fd < 0)
+		return false;
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path);
+	live = connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 || errno == EAGAIN;
+	close(fd);
+	return live;
+}
+
+static int listener_lock(struct listener *l)
+{
+	char pid[32] = "";
+
+	l->lock_fd = open(l->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (l->lock_fd < 0) {
+		log_error("cannot open lock file \"%s\": %s", l->lock_path, strerror(errno));
+		return -1;
+	}
+	if (flock(l->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		ssize_t n = read(l->lock_fd, pid, sizeof(pid) - 1);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		log_error("lock file \"%s\" is held by another pgberth (pid %s): is it already running?",
+		          l->lock_path, pid[0] ? pid : "unknown");
+		close(l->lock_fd);
+		l->lock_fd = -1;
+		return -1;
+	}
+	int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(l->lock_fd, 0) < 0 || pwrite(l->lock_fd, pid, (size_t)n, 0) != n)
+		log_warn("cannot write lock file \"%s\": %s", l->lock_path, strerror(errno));
+	return 0;
+}
+
+static void listener_unlock(struct listener *l)
+{
+	if (l->lock_fd >= 0) {
+		unlink(l->lock_path);
+		close(l->lock_fd);
+		l->lock_fd = -1;
+	}
+}
+
+int listener_open(struct listener *l, uv_loop_t *loop, struct runtime *rt,
+                  const struct config *cfg)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+
+	l->rt = rt;
+	l->fd = -1;
+	l->lock_fd = -1;
+	if ((size_t)snprintf(l->path, sizeof(l->path), "%s/.s.PGSQL.%d", cfg->socket_dir, cfg->port)
+	    >= sizeof(l->path)) {
+		log_error("socket path \"%s/.s.PGSQL.%d\" is too long", cfg->socket_dir, cfg->port);
+		return -1;
+	}
+	snprintf(l->lock_path, sizeof(l->lock_path), "%s.lock", l->path);
+	if (socket_is_live(l->path)) {
+		log_error("another server is already listening on \"%s\"", l->path);
+		return -1;
+	}
+	if (listener_lock(l) < 0)
+		return -1;
+	if (unlink(l->path) == 0)
+		log_info("removed stale socket file \"%s\"", l->path);
+
+	l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (l->fd < 0) {
+		log_error("socket: %s", strerror(errno));
+		goto err;
+	}
+	memcpy(addr.sun_path, l->path, strlen(l->path) + 1);
+	if (bind(l->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		log_error("cannot bind \"%s\": %s", l->path, strerror(errno));
+		goto err;
+	}
+	if (chmod(l->path, cfg->socket_mode) < 0) {
+		log_error("cannot chmod \"%s\": %s", l->path, strerror(errno));
+		goto err_unlink;
+	}
+	if (listen(l->fd, LISTEN_BACKLOG) < 0) {
+		log_error("listen on \"%s\": %s", l->path, strerror(errno));
+		goto err_unlink;
+	}
+	if (uv_poll_init(loop, &l->poll, l->fd) != 0)
+		goto err_unlink;
+	l->poll.data = l;
+	uv_timer_init(loop, &l->backoff);
+	l->backoff.data = l;
+	l->open = true;
+	return 0;
+
+err_unlink:
+	unlink(l->path);
+err:
+	if (l->fd >= 0)
+		close(l->fd);
+	l->fd = -1;
+	listener_unlock(l);
+	return -1;
+}
+
+static void listener_on_readable(uv_poll_t *handle, int status, int events);
+
+static void listener_resume(uv_timer_t *timer)
+{
+	struct listener *l = timer->data;
+	uv_poll_start(&l->poll, UV_READABLE, listener_on_readable);
+}
+
+static void listener_hand_over(struct listener *l, int fd)
+{
+	struct runtime *rt = l->rt;
+	struct msg *m = msg_new(MSG_CLIENT_FD);
+
+	if (m != NULL) {
+		m->fd = fd;
+		if (worker_post(&rt->workers[l->next_worker++ % (unsigned)rt->nworkers], m) == 0)
+			return;
+		free(m);
+	}
+	close(fd);
+}
+
+static void listener_on_readable(uv_poll_t *handle, int status, int events)
+{
+	struct listener *l = handle->data;
+	(void)events;
+
+	if (status < 0) {
+		log_error("listener: %s", uv_strerror(status));
+		return;
+	}
+	for (;;) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			listener_hand_over(l, fd);
+			continue;
+		}
+		switch (errno) {
+		case EINTR:
+		case ECONNABORTED:
+			continue;
+		case EAGAIN:
+			return;
+		case EMFILE:
+		case ENFILE:
+		case ENOBUFS:
+		case ENOMEM:
+			log_warn("accept: %s; pausing new connections for %d ms",
+			         strerror(errno), ACCEPT_BACKOFF_MS);
+			uv_poll_stop(&l->poll);
+			uv_timer_start(&l->backoff, listener_resume, ACCEPT_BACKOFF_MS, 0);
+			return;
+		default:
+			log_error("accept: %s", strerror(errno));
+			return;
+		}
+	}
+}
+
+void listener_start(struct listener *l)
+{
+	uv_poll_start(&l->poll, UV_READABLE, listener_on_readable);
+}
+
+static void listener_poll_closed(uv_handle_t *handle)
+{
+	struct listener *l = handle->data;
+	close(l->fd);
+	l->fd = -1;
+}
+
+void listener_close(struct listener *l)
+{
+	if (!l->open)
+		return;
+	l->open = false;
+	unlink(l->path);
+	listener_unlock(l);
+	uv_close((uv_handle_t *)&l->backoff, NULL);
+	uv_close((uv_handle_t *)&l->poll, listener_poll_closed);
+	log_info("stopped listening on \"%s\"", l->path);
+}

@@ -1,0 +1,134 @@
+/*
+ * The relay's per-message rules, shared by both directions. The scanners
+ * advance a "cleared" mark (fwd) over the input buffer: everything before it
+ * may be written to the other side as it is. A message body is cleared as
+ * it streams in, so rows of any size pass through a fixed buffer; only the
+ * small messages the pooler must read (ReadyForQuery, ParameterStatus) are
+ * held until whole.
+ */
+#include <errno.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "proto.h"
+#include "relay.h"
+#include "server.h"
+
+/* Clears the rest of a message already being streamed. Returns true if the
+ * scan may go on to the next header. */
+static bool scan_body(size_t *fwd, uint32_t *remain, size_t len)
+{
+	size_t take = len - *fwd;
+	if (take > *remain)
+		take = *remain;
+	*fwd += take;
+	*remain -= (uint32_t)take;
+	return *remain == 0;
+}
+
+int relay_scan_client(struct client *c, struct server *s)
+{
+	const uint8_t *p = buf_head(&c->in);
+	size_t len = buf_len(&c->in);
+
+	while (c->fwd < len) {
+		char type;
+		uint32_t mlen;
+
+		if (c->msg_remain > 0 && !scan_body(&c->fwd, &c->msg_remain, len))
+			break;
+		if (c->fwd >= len)
+			break;
+		int rc = proto_msg_header(p + c->fwd, len - c->fwd, PROTO_MAX_MESSAGE, &type, &mlen);
+		if (rc == PROTO_NEED_MORE)
+			break;
+		if (rc == PROTO_BAD)
+			return -1;
+		if (type == 'X')
+			return RELAY_TERMINATE;
+		/* Each of these is answered by exactly one ReadyForQuery. */
+		if (type == 'Q' || type == 'S' || type == 'F')
+			s->replies_owed++;
+		c->msg_remain = mlen + 1;
+	}
+	return 0;
+}
+
+/* A message the scanner reads: ReadyForQuery or ParameterStatus. */
+static int scan_server_message(struct server *s, char type, const uint8_t *body, size_t blen)
+{
+	if (type == 'Z') {
+		if (blen != 1)
+			return -1;
+		s->txstatus = (char)body[0];
+		if (s->replies_owed > 0)
+			s->replies_owed--;
+		return 0;
+	}
+	const char *name, *value;
+	if (proto_parse_param_status(body, blen, &name, &value) < 0)
+		return -1;
+	return server_set_param(s, name, value);
+}
+
+int relay_scan_server(struct server *s)
+{
+	const uint8_t *p = buf_head(&s->in);
+	size_t len = buf_len(&s->in);
+
+	while (s->fwd < len) {
+		char type;
+		uint32_t mlen;
+
+		if (s->msg_remain > 0 && !scan_body(&s->fwd, &s->msg_remain, len))
+			break;
+		if (s->fwd >= len)
+			break;
+		int rc = proto_msg_header(p + s->fwd, len - s->fwd, PROTO_MAX_MESSAGE, &type, &mlen);
+		if (rc == PROTO_NEED_MORE)
+			break;
+		if (rc == PROTO_BAD)
+			return -1;
+		if (type == 'Z' || type == 'S') {
+			if ((size_t)mlen + 1 > RELAY_BUF)
+				return -1;
+			if (len - s->fwd < (size_t)mlen + 1)
+				break;  /* wait for the whole message */
+			if (scan_server_message(s, type, p + s->fwd + 5, mlen - 4) < 0)
+				return -1;
+		}
+		s->msg_remain = mlen + 1;
+	}
+	return 0;
+}
+
+ssize_t relay_read(int fd, struct buf *b)
+{
+	size_t len = buf_len(b);
+	if (len >= RELAY_BUF)
+		return -EAGAIN;
+	if (buf_reserve(b, RELAY_BUF - len) < 0)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = read(fd, b->data + b->end, RELAY_BUF - len);
+		if (n >= 0) {
+			b->end += (size_t)n;
+			return n;
+		}
+		if (errno != EINTR)
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+}
+
+ssize_t relay_write(int fd, const uint8_t *p, size_t n)
+{
+	for (;;) {
+		ssize_t w = write(fd, p, n);
+		if (w >= 0)
+			return w;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		if (errno != EINTR)
+			return -errno;
+	}
+}

@@ -1,0 +1,242 @@
+/*
+ * Worker threads. Each runs its own uv loop with the clients and servers
+ * handed to it; the only ways in from another thread are worker_post (the
+ * inbox) and the shared pool registry. A worker ends when its STOP message
+ * has closed every handle on its loop; the main thread waits for that with
+ * a deadline (see lifecycle.c) and never joins a worker that did not finish.
+ */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "log.h"
+#include "pool.h"
+#include "runtime.h"
+#include "server.h"
+#include "worker.h"
+
+#define NO_SLOT UINT32_MAX
+#define MAX_SLOTS (1u << 24)        /* the slot must fit the low 24 bits of a pid */
+
+struct msg *msg_new(enum msg_type type)
+{
+	struct msg *m = calloc(1, sizeof(*m));
+	if (m != NULL) {
+		m->type = type;
+		m->fd = -1;
+	}
+	return m;
+}
+
+int worker_post(struct worker *w, struct msg *m)
+{
+	int rc = 0;
+
+	m->next = NULL;
+	uv_mutex_lock(&w->inbox_mtx);
+	if (w->inbox_closed) {
+		rc = -1;
+	} else {
+		if (w->inbox_tail != NULL)
+			w->inbox_tail->next = m;
+		else
+			w->inbox_head = m;
+		w->inbox_tail = m;
+		/* Under the lock: once inbox_closed is set the doorbell may be
+		 * closed, so nobody may ring it after that. */
+		uv_async_send(&w->doorbell);
+	}
+	uv_mutex_unlock(&w->inbox_mtx);
+	return rc;
+}
+
+static struct msg *inbox_take(struct worker *w, bool close)
+{
+	uv_mutex_lock(&w->inbox_mtx);
+	struct msg *m = w->inbox_head;
+	w->inbox_head = w->inbox_tail = NULL;
+	if (close)
+		w->inbox_closed = true;
+	uv_mutex_unlock(&w->inbox_mtx);
+	return m;
+}
+
+int worker_slot_alloc(struct worker *w, struct client *c, uint32_t *slot)
+{
+	if (w->free_slot == NO_SLOT) {
+		uint32_t n = w->nslots ? w->nslots * 2 : 64;
+		if (n > MAX_SLOTS)
+			return -1;
+		struct client **slots = realloc(w->slots, n * sizeof(*slots));
+		if (slots == NULL)
+			return -1;
+		w->slots = slots;
+		uint32_t *next = realloc(w->slot_next, n * sizeof(*next));
+		if (next == NULL)
+			return -1;
+		w->slot_next = next;
+		for (uint32_t i = w->nslots; i < n; i++) {
+			w->slots[i] = NULL;
+			w->slot_next[i] = i + 1 < n ? i + 1 : NO_SLOT;
+		}
+		w->free_slot = w->nslots;
+		w->nslots = n;
+	}
+	*slot = w->free_slot;
+	w->free_slot = w->slot_next[*slot];
+	w->slots[*slot] = c;
+	return 0;
+}
+
+void worker_slot_free(struct worker *w, uint32_t slot)
+{
+	w->slots[slot] = NULL;
+	w->slot_next[slot] = w->free_slot;
+	w->free_slot = slot;
+}
+
+struct client *worker_client_by_slot(struct worker *w, uint32_t slot)
+{
+	return slot < w->nslots ? w->slots[slot] : NULL;
+}
+
+/* A grant whose client is gone, or came to a stopping worker: pass the
+ * server or the slot on to the next waiter. */
+static void worker_grant_refused(struct worker *w, struct msg *m)
+{
+	struct pool_handoff h;
+	bool handed;
+
+	if (m->server != NULL)
+		handed = pool_release(&w->rt->pools, m->pool, m->server, &h);
+	else
+		handed = pool_server_closed(&w->rt->pools, m->pool, &h);
+	if (handed)
+		server_handoff(w->rt, m->pool, &h);
+}
+
+static void worker_stop(struct worker *w)
+{
+	struct list *pos, *tmp;
+
+	w->stopping = true;
+	list_for_each_safe(pos, tmp, &w->clients) {
+		struct client *c = list_entry(pos, struct client, node);
+		client_fatal(c, "57P01", "shutdown", "pgberth is shutting down");
+	}
+	list_for_each_safe(pos, tmp, &w->servers)
+		server_close(list_entry(pos, struct server, node), "shutdown");
+	uv_close((uv_handle_t *)&w->doorbell, NULL);
+}
+
+static void worker_handle(struct worker *w, struct msg *m)
+{
+	struct client *c;
+
+	switch (m->type) {
+	case MSG_CLIENT_FD:
+		if (w->stopping)
+			close(m->fd);
+		else
+			client_accept(w, m->fd);
+		break;
+	case MSG_GRANT:
+		c = worker_client_by_slot(w, m->slot);
+		if (!w->stopping && c != NULL && c->id == m->client_id && c->state == CLIENT_WAITING)
+			client_granted(c, m->server);
+		else
+			worker_grant_refused(w, m);
+		break;
+	case MSG_CANCEL:
+		c = worker_client_by_slot(w, (uint32_t)m->pid & (MAX_SLOTS - 1));
+		if (c != NULL)
+			client_cancel(c, m->key);
+		break;
+	case MSG_STOP:
+		if (!w->stopping)
+			worker_stop(w);
+		break;
+	}
+	free(m);
+}
+
+static void worker_doorbell(uv_async_t *handle)
+{
+	struct worker *w = handle->data;
+	bool was_stopping = w->stopping;
+
+	for (struct msg *m = inbox_take(w, false), *next; m != NULL; m = next) {
+		next = m->next;
+		worker_handle(w, m);
+	}
+	/* The first STOP closes the inbox; what got in before that is handled
+	 * here, in stopping mode, so no fd or server is left in a queue. */
+	if (w->stopping && !was_stopping) {
+		for (struct msg *m = inbox_take(w, true), *next; m != NULL; m = next) {
+			next = m->next;
+			worker_handle(w, m);
+		}
+	}
+}
+
+static void worker_walk_report(uv_handle_t *h, void *arg)
+{
+	struct worker *w = arg;
+	log_error("w%d: handle still open at exit: %s%s", w->id,
+	          uv_handle_type_name(uv_handle_get_type(h)),
+	          uv_is_closing(h) ? " (closing)" : "");
+}
+
+static void worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct runtime *rt = w->rt;
+
+	uv_run(&w->loop, UV_RUN_DEFAULT);
+	w->loop_close_rc = uv_loop_close(&w->loop);
+	if (w->loop_close_rc != 0) {
+		uv_walk(&w->loop, worker_walk_report, w);
+		log_error("w%d: uv_loop_close: %s", w->id, uv_strerror(w->loop_close_rc));
+	}
+	free(w->slots);
+	free(w->slot_next);
+	w->slots = NULL;
+	w->slot_next = NULL;
+	log_debug("w%d: finished", w->id);
+
+	uv_mutex_lock(&rt->life_mtx);
+	w->finished = true;
+	rt->nfinished++;
+	uv_async_send(rt->worker_done);
+	uv_mutex_unlock(&rt->life_mtx);
+}
+
+int worker_start(struct worker *w, struct runtime *rt, int id)
+{
+	int rc;
+
+	w->id = id;
+	w->rt = rt;
+	w->free_slot = NO_SLOT;
+	list_init(&w->clients);
+	list_init(&w->servers);
+	if ((rc = uv_loop_init(&w->loop)) != 0)
+		return rc;
+	if ((rc = uv_mutex_init(&w->inbox_mtx)) != 0)
+		goto err_loop;
+	if ((rc = uv_async_init(&w->loop, &w->doorbell, worker_doorbell)) != 0)
+		goto err_mtx;
+	w->doorbell.data = w;
+	if ((rc = uv_thread_create(&w->thread, worker_main, w)) != 0)
+		goto err_async;
+	return 0;
+
+err_async:
+	uv_close((uv_handle_t *)&w->doorbell, NULL);
+	uv_run(&w->loop, UV_RUN_NOWAIT);
+err_mtx:
+	uv_mutex_destroy(&w->inbox_mtx);
+err_loop:
+	uv_loop_close(&w->loop);
+	return rc;
+}
