@@ -1,0 +1,314 @@
+/*
+ * End to end, many clients: pool_size is a hard cap on what PostgreSQL
+ * sees, waiting clients are served in arrival order when a server frees up,
+ * and pgbench runs through pgberth.
+ *
+ * The cap is checked twice over: a sampler counts the role's backends in
+ * pg_stat_activity during the run, and the role ("crowd") has CONNECTION
+ * LIMIT 5 in the template, so a sixth concurrent server login would be
+ * refused by PostgreSQL itself and fail a client.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define NCLIENTS 100
+
+/* ---- 100 concurrent clients, pool_size 5 ----------------------------- */
+
+struct crowd {
+	const struct h_daemon *d;
+	atomic_int ok;
+	atomic_int failed;
+	pthread_mutex_t mtx;
+	char first_error[512];         /* under mtx */
+	long long pids[NCLIENTS];      /* backend pid each client saw */
+};
+
+struct sampler {
+	PGconn *direct;
+	atomic_bool stop;
+	int max;                       /* most crowd backends seen at once */
+	int samples;
+	char error[256];
+};
+
+static void crowd_fail(struct crowd *cr, const char *what, const char *msg)
+{
+	atomic_fetch_add(&cr->failed, 1);
+	pthread_mutex_lock(&cr->mtx);
+	if (!cr->first_error[0])
+		snprintf(cr->first_error, sizeof(cr->first_error), "%s: %s", what, msg);
+	pthread_mutex_unlock(&cr->mtx);
+}
+
+struct client_arg {
+	struct crowd *cr;
+	int index;
+};
+
+static void *crowd_client(void *arg)
+{
+	struct client_arg *a = arg;
+	struct crowd *cr = a->cr;
+	PGconn *c = h_connect_try(cr->d, "user=" H_CROWD_USER " connect_timeout=60");
+	PGresult *r;
+
+	if (PQstatus(c) != CONNECTION_OK) {
+		crowd_fail(cr, "connect", PQerrorMessage(c));
+		PQfinish(c);
+		return NULL;
+	}
+	/* Hold the server a little, so that clients really overlap. */
+	r = h_exec_try(c, "SELECT pg_backend_pid(), pg_sleep(0.02)", 60000);
+	if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+		crowd_fail(cr, "query", r ? PQresultErrorMessage(r) : "no result within 60 s");
+	} else {
+		cr->pids[a->index] = atoll(PQgetvalue(r, 0, 0));
+		atomic_fetch_add(&cr->ok, 1);
+	}
+	PQclear(r);
+	PQfinish(c);
+	return NULL;
+}
+
+static void *sampler_thread(void *arg)
+{
+	struct sampler *s = arg;
+
+	while (!atomic_load(&s->stop)) {
+		PGresult *r = h_exec_try(s->direct,
+					 "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+					 "'client backend' AND pid <> pg_backend_pid() AND usename = '"
+					 H_CROWD_USER "'", 5000);
+
+		if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+			snprintf(s->error, sizeof(s->error), "%s",
+				 r ? PQresultErrorMessage(r) : "sample timed out");
+			PQclear(r);
+			break;
+		}
+		{
+			int n = atoi(PQgetvalue(r, 0, 0));
+
+			if (n > s->max)
+				s->max = n;
+		}
+		s->samples++;
+		PQclear(r);
+		h_sleep_ms(2);
+	}
+	return NULL;
+}
+
+START_TEST(test_hundred_clients_pool_of_five)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = H_CROWD_LIMIT };
+	static struct crowd cr;
+	struct sampler sm = { 0 };
+	struct client_arg args[NCLIENTS];
+	pthread_t th[NCLIENTS], sth;
+	pthread_attr_t attr;
+	int64_t t0;
+
+	memset(&cr, 0, sizeof(cr));
+	pthread_mutex_init(&cr.mtx, NULL);
+	h_daemon_start(&d, &h_shared_pg, &o);
+	cr.d = &d;
+	sm.direct = h_pg_connect(&h_shared_pg, NULL);
+	h_assert(pthread_create(&sth, NULL, sampler_thread, &sm) == 0, "sampler thread");
+
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	t0 = h_now_ms();
+	for (int i = 0; i < NCLIENTS; i++) {
+		args[i].cr = &cr;
+		args[i].index = i;
+		h_assert(pthread_create(&th[i], &attr, crowd_client, &args[i]) == 0,
+			 "pthread_create %d", i);
+	}
+	for (int i = 0; i < NCLIENTS; i++)
+		pthread_join(th[i], NULL);
+	pthread_attr_destroy(&attr);
+	atomic_store(&sm.stop, true);
+	pthread_join(sth, NULL);
+
+	fprintf(stderr, "e2e_pool: %d clients in %lld ms, at most %d crowd backends over %d samples\n",
+		NCLIENTS, (long long)(h_now_ms() - t0), sm.max, sm.samples);
+	h_assert(atomic_load(&cr.ok) == NCLIENTS, "%d of %d clients succeeded; first error: %s",
+		 atomic_load(&cr.ok), NCLIENTS, cr.first_error);
+	h_assert(sm.error[0] == '\0', "sampler: %s", sm.error);
+	h_assert(sm.samples > 0 && sm.max >= 1, "the sampler never saw a server connection");
+	h_assert(sm.max <= H_CROWD_LIMIT, "PostgreSQL saw %d connections from pgberth (pool_size %d)",
+		 sm.max, H_CROWD_LIMIT);
+	/* After the run, what is left is idle pooled servers: still within the cap. */
+	{
+		long long left = h_query_ll(sm.direct, "SELECT count(*) FROM pg_stat_activity WHERE "
+					    "usename = '" H_CROWD_USER "'");
+
+		h_assert(left <= H_CROWD_LIMIT, "%lld crowd backends after the run", left);
+	}
+	PQfinish(sm.direct);
+	pthread_mutex_destroy(&cr.mtx);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/* ---- waiting clients ---------------------------------------------------- */
+
+/*
+ * Drives a PQconnectStart connection. Returns PGRES_POLLING_OK or
+ * PGRES_POLLING_FAILED, or -1 if it is still in progress at the deadline.
+ */
+static int drive_connect(PGconn *c, PostgresPollingStatusType *state, int64_t deadline)
+{
+	for (;;) {
+		struct pollfd p = { PQsocket(c), 0, 0 };
+		int64_t left;
+
+		if (*state == PGRES_POLLING_OK || *state == PGRES_POLLING_FAILED)
+			return (int)*state;
+		p.events = *state == PGRES_POLLING_WRITING ? POLLOUT : POLLIN;
+		left = deadline - h_now_ms();
+		if (left <= 0)
+			return -1;
+		if (poll(&p, 1, (int)left) == 0)
+			return -1;
+		*state = PQconnectPoll(c);
+	}
+}
+
+static PGconn *connect_start(const struct h_daemon *d, PostgresPollingStatusType *state)
+{
+	char *conninfo = h_conninfo(d, NULL);
+	PGconn *c = PQconnectStart(conninfo);
+
+	free(conninfo);
+	h_assert(c && PQstatus(c) != CONNECTION_BAD, "PQconnectStart: %s",
+		 c ? PQerrorMessage(c) : "out of memory");
+	*state = PGRES_POLLING_WRITING;
+	return c;
+}
+
+START_TEST(test_waiters_fifo)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = 1 };
+	PostgresPollingStatusType sb, sc;
+	PGconn *a, *b, *c;
+	long long pid;
+	int rc;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, NULL);
+	pid = h_query_ll(a, "SELECT pg_backend_pid()");
+
+	/* B, then C, ask for the only server; neither may log in while A holds it. */
+	b = connect_start(&d, &sb);
+	rc = drive_connect(b, &sb, h_now_ms() + 300);
+	h_assert(rc == -1, "client B finished its login (%s) while A held the only server",
+		 rc == PGRES_POLLING_OK ? "ok" : PQerrorMessage(b));
+	c = connect_start(&d, &sc);
+	rc = drive_connect(c, &sc, h_now_ms() + 300);
+	h_assert(rc == -1, "client C finished its login (%s) while A held the only server",
+		 rc == PGRES_POLLING_OK ? "ok" : PQerrorMessage(c));
+
+	/* A leaves: B, first in line, gets A's server; C keeps waiting. */
+	PQfinish(a);
+	rc = drive_connect(b, &sb, h_now_ms() + 10000);
+	h_assert(rc == PGRES_POLLING_OK, "client B: %s",
+		 rc == -1 ? "still waiting 10 s after the server was released" : PQerrorMessage(b));
+	h_assert(h_query_ll(b, "SELECT pg_backend_pid()") == pid, "B got a different server");
+	rc = drive_connect(c, &sc, h_now_ms() + 300);
+	h_assert(rc == -1, "client C logged in (%s) although B, ahead of it, holds the server",
+		 rc == PGRES_POLLING_OK ? "ok" : PQerrorMessage(c));
+
+	PQfinish(b);
+	rc = drive_connect(c, &sc, h_now_ms() + 10000);
+	h_assert(rc == PGRES_POLLING_OK, "client C: %s",
+		 rc == -1 ? "still waiting 10 s after the server was released" : PQerrorMessage(c));
+	h_assert(h_query_ll(c, "SELECT pg_backend_pid()") == pid, "C got a different server");
+	PQfinish(c);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/* ---- pgbench ------------------------------------------------------------- */
+
+START_TEST(test_pgbench)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = 10 };
+	char port[16], *out, *outpath, *tps;
+	double rate;
+	int rc;
+
+	/* Initialise directly on PostgreSQL... */
+	snprintf(port, sizeof(port), "%d", h_shared_pg.port);
+	h_daemon_start(&d, &h_shared_pg, &o);
+	outpath = malloc(strlen(d.dir) + 32);
+	sprintf(outpath, "%s/pgbench-init.out", d.dir);
+	{
+		const char *argv[] = { h_pg_bin("pgbench"), "-i", "-q", "-s", "1", "-h",
+				       h_shared_pg.sockdir, "-p", port, "-U", H_SUPERUSER, "appdb",
+				       NULL };
+
+		rc = h_run(argv, outpath, false, 60000);
+	}
+	out = h_read_file(outpath);
+	h_assert(rc == 0, "pgbench -i exited %d:\n%s", rc, out ? out : "");
+	free(out);
+
+	/* ...then select-only load through pgberth. */
+	sprintf(outpath, "%s/pgbench.out", d.dir);
+	snprintf(port, sizeof(port), "%d", d.port);
+	{
+		const char *argv[] = { h_pg_bin("pgbench"), "-n", "-S", "-c", "8", "-j", "2",
+				       "-T", "3", "-h", d.sockdir, "-p", port, "-U", H_SUPERUSER,
+				       "appdb", NULL };
+
+		rc = h_run(argv, outpath, false, 40000);
+	}
+	out = h_read_file(outpath);
+	h_assert(rc == 0, "pgbench through pgberth exited %d:\n%s", rc, out ? out : "");
+	tps = out ? strstr(out, "tps = ") : NULL;
+	h_assert(tps != NULL, "no tps in pgbench output:\n%s", out ? out : "");
+	rate = strtod(tps + 6, NULL);
+	fprintf(stderr, "e2e_pool: pgbench -S -c 8 through pgberth: %.0f tps\n", rate);
+	h_assert(rate > 0, "pgbench reported %f tps:\n%s", rate, out);
+	free(out);
+	free(outpath);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+static Suite *e2e_pool_suite(void)
+{
+	Suite *s = suite_create("e2e_pool");
+	TCase *tc;
+
+	tc = h_tcase("cap", 90);
+	h_tcase_add_pg(tc);
+	tcase_add_test(tc, test_hundred_clients_pool_of_five);
+	tcase_add_test(tc, test_waiters_fifo);
+	suite_add_tcase(s, tc);
+
+	tc = h_tcase("pgbench", 120);
+	h_tcase_add_pg(tc);
+	tcase_add_test(tc, test_pgbench);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return h_main(e2e_pool_suite());
+}

@@ -1,0 +1,1585 @@
+/*
+ * End-to-end test harness. See harness.h for what it offers and for the
+ * process and cleanup rules; this file holds the mechanics.
+ *
+ * State: the temporary root, the template data directory and the
+ * PostgreSQL user's ids are set once by h_main() in the runner before any
+ * test forks, and only read afterwards. The log registry (for h_dump_logs)
+ * is per process and guarded by log_mtx, although only test threads that
+ * start daemons touch it.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <glob.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define PG_TEST_USER   "pgberth-test"   /* runs PostgreSQL when we are root */
+#define LOG_TAIL_LINES 60
+#define MAX_LOGS       32
+
+static char root_dir[H_PATH_MAX];       /* private temporary root */
+static pid_t root_owner;                /* only this process removes root_dir */
+static char template_dir[H_PATH_MAX];   /* template instance: data/, s/, logs */
+static char template_data[H_PATH_MAX];
+static bool as_root;                    /* euid 0: PostgreSQL runs as PG_TEST_USER */
+static uid_t pg_uid;
+static gid_t pg_gid;
+static gid_t pg_groups[64];
+static int pg_ngroups;
+
+static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
+static char logs[MAX_LOGS][H_PATH_MAX]; /* logs to dump on failure */
+static int nlogs;
+
+struct h_pg h_shared_pg;
+
+/* ---- small utilities ------------------------------------------------- */
+
+int64_t h_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void h_sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static int ms_left(int64_t deadline)
+{
+	int64_t left = deadline - h_now_ms();
+
+	if (left <= 0)
+		return 0;
+	return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* Formats into a fresh heap string; aborts on allocation failure. */
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	return s;
+}
+
+/* Growable string for building config files. */
+struct sbuf {
+	char *p;
+	size_t len, cap;
+};
+
+static void sbuf_add(struct sbuf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+
+		while (b->len + n + 1 > cap)
+			cap *= 2;
+		b->p = realloc(b->p, cap);
+		if (!b->p)
+			abort();
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sbuf_printf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	sbuf_add(b, s, strlen(s));
+	free(s);
+}
+
+/* Appends text with @PGHOST@ and @PGPORT@ replaced. */
+static void sbuf_add_subst(struct sbuf *b, const char *text, const char *host, int port)
+{
+	char portstr[16];
+
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	while (*text) {
+		if (strncmp(text, "@PGHOST@", 8) == 0) {
+			sbuf_add(b, host, strlen(host));
+			text += 8;
+		} else if (strncmp(text, "@PGPORT@", 8) == 0) {
+			sbuf_add(b, portstr, strlen(portstr));
+			text += 8;
+		} else {
+			sbuf_add(b, text, 1);
+			text++;
+		}
+	}
+	if (b->len && b->p[b->len - 1] != '\n')
+		sbuf_add(b, "\n", 1);
+}
+
+/*
+ * dst = a + b, for paths (dst holds H_PATH_MAX). Our paths are short; a
+ * longer one is a harness bug, so abort rather than truncate.
+ */
+static void path_cat(char *dst, const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+
+	if (la + lb + 1 > H_PATH_MAX)
+		abort();
+	memmove(dst, a, la);
+	memcpy(dst + la, b, lb + 1);
+}
+
+char *h_read_file(const char *path)
+{
+	struct sbuf b = { 0 };
+	char chunk[8192];
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return NULL;
+	sbuf_add(&b, "", 0);
+	while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		sbuf_add(&b, chunk, (size_t)n);
+	}
+	close(fd);
+	return b.p;
+}
+
+bool h_write_file(const char *path, const char *text)
+{
+	size_t len = strlen(text), off = 0;
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	if (fd < 0)
+		return false;
+	while (off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			close(fd);
+			return false;
+		}
+		off += (size_t)n;
+	}
+	return close(fd) == 0;
+}
+
+bool h_path_exists(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)ftw;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+void h_rm_rf(const char *path)
+{
+	if (path && *path)
+		nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Hands a directory we created to the PostgreSQL user (no-op unless root). */
+static int chown_pg(const char *path)
+{
+	if (!as_root)
+		return 0;
+	return chown(path, pg_uid, pg_gid);
+}
+
+char *h_mkdtemp(const char *tag)
+{
+	char *path = xasprintf("%s/%s.XXXXXX", root_dir, tag);
+
+	if (!mkdtemp(path) || chmod(path, 0711) != 0) {
+		free(path);
+		return NULL;
+	}
+	return path;
+}
+
+void h_describe_status(int status, char *buf, size_t len)
+{
+	if (status == -1)
+		snprintf(buf, len, "unknown (not reaped)");
+	else if (WIFEXITED(status))
+		snprintf(buf, len, "exit status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(status),
+			 strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, len, "wait status 0x%x", status);
+}
+
+/* ---- logs ------------------------------------------------------------ */
+
+static void log_register(const char *path)
+{
+	pthread_mutex_lock(&log_mtx);
+	for (int i = 0; i < nlogs; i++) {
+		if (strcmp(logs[i], path) == 0) {
+			pthread_mutex_unlock(&log_mtx);
+			return;
+		}
+	}
+	if (nlogs == MAX_LOGS) {
+		memmove(logs[0], logs[1], sizeof(logs[0]) * (MAX_LOGS - 1));
+		nlogs--;
+	}
+	snprintf(logs[nlogs++], H_PATH_MAX, "%s", path);
+	pthread_mutex_unlock(&log_mtx);
+}
+
+static void log_tail(const char *path, int lines)
+{
+	char *text = h_read_file(path);
+	const char *start, *end;
+	int seen = 0;
+
+	if (!text)
+		return;
+	end = text + strlen(text);
+	start = end;
+	if (start > text && start[-1] == '\n')
+		start--;
+	while (start > text) {
+		if (start[-1] == '\n' && ++seen == lines)
+			break;
+		start--;
+	}
+	fprintf(stderr, "---- last %d lines of %s ----\n%s%s---- end ----\n", lines, path,
+		start, (end > text && end[-1] != '\n') ? "\n" : "");
+	free(text);
+}
+
+static void log_unregister(const char *path)
+{
+	pthread_mutex_lock(&log_mtx);
+	for (int i = 0; i < nlogs; i++) {
+		if (strcmp(logs[i], path) == 0) {
+			memmove(logs[i], logs[i + 1], sizeof(logs[0]) * (size_t)(nlogs - i - 1));
+			nlogs--;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&log_mtx);
+}
+
+void h_dump_logs(void)
+{
+	pthread_mutex_lock(&log_mtx);
+	for (int i = 0; i < nlogs; i++)
+		log_tail(logs[i], LOG_TAIL_LINES);
+	pthread_mutex_unlock(&log_mtx);
+	fflush(stderr);
+}
+
+/* ---- child processes ------------------------------------------------- */
+
+pid_t h_spawn(const char *const argv[], const char *out_path, bool as_pg_user)
+{
+	pid_t parent = getpid();
+	int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	int out = open(out_path ? out_path : "/dev/null",
+		       O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	pid_t pid;
+
+	if (in < 0 || out < 0) {
+		if (in >= 0)
+			close(in);
+		if (out >= 0)
+			close(out);
+		return -1;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid == 0) {
+		/* Only async-signal-safe calls from here: the parent may have threads. */
+		struct sigaction dfl;
+
+		if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+			_exit(126);
+		close_range(3, ~0U, 0);
+		if (as_pg_user && as_root) {
+			if (setgroups((size_t)pg_ngroups, pg_groups) != 0 ||
+			    setgid(pg_gid) != 0 || setuid(pg_uid) != 0)
+				_exit(126);
+		}
+		if (as_pg_user && chdir("/") != 0)
+			_exit(126);
+		/* Ignored signals survive exec; the tests ignore SIGPIPE. */
+		memset(&dfl, 0, sizeof(dfl));
+		dfl.sa_handler = SIG_DFL;
+		sigaction(SIGPIPE, &dfl, NULL);
+		/* After setuid, which clears it. Dies with the spawning thread. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+			_exit(126);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(in);
+	close(out);
+	return pid;
+}
+
+int h_wait_pid(pid_t pid, int timeout_ms, int *status)
+{
+	int64_t start = h_now_ms(), deadline = start + timeout_ms;
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	int st = -1;
+
+	for (;;) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+
+		if (r == pid) {
+			if (pidfd >= 0)
+				close(pidfd);
+			if (status)
+				*status = st;
+			return (int)(h_now_ms() - start);
+		}
+		if (r < 0 && errno != EINTR)
+			break;
+		if (ms_left(deadline) == 0)
+			break;
+		if (pidfd >= 0) {
+			struct pollfd p = { pidfd, POLLIN, 0 };
+			int left = ms_left(deadline);
+
+			poll(&p, 1, left < 200 ? left : 200);
+		} else {
+			h_sleep_ms(2);
+		}
+	}
+	if (pidfd >= 0)
+		close(pidfd);
+	if (status)
+		*status = -1;
+	return -1;
+}
+
+void h_kill_wait(pid_t pid)
+{
+	if (pid <= 0)
+		return;
+	kill(pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+}
+
+int h_run(const char *const argv[], const char *out_path, bool as_pg_user, int timeout_ms)
+{
+	int status;
+	pid_t pid = h_spawn(argv, out_path, as_pg_user);
+
+	if (pid < 0)
+		return -1;
+	if (h_wait_pid(pid, timeout_ms, &status) < 0) {
+		h_kill_wait(pid);
+		return -1;
+	}
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+const char *h_pg_bin(const char *program)
+{
+	static char bindir[H_PATH_MAX];
+	static __thread char paths[4][H_PATH_MAX];     /* a few may be live at once */
+	static __thread unsigned next;
+	char *path = paths[next++ % 4];
+
+	if (!bindir[0]) {
+		const char *env = getenv("PG_BINDIR");
+		glob_t g;
+
+		if (env && *env) {
+			snprintf(bindir, sizeof(bindir), "%s", env);
+		} else if (glob("/usr/lib/postgresql/*/bin", 0, NULL, &g) == 0) {
+			long best = -1;
+
+			for (size_t i = 0; i < g.gl_pathc; i++) {
+				long v = strtol(g.gl_pathv[i] + strlen("/usr/lib/postgresql/"), NULL, 10);
+
+				if (v > best) {
+					best = v;
+					snprintf(bindir, sizeof(bindir), "%s", g.gl_pathv[i]);
+				}
+			}
+			globfree(&g);
+		}
+		if (!bindir[0])
+			snprintf(bindir, sizeof(bindir), "/usr/lib/postgresql/15/bin");
+	}
+	path_cat(path, bindir, "/");
+	path_cat(path, path, program);
+	return path;
+}
+
+const char *h_daemon_bin(void)
+{
+	static char bin[PATH_MAX];
+
+	if (!bin[0]) {
+		const char *env = getenv("PGBERTH_BIN");
+
+		if (!env || !*env)
+			env = "build/pgberth";
+		if (!realpath(env, bin))
+			snprintf(bin, sizeof(bin), "%s", env);
+	}
+	return bin;
+}
+
+int h_proc_fd_count(pid_t pid)
+{
+	char path[64];
+	struct dirent *e;
+	int n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	d = opendir(path);
+	if (!d)
+		return -1;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] != '.')
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+long h_proc_rss_kb(pid_t pid)
+{
+	char path[64], line[256];
+	long kb = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "VmRSS:", 6) == 0) {
+			kb = strtol(line + 6, NULL, 10);
+			break;
+		}
+	}
+	fclose(f);
+	return kb;
+}
+
+/* ---- PostgreSQL ------------------------------------------------------ */
+
+static void pg_conninfo(const struct h_pg *pg, const char *db, char *buf, size_t len)
+{
+	snprintf(buf, len, "host=%s port=%d dbname=%s user=" H_SUPERUSER " connect_timeout=5",
+		 pg->sockdir, pg->port, db);
+}
+
+/* Tail of a log file into err, for messages from fixtures that cannot print. */
+static void err_with_log(char *err, size_t errlen, const char *what, const char *logpath)
+{
+	char *text = h_read_file(logpath);
+	size_t len = text ? strlen(text) : 0;
+	const char *tail = text ? text + (len > 300 ? len - 300 : 0) : "";
+
+	snprintf(err, errlen, "%s (log %s: ...%s)", what, logpath, tail);
+	free(text);
+}
+
+/* Starts postgres on pg->datadir/sockdir and waits until it answers. */
+static int pg_boot(struct h_pg *pg)
+{
+	char sockopt[H_PATH_MAX + 32], portstr[16], conninfo[H_PATH_MAX + 128];
+	const char *argv[40];
+	int64_t deadline;
+	int i = 0, status;
+
+	snprintf(sockopt, sizeof(sockopt), "unix_socket_directories=%s", pg->sockdir);
+	snprintf(portstr, sizeof(portstr), "%d", pg->port);
+	argv[i++] = h_pg_bin("postgres");
+	argv[i++] = "-D";
+	argv[i++] = pg->datadir;
+	argv[i++] = "-p";
+	argv[i++] = portstr;
+	argv[i++] = "-c";
+	argv[i++] = "listen_addresses=";
+	argv[i++] = "-c";
+	argv[i++] = sockopt;
+	argv[i++] = "-c";
+	argv[i++] = "fsync=off";
+	argv[i++] = "-c";
+	argv[i++] = "synchronous_commit=off";
+	argv[i++] = "-c";
+	argv[i++] = "full_page_writes=off";
+	argv[i++] = "-c";
+	argv[i++] = "max_connections=200";
+	argv[i++] = "-c";
+	argv[i++] = "shared_buffers=16MB";
+	argv[i++] = "-c";
+	argv[i++] = "autovacuum=off";
+	argv[i++] = "-c";
+	argv[i++] = "dynamic_shared_memory_type=mmap";
+	argv[i++] = "-c";
+	argv[i++] = "max_parallel_workers_per_gather=0";
+	/* Backends notice a vanished client (e.g. a killed daemon) within a second. */
+	argv[i++] = "-c";
+	argv[i++] = "client_connection_check_interval=1s";
+	argv[i++] = "-c";
+	argv[i++] = "logging_collector=off";
+	argv[i] = NULL;
+
+	log_register(pg->log);
+	pg->pid = h_spawn(argv, pg->log, true);
+	if (pg->pid < 0) {
+		snprintf(pg->error, sizeof(pg->error), "cannot fork postgres: %s", strerror(errno));
+		pg->pid = 0;
+		return -1;
+	}
+	pg_conninfo(pg, "postgres", conninfo, sizeof(conninfo));
+	deadline = h_now_ms() + 30000;
+	for (;;) {
+		if (waitpid(pg->pid, &status, WNOHANG) == pg->pid) {
+			char desc[64];
+
+			h_describe_status(status, desc, sizeof(desc));
+			pg->pid = 0;
+			err_with_log(pg->error, sizeof(pg->error), desc, pg->log);
+			return -1;
+		}
+		if (PQping(conninfo) == PQPING_OK)
+			return 0;
+		if (ms_left(deadline) == 0)
+			break;
+		h_sleep_ms(10);
+	}
+	err_with_log(pg->error, sizeof(pg->error), "postgres not ready within 30 s", pg->log);
+	h_kill_wait(pg->pid);
+	pg->pid = 0;
+	return -1;
+}
+
+/* Signals the postmaster and reaps it; SIGKILL if it outlives 15 s. */
+static void pg_halt(struct h_pg *pg, int sig)
+{
+	if (pg->pid <= 0)
+		return;
+	kill(pg->pid, sig);
+	if (h_wait_pid(pg->pid, 15000, NULL) < 0)
+		h_kill_wait(pg->pid);
+	pg->pid = 0;
+}
+
+int h_pg_start_try(struct h_pg *pg)
+{
+	char *dir;
+	const char *cp[] = { "/bin/cp", "-a", template_data, NULL, NULL };
+
+	memset(pg, 0, sizeof(*pg));
+	pg->port = H_PG_PORT;
+	dir = h_mkdtemp("pg");
+	if (!dir) {
+		snprintf(pg->error, sizeof(pg->error), "mkdtemp: %s", strerror(errno));
+		return -1;
+	}
+	snprintf(pg->dir, sizeof(pg->dir), "%s", dir);
+	free(dir);
+	path_cat(pg->datadir, pg->dir, "/data");
+	path_cat(pg->sockdir, pg->dir, "/s");
+	path_cat(pg->log, pg->dir, "/postgres.log");
+	cp[3] = pg->datadir;
+	if (h_run(cp, pg->log, false, 60000) != 0) {
+		err_with_log(pg->error, sizeof(pg->error), "cp -a of the template failed", pg->log);
+		return -1;
+	}
+	if (mkdir(pg->sockdir, 0755) != 0 || chown_pg(pg->sockdir) != 0 ||
+	    (as_root && chown(pg->log, pg_uid, pg_gid) != 0)) {
+		snprintf(pg->error, sizeof(pg->error), "socket dir %s: %s", pg->sockdir, strerror(errno));
+		return -1;
+	}
+	return pg_boot(pg);
+}
+
+void h_pg_start(struct h_pg *pg)
+{
+	if (h_pg_start_try(pg) != 0) {
+		h_dump_logs();
+		ck_abort_msg("PostgreSQL did not start: %s", pg->error);
+	}
+}
+
+void h_pg_stop(struct h_pg *pg)
+{
+	pg_halt(pg, SIGQUIT);
+	log_unregister(pg->log);
+	h_rm_rf(pg->dir);
+	pg->dir[0] = '\0';
+}
+
+static void shared_pg_setup(void)
+{
+	/* Runs in the runner (unchecked fixture): report, never assert. */
+	if (h_pg_start_try(&h_shared_pg) != 0)
+		fprintf(stderr, "harness: PostgreSQL did not start: %s\n", h_shared_pg.error);
+}
+
+static void shared_pg_teardown(void)
+{
+	h_pg_stop(&h_shared_pg);
+}
+
+static void shared_pg_check(void)
+{
+	ck_assert_msg(h_shared_pg.pid > 0, "PostgreSQL did not start: %s", h_shared_pg.error);
+}
+
+void h_tcase_add_pg(TCase *tc)
+{
+	tcase_add_unchecked_fixture(tc, shared_pg_setup, shared_pg_teardown);
+	tcase_add_checked_fixture(tc, shared_pg_check, NULL);
+}
+
+PGconn *h_pg_connect(const struct h_pg *pg, const char *extra)
+{
+	char base[H_PATH_MAX + 128];
+	char *conninfo;
+	PGconn *c;
+
+	pg_conninfo(pg, "appdb", base, sizeof(base));
+	conninfo = xasprintf("%s %s", base, extra ? extra : "");
+	c = PQconnectdb(conninfo);
+	free(conninfo);
+	if (PQstatus(c) != CONNECTION_OK) {
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c));
+		PQfinish(c);
+		h_dump_logs();
+		ck_abort_msg("direct connection to PostgreSQL failed: %s", msg);
+	}
+	return c;
+}
+
+/* ---- the template cluster -------------------------------------------- */
+
+static int pg_user_init(char *err, size_t errlen)
+{
+	struct passwd *pw;
+	int n = (int)(sizeof(pg_groups) / sizeof(pg_groups[0]));
+
+	as_root = geteuid() == 0;
+	if (!as_root)
+		return 0;
+	pw = getpwnam(PG_TEST_USER);
+	if (!pw) {
+		/* scripts/deps.sh normally creates it. */
+		const char *argv[] = { "/usr/sbin/useradd", "--system", "--no-create-home",
+				       "--shell", "/usr/sbin/nologin", PG_TEST_USER, NULL };
+
+		h_run(argv, NULL, false, 30000);
+		pw = getpwnam(PG_TEST_USER);
+	}
+	if (!pw) {
+		snprintf(err, errlen, "running as root and user %s does not exist "
+			 "(useradd failed; run scripts/deps.sh)", PG_TEST_USER);
+		return -1;
+	}
+	pg_uid = pw->pw_uid;
+	pg_gid = pw->pw_gid;
+	if (getgrouplist(PG_TEST_USER, pg_gid, pg_groups, &n) < 0)
+		n = 0;
+	if (n == 0)
+		pg_groups[n++] = pg_gid;
+	pg_ngroups = n;
+	return 0;
+}
+
+static int root_init(char *err, size_t errlen)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	/* Socket paths must fit in sun_path (108 bytes). */
+	if (!tmp || !*tmp || strlen(tmp) > 40)
+		tmp = "/tmp";
+	snprintf(root_dir, sizeof(root_dir), "%s/pgberth-test.XXXXXX", tmp);
+	if (!mkdtemp(root_dir) || chmod(root_dir, 0711) != 0) {
+		snprintf(err, errlen, "mkdtemp %s: %s", root_dir, strerror(errno));
+		root_dir[0] = '\0';
+		return -1;
+	}
+	root_owner = getpid();
+	return 0;
+}
+
+static int exec_setup_sql(const struct h_pg *pg, const char *db, const char *sql,
+			  char *err, size_t errlen)
+{
+	char conninfo[H_PATH_MAX + 128];
+	PGconn *c;
+	PGresult *r;
+	int rc = 0;
+
+	pg_conninfo(pg, db, conninfo, sizeof(conninfo));
+	c = PQconnectdb(conninfo);
+	if (PQstatus(c) != CONNECTION_OK) {
+		snprintf(err, errlen, "template: connect %s: %s", db, PQerrorMessage(c));
+		PQfinish(c);
+		return -1;
+	}
+	r = h_exec_try(c, sql, 60000);
+	if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+		snprintf(err, errlen, "template: %s: %s", sql,
+			 r ? PQresultErrorMessage(r) : "timed out");
+		rc = -1;
+	}
+	PQclear(r);
+	PQfinish(c);
+	return rc;
+}
+
+/* Puts a password-checked line for H_PW_USER ahead of initdb's trust lines. */
+static int hba_prepend(const char *datadir, char *err, size_t errlen)
+{
+	char path[H_PATH_MAX];
+	char *old, *text;
+	bool ok;
+
+	path_cat(path, datadir, "/pg_hba.conf");
+	old = h_read_file(path);
+	if (!old) {
+		snprintf(err, errlen, "read %s: %s", path, strerror(errno));
+		return -1;
+	}
+	text = xasprintf("local all " H_PW_USER " scram-sha-256\n%s", old);
+	/* O_TRUNC on the existing file keeps its owner and mode. */
+	ok = h_write_file(path, text);
+	free(old);
+	free(text);
+	if (!ok) {
+		snprintf(err, errlen, "write %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int template_init(char *err, size_t errlen)
+{
+	struct h_pg t;
+	char initdb_log[H_PATH_MAX];
+	const char *initdb[] = { h_pg_bin("initdb"), "-D", template_data, "--auth=trust",
+				 "-U", H_SUPERUSER, "-E", "UTF8", "--locale=C", "--no-sync",
+				 "--no-instructions", NULL };
+	int rc;
+
+	path_cat(template_dir, root_dir, "/template");
+	path_cat(template_data, template_dir, "/data");
+	path_cat(initdb_log, template_dir, "/initdb.log");
+	if (mkdir(template_dir, 0711) != 0 || chown_pg(template_dir) != 0) {
+		snprintf(err, errlen, "mkdir %s: %s", template_dir, strerror(errno));
+		return -1;
+	}
+	rc = h_run(initdb, initdb_log, true, 120000);
+	if (rc != 0) {
+		err_with_log(err, errlen, "initdb failed", initdb_log);
+		return -1;
+	}
+	if (hba_prepend(template_data, err, errlen) != 0)
+		return -1;
+
+	memset(&t, 0, sizeof(t));
+	t.port = H_PG_PORT;
+	snprintf(t.datadir, sizeof(t.datadir), "%s", template_data);
+	path_cat(t.sockdir, template_dir, "/s");
+	path_cat(t.log, template_dir, "/postgres.log");
+	if (mkdir(t.sockdir, 0755) != 0 || chown_pg(t.sockdir) != 0) {
+		snprintf(err, errlen, "mkdir %s: %s", t.sockdir, strerror(errno));
+		return -1;
+	}
+	if (pg_boot(&t) != 0) {
+		snprintf(err, errlen, "template postgres: %s", t.error);
+		return -1;
+	}
+	rc = exec_setup_sql(&t, "postgres", "CREATE DATABASE appdb", err, errlen);
+	if (rc == 0)
+		rc = exec_setup_sql(&t, "postgres",
+				    "CREATE ROLE " H_PW_USER " LOGIN PASSWORD '" H_PW_PASSWORD "'",
+				    err, errlen);
+	if (rc == 0)
+		rc = exec_setup_sql(&t, "postgres", "CREATE ROLE " H_CROWD_USER
+				    " LOGIN CONNECTION LIMIT 5", err, errlen);
+	if (rc == 0)
+		rc = exec_setup_sql(&t, "appdb", "GRANT CREATE ON SCHEMA public TO PUBLIC",
+				    err, errlen);
+	/* Fast shutdown writes a checkpoint: the copies start without recovery. */
+	pg_halt(&t, SIGINT);
+	log_unregister(t.log);
+	return rc;
+}
+
+static void cleanup_root(void)
+{
+	if (root_dir[0] && getpid() == root_owner) {
+		h_rm_rf(root_dir);
+		root_dir[0] = '\0';
+	}
+}
+
+/* ---- the daemon ------------------------------------------------------ */
+
+void h_daemon_prepare(struct h_daemon *d, const struct h_pg *pg,
+		      const struct h_daemon_opts *opts)
+{
+	static const struct h_daemon_opts defaults;
+	const char *pghost = pg ? pg->sockdir : "/nonexistent";
+	int pgport = pg ? pg->port : H_PG_PORT;
+	struct sbuf b = { 0 };
+	char *dir;
+
+	if (!opts)
+		opts = &defaults;
+	memset(d, 0, sizeof(*d));
+	d->status = -1;
+	d->port = H_DAEMON_PORT;
+	dir = h_mkdtemp("d");
+	ck_assert_msg(dir != NULL, "mkdtemp: %s", strerror(errno));
+	snprintf(d->dir, sizeof(d->dir), "%s", dir);
+	free(dir);
+	if (opts->sockdir) {
+		snprintf(d->sockdir, sizeof(d->sockdir), "%s", opts->sockdir);
+	} else {
+		path_cat(d->sockdir, d->dir, "/s");
+		ck_assert_msg(mkdir(d->sockdir, 0755) == 0, "mkdir %s: %s", d->sockdir,
+			      strerror(errno));
+	}
+	{
+		char name[32];
+
+		snprintf(name, sizeof(name), "/.s.PGSQL.%d", d->port);
+		path_cat(d->sockpath, d->sockdir, name);
+	}
+	path_cat(d->lockpath, d->sockpath, ".lock");
+	path_cat(d->config, d->dir, "/pgberth.yaml");
+	path_cat(d->log, d->dir, "/pgberth.log");
+
+	sbuf_printf(&b,
+		    "listen:\n"
+		    "  socket_dir: %s\n"
+		    "  port: %d\n"
+		    "  socket_mode: \"%s\"\n"
+		    "workers: %d\n"
+		    "log_level: %s\n"
+		    "shutdown_timeout: %s\n"
+		    "server_connect_timeout: 5s\n"
+		    "server_reset_query: DISCARD ALL\n",
+		    d->sockdir, d->port, opts->socket_mode ? opts->socket_mode : "0777",
+		    opts->workers ? opts->workers : 2,
+		    opts->log_level ? opts->log_level : "info",
+		    opts->shutdown_timeout ? opts->shutdown_timeout : "2s");
+	if (opts->extra_top)
+		sbuf_add_subst(&b, opts->extra_top, pghost, pgport);
+	sbuf_printf(&b,
+		    "databases:\n"
+		    "  appdb:\n"
+		    "    conninfo: \"host=%s port=%d dbname=appdb\"\n"
+		    "    pool_size: %d\n"
+		    "    pool_mode: %s\n",
+		    pghost, pgport, opts->pool_size ? opts->pool_size : 5,
+		    opts->pool_mode ? opts->pool_mode : "session");
+	if (opts->extra_dbs)
+		sbuf_add_subst(&b, opts->extra_dbs, pghost, pgport);
+	ck_assert_msg(h_write_file(d->config, b.p), "write %s: %s", d->config, strerror(errno));
+	free(b.p);
+	log_register(d->log);
+}
+
+pid_t h_daemon_spawn(struct h_daemon *d)
+{
+	const char *argv[] = { h_daemon_bin(), "-c", d->config, NULL };
+
+	d->status = -1;
+	d->pid = h_spawn(argv, d->log, false);
+	if (d->pid < 0)
+		d->pid = 0;
+	return d->pid;
+}
+
+bool h_daemon_exited(struct h_daemon *d)
+{
+	int status;
+
+	if (d->pid <= 0)
+		return true;
+	if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
+		d->status = status;
+		d->pid = 0;
+		return true;
+	}
+	return false;
+}
+
+bool h_daemon_wait_ready(struct h_daemon *d, int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+
+	for (;;) {
+		struct stat st;
+
+		if (h_daemon_exited(d))
+			return false;
+		if (stat(d->sockpath, &st) == 0 && S_ISSOCK(st.st_mode)) {
+			int fd = h_raw_connect(d->sockpath);
+
+			if (fd >= 0) {
+				close(fd);
+				return true;
+			}
+		}
+		if (ms_left(deadline) == 0)
+			return false;
+		h_sleep_ms(5);
+	}
+}
+
+pid_t h_daemon_start(struct h_daemon *d, const struct h_pg *pg,
+		     const struct h_daemon_opts *opts)
+{
+	h_daemon_prepare(d, pg, opts);
+	if (h_daemon_spawn(d) <= 0) {
+		h_dump_logs();
+		ck_abort_msg("cannot start %s: %s", h_daemon_bin(), strerror(errno));
+	}
+	if (!h_daemon_wait_ready(d, H_START_TIMEOUT)) {
+		char desc[64];
+
+		if (d->pid > 0)
+			snprintf(desc, sizeof(desc), "still running");
+		else
+			h_describe_status(d->status, desc, sizeof(desc));
+		h_dump_logs();
+		ck_abort_msg("pgberth (%s -c %s) did not accept connections on %s within %d ms: %s",
+			     h_daemon_bin(), d->config, d->sockpath, H_START_TIMEOUT, desc);
+	}
+	return d->pid;
+}
+
+int h_daemon_stop(struct h_daemon *d, int sig, int timeout_ms)
+{
+	int64_t start = h_now_ms();
+	int status;
+
+	if (d->pid <= 0)
+		return 0;
+	kill(d->pid, sig);
+	if (h_wait_pid(d->pid, timeout_ms, &status) < 0) {
+		h_kill_wait(d->pid);
+		d->pid = 0;
+		d->status = -1;
+		return -1;
+	}
+	d->pid = 0;
+	d->status = status;
+	return (int)(h_now_ms() - start);
+}
+
+void h_daemon_stop_ok(struct h_daemon *d)
+{
+	char desc[64];
+	int ms;
+
+	if (d->pid <= 0) {
+		h_describe_status(d->status, desc, sizeof(desc));
+		h_assert(false, "pgberth had already exited (%s)", desc);
+	}
+	ms = h_daemon_stop(d, SIGTERM, 10000);
+	h_assert(ms >= 0, "pgberth did not exit within 10 s of SIGTERM (killed)");
+	h_describe_status(d->status, desc, sizeof(desc));
+	h_assert(WIFEXITED(d->status) && WEXITSTATUS(d->status) == 0,
+		 "pgberth stopped by SIGTERM with %s, expected exit status 0", desc);
+}
+
+/* ---- libpq clients --------------------------------------------------- */
+
+char *h_conninfo(const struct h_daemon *d, const char *extra)
+{
+	return xasprintf("host=%s port=%d dbname=appdb user=" H_SUPERUSER " connect_timeout=10 %s",
+			 d->sockdir, d->port, extra ? extra : "");
+}
+
+PGconn *h_connect_try(const struct h_daemon *d, const char *extra)
+{
+	char *conninfo = h_conninfo(d, extra);
+	PGconn *c = PQconnectdb(conninfo);
+
+	free(conninfo);
+	return c;
+}
+
+PGconn *h_connect(const struct h_daemon *d, const char *extra)
+{
+	PGconn *c = h_connect_try(d, extra);
+
+	if (PQstatus(c) != CONNECTION_OK) {
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(c));
+		PQfinish(c);
+		h_dump_logs();
+		ck_abort_msg("connection through pgberth (%s) failed: %s",
+			     extra ? extra : "", msg);
+	}
+	return c;
+}
+
+/* Waits until c's socket is readable (or writable too); false at the deadline. */
+static bool wait_socket(PGconn *c, bool want_write, int64_t deadline)
+{
+	struct pollfd p = { PQsocket(c), (short)(POLLIN | (want_write ? POLLOUT : 0)), 0 };
+	int left = ms_left(deadline);
+
+	if (p.fd < 0 || left == 0)
+		return false;
+	if (poll(&p, 1, left) < 0)
+		return errno == EINTR;
+	return ms_left(deadline) > 0 || p.revents != 0;
+}
+
+static bool is_copy(ExecStatusType st)
+{
+	return st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH;
+}
+
+PGresult *h_result_try(PGconn *c, int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	PGresult *last = NULL, *r;
+
+	for (;;) {
+		int f = PQflush(c);
+
+		if (f < 0)
+			break;
+		if (f == 0 && !PQisBusy(c)) {
+			r = PQgetResult(c);
+			if (!r)
+				return last;
+			PQclear(last);
+			last = r;
+			if (is_copy(PQresultStatus(r)))
+				return r;
+			continue;
+		}
+		if (!wait_socket(c, f == 1, deadline)) {
+			PQclear(last);
+			return NULL;
+		}
+		if (!PQconsumeInput(c))
+			break;
+	}
+	/* Connection broken: libpq turns that into an error result. */
+	for (int i = 0; i < 8 && (r = PQgetResult(c)) != NULL; i++) {
+		PQclear(last);
+		last = r;
+	}
+	return last;
+}
+
+PGresult *h_exec_try(PGconn *c, const char *sql, int timeout_ms)
+{
+	PGresult *r;
+
+	if (PQsetnonblocking(c, 1) != 0 || !PQsendQuery(c, sql))
+		return NULL;
+	r = h_result_try(c, timeout_ms);
+	if (!r || !is_copy(PQresultStatus(r)))
+		PQsetnonblocking(c, 0);
+	return r;
+}
+
+PGresult *h_exec(PGconn *c, const char *sql)
+{
+	PGresult *r = h_exec_try(c, sql, H_QUERY_TIMEOUT);
+
+	h_assert(r != NULL, "query \"%.80s\" got no result within %d ms: %s", sql,
+		 H_QUERY_TIMEOUT, PQerrorMessage(c));
+	return r;
+}
+
+void h_exec_ok(PGconn *c, const char *sql)
+{
+	PGresult *r = h_exec(c, sql);
+	ExecStatusType st = PQresultStatus(r);
+	char msg[512];
+
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+		PQclear(r);
+		return;
+	}
+	snprintf(msg, sizeof(msg), "%s [%s] %s", PQresStatus(st), h_sqlstate(r),
+		 PQresultErrorMessage(r));
+	PQclear(r);
+	h_assert(false, "query \"%.80s\" failed: %s", sql, msg);
+}
+
+void h_exec_fails(PGconn *c, const char *sql, const char *sqlstate)
+{
+	PGresult *r = h_exec(c, sql);
+	ExecStatusType st = PQresultStatus(r);
+	char got[6];
+
+	snprintf(got, sizeof(got), "%s", h_sqlstate(r));
+	PQclear(r);
+	h_assert(st == PGRES_FATAL_ERROR && strcmp(got, sqlstate) == 0,
+		 "query \"%.80s\": expected error %s, got %s [%s]", sql, sqlstate,
+		 PQresStatus(st), got);
+}
+
+char *h_query_value(PGconn *c, const char *sql)
+{
+	PGresult *r = h_exec(c, sql);
+	char msg[512], *v;
+
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1 || PQnfields(r) < 1) {
+		snprintf(msg, sizeof(msg), "%s, %d rows [%s] %s",
+			 PQresStatus(PQresultStatus(r)), PQntuples(r), h_sqlstate(r),
+			 PQresultErrorMessage(r));
+		PQclear(r);
+		h_assert(false, "query \"%.80s\" returned no value: %s", sql, msg);
+	}
+	v = PQgetisnull(r, 0, 0) ? NULL : strdup(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return v;
+}
+
+long long h_query_ll(PGconn *c, const char *sql)
+{
+	char *v = h_query_value(c, sql);
+	long long n;
+
+	h_assert(v != NULL, "query \"%.80s\" returned NULL", sql);
+	n = strtoll(v, NULL, 10);
+	free(v);
+	return n;
+}
+
+const char *h_sqlstate(const PGresult *r)
+{
+	const char *s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+	return s ? s : "";
+}
+
+bool h_poll_until(PGconn *c, const char *sql, int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+
+	for (;;) {
+		PGresult *r = h_exec_try(c, sql, ms_left(deadline) + 1);
+		bool yes = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 &&
+			   strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+
+		PQclear(r);
+		if (yes)
+			return true;
+		if (ms_left(deadline) == 0)
+			return false;
+		h_sleep_ms(10);
+	}
+}
+
+/* ---- raw protocol ---------------------------------------------------- */
+
+int h_raw_connect(const char *sockpath)
+{
+	struct sockaddr_un sa;
+	int fd;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if (strlen(sockpath) >= sizeof(sa.sun_path))
+		return -1;
+	strcpy(sa.sun_path, sockpath);
+	/* Non-blocking: a full backlog must not hang us in connect(). */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int h_raw_send(int fd, const void *buf, size_t len)
+{
+	int64_t deadline = h_now_ms() + 5000;
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n > 0) {
+			p += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			struct pollfd pf = { fd, POLLOUT, 0 };
+
+			if (ms_left(deadline) == 0)
+				return -1;
+			poll(&pf, 1, ms_left(deadline));
+			continue;
+		}
+		return -1;
+	}
+	return 0;
+}
+
+ssize_t h_raw_read(int fd, void *buf, size_t len, int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
+
+		if (n > 0) {
+			got += (size_t)n;
+			continue;
+		}
+		if (n == 0 || (n < 0 && (errno == ECONNRESET || errno == EPIPE)))
+			return 0;
+		if (errno == EAGAIN || errno == EINTR) {
+			struct pollfd pf = { fd, POLLIN, 0 };
+
+			if (ms_left(deadline) == 0)
+				return -2;
+			poll(&pf, 1, ms_left(deadline));
+			continue;
+		}
+		return -1;
+	}
+	return (ssize_t)got;
+}
+
+int h_raw_wait_eof(int fd, int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	char scratch[4096];
+
+	for (;;) {
+		ssize_t n = recv(fd, scratch, sizeof(scratch), 0);
+
+		if (n == 0 || (n < 0 && (errno == ECONNRESET || errno == EPIPE)))
+			return 0;
+		if (n > 0)
+			continue;
+		if (errno == EAGAIN || errno == EINTR) {
+			struct pollfd pf = { fd, POLLIN, 0 };
+
+			if (ms_left(deadline) == 0)
+				return -2;
+			poll(&pf, 1, ms_left(deadline));
+			continue;
+		}
+		return 0;
+	}
+}
+
+static uint32_t get_u32(const char *p)
+{
+	const unsigned char *u = (const unsigned char *)p;
+
+	return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
+static void put_u32(char *p, uint32_t v)
+{
+	p[0] = (char)(v >> 24);
+	p[1] = (char)(v >> 16);
+	p[2] = (char)(v >> 8);
+	p[3] = (char)v;
+}
+
+int h_raw_read_msg(int fd, struct h_msg *m, int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	char hdr[5];
+	uint32_t len;
+	ssize_t n;
+
+	memset(m, 0, sizeof(*m));
+	n = h_raw_read(fd, hdr, sizeof(hdr), timeout_ms);
+	if (n <= 0)
+		return n == 0 ? 0 : (int)n;
+	len = get_u32(hdr + 1);
+	if (len < 4 || len > (64u << 20))
+		return -1;
+	m->type = hdr[0];
+	m->len = len - 4;
+	m->body = malloc(m->len + 1);
+	if (!m->body)
+		return -1;
+	m->body[m->len] = '\0';
+	n = h_raw_read(fd, m->body, m->len, ms_left(deadline));
+	if (m->len > 0 && n != (ssize_t)m->len) {
+		h_msg_free(m);
+		return n == 0 ? 0 : (n == -2 ? -2 : -1);
+	}
+	return 1;
+}
+
+void h_msg_free(struct h_msg *m)
+{
+	free(m->body);
+	m->body = NULL;
+}
+
+size_t h_startup_packet(char *buf, size_t cap, const char *const kv[])
+{
+	size_t len = 8;
+
+	if (cap < 9)
+		return 0;
+	put_u32(buf + 4, 196608);       /* protocol 3.0 */
+	for (int i = 0; kv && kv[i]; i++) {
+		size_t n = strlen(kv[i]) + 1;
+
+		if (len + n + 1 > cap)
+			return 0;
+		memcpy(buf + len, kv[i], n);
+		len += n;
+	}
+	buf[len++] = '\0';
+	put_u32(buf, (uint32_t)len);
+	return len;
+}
+
+/* Copies the SQLSTATE ('C') and message ('M') fields of an ErrorResponse. */
+static void parse_error(const struct h_msg *m, char sqlstate[6], char *message, size_t msglen)
+{
+	const char *p = m->body, *end = m->body + m->len;
+
+	if (sqlstate)
+		sqlstate[0] = '\0';
+	if (message && msglen)
+		message[0] = '\0';
+	while (p < end && *p) {
+		char field = *p++;
+		size_t n = strnlen(p, (size_t)(end - p));
+
+		if (field == 'C' && sqlstate)
+			snprintf(sqlstate, 6, "%.*s", (int)n, p);
+		else if (field == 'M' && message)
+			snprintf(message, msglen, "%.*s", (int)n, p);
+		p += n + 1;
+	}
+}
+
+int h_raw_login(int fd, const char *const kv[], struct h_login *out, int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	char pkt[4096];
+	size_t len = h_startup_packet(pkt, sizeof(pkt), kv);
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0 || h_raw_send(fd, pkt, len) != 0)
+		return -1;
+	for (;;) {
+		struct h_msg m;
+		int rc = h_raw_read_msg(fd, &m, ms_left(deadline));
+
+		if (rc <= 0)
+			return -1;
+		switch (m.type) {
+		case 'R':
+			if (m.len >= 4 && get_u32(m.body) == 0) {
+				out->auth_ok = true;
+			} else {
+				/* Trust only: a password request means the wrong setup. */
+				snprintf(out->message, sizeof(out->message),
+					 "unexpected authentication request %u",
+					 m.len >= 4 ? get_u32(m.body) : 0);
+				h_msg_free(&m);
+				return -1;
+			}
+			break;
+		case 'S':
+			if (out->nparams < 40) {
+				snprintf(out->param_name[out->nparams], 64, "%s", m.body);
+				snprintf(out->param_value[out->nparams], 128, "%s",
+					 m.body + strnlen(m.body, m.len) + (strnlen(m.body, m.len) < m.len));
+				out->nparams++;
+			}
+			break;
+		case 'K':
+			out->key_data = true;
+			break;
+		case 'Z':
+			out->ready = true;
+			h_msg_free(&m);
+			return 0;
+		case 'E':
+			parse_error(&m, out->sqlstate, out->message, sizeof(out->message));
+			h_msg_free(&m);
+			return 1;
+		default:
+			break;
+		}
+		h_msg_free(&m);
+	}
+}
+
+const char *h_login_param(const struct h_login *l, const char *name)
+{
+	for (int i = 0; i < l->nparams; i++) {
+		if (strcmp(l->param_name[i], name) == 0)
+			return l->param_value[i];
+	}
+	return NULL;
+}
+
+int h_raw_query(int fd, const char *sql, char *out, size_t outlen,
+		char sqlstate[6], int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	size_t sqllen = strlen(sql) + 1;
+	char *pkt = malloc(sqllen + 5);
+	bool failed = false, have_row = false;
+	int rc;
+
+	if (!pkt)
+		return -1;
+	if (out && outlen)
+		out[0] = '\0';
+	if (sqlstate)
+		sqlstate[0] = '\0';
+	pkt[0] = 'Q';
+	put_u32(pkt + 1, (uint32_t)(sqllen + 4));
+	memcpy(pkt + 5, sql, sqllen);
+	rc = h_raw_send(fd, pkt, sqllen + 5);
+	free(pkt);
+	if (rc != 0)
+		return -1;
+	for (;;) {
+		struct h_msg m;
+
+		rc = h_raw_read_msg(fd, &m, ms_left(deadline));
+		if (rc <= 0)
+			return -1;
+		if (m.type == 'D' && !have_row && m.len >= 6) {
+			uint32_t vlen = get_u32(m.body + 2);
+
+			have_row = true;
+			if (out && outlen && vlen != 0xffffffffu && 6 + vlen <= m.len)
+				snprintf(out, outlen, "%.*s", (int)vlen, m.body + 6);
+		} else if (m.type == 'E') {
+			failed = true;
+			parse_error(&m, sqlstate, NULL, 0);
+		} else if (m.type == 'Z') {
+			h_msg_free(&m);
+			return failed ? 1 : 0;
+		}
+		h_msg_free(&m);
+	}
+}
+
+/* ---- the runner ------------------------------------------------------ */
+
+TCase *h_tcase(const char *name, double timeout_s)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_set_timeout(tc, timeout_s);
+	return tc;
+}
+
+int h_main(Suite *s)
+{
+	static const char *const pgenv[] = {
+		"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD",
+		"PGPASSFILE", "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGAPPNAME",
+		"PGSSLMODE", "PGGSSENCMODE", "PGCONNECT_TIMEOUT", "PGCLIENTENCODING",
+		"PGDATESTYLE", "PGTZ", "PGTARGETSESSIONATTRS", "PGREQUIRESSL", NULL,
+	};
+	char err[1024] = "";
+	SRunner *sr;
+	int failed;
+
+	signal(SIGPIPE, SIG_IGN);
+	for (int i = 0; pgenv[i]; i++)
+		unsetenv(pgenv[i]);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	atexit(cleanup_root);
+	if (pg_user_init(err, sizeof(err)) != 0 || root_init(err, sizeof(err)) != 0 ||
+	    template_init(err, sizeof(err)) != 0) {
+		fprintf(stderr, "harness: cannot prepare PostgreSQL: %s\n", err);
+		srunner_free(srunner_create(s));
+		cleanup_root();
+		return EXIT_FAILURE;
+	}
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_ENV);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	cleanup_root();
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,300 @@
+/*
+ * End-to-end test harness: a throwaway PostgreSQL, the real pgberth binary,
+ * and libpq and raw-protocol clients, all bounded by deadlines.
+ *
+ * Every test binary calls h_main(). It makes one private temporary root,
+ * runs initdb ONCE into a template data directory (database "appdb", the
+ * roles below, a password-checked pg_hba line for "pwuser"), then runs the
+ * suite. Each PostgreSQL instance is a `cp -a` of that template on its own
+ * Unix socket (listen_addresses=''), so a start costs a fraction of a second
+ * instead of an initdb. h_tcase_add_pg() gives a TCase one such instance,
+ * started in the runner process (a Check unchecked fixture, so it outlives
+ * the forked tests of that TCase); each test starts its own daemon.
+ *
+ * PostgreSQL refuses to run as root, so when euid is 0 initdb and postgres
+ * run as the system user "pgberth-test" (created with useradd if missing)
+ * and the directories they write are chowned to it.
+ *
+ * Processes and cleanup: every child the harness forks stays in the
+ * caller's process group and gets PR_SET_PDEATHSIG(SIGKILL), so neither a
+ * failed assertion (Check _exit()s the test child, then killpg()s its group)
+ * nor a timeout leaves a daemon or postmaster behind. The runner removes the
+ * whole temporary root when the suite ends.
+ *
+ * Assertions: helpers whose name does not end in _try assert with Check and
+ * on failure print the tail of every daemon and PostgreSQL log this process
+ * started (h_assert does the same for the tests' own checks). The _try
+ * variants never assert; use them from threads other than the test's own and
+ * from unchecked fixtures. Nothing here waits without a deadline.
+ *
+ * Names: h_ is the harness prefix; it keeps clear of the daemon's objects,
+ * which are linked into every test binary.
+ */
+#ifndef PGBERTH_TESTS_HARNESS_H
+#define PGBERTH_TESTS_HARNESS_H
+
+#include <check.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define H_SUPERUSER      "pgberth"      /* initdb -U: the PostgreSQL superuser */
+#define H_PG_PORT        5432           /* private socket dir, so never in conflict */
+#define H_DAEMON_PORT    6432
+#define H_PATH_MAX       256
+#define H_QUERY_TIMEOUT  15000          /* ms; default deadline of one query */
+#define H_START_TIMEOUT  15000          /* ms; daemon or PostgreSQL start */
+
+/* Roles in the template (besides the superuser). */
+#define H_PW_USER        "pwuser"       /* LOGIN PASSWORD 'secret', scram in pg_hba */
+#define H_PW_PASSWORD    "secret"
+#define H_CROWD_USER     "crowd"        /* LOGIN CONNECTION LIMIT 5 */
+#define H_CROWD_LIMIT    5
+
+/* Fails the current test after dumping the logs of everything it started. */
+#define h_assert(expr, ...) \
+	do { \
+		if (!(expr)) { \
+			h_dump_logs(); \
+			ck_abort_msg(__VA_ARGS__); \
+		} \
+	} while (0)
+
+/* ---- time and files -------------------------------------------------- */
+
+int64_t h_now_ms(void);
+void h_sleep_ms(int ms);
+/* A new empty directory under the temporary root, mode 0711; caller frees. */
+char *h_mkdtemp(const char *tag);
+/* Whole file as a NUL-terminated string, or NULL; caller frees. */
+char *h_read_file(const char *path);
+bool h_write_file(const char *path, const char *text);
+bool h_path_exists(const char *path);
+/* Removes a directory tree; quiet about what is already gone. */
+void h_rm_rf(const char *path);
+
+/* ---- child processes ------------------------------------------------- */
+
+/*
+ * Forks and execs argv with stdin from /dev/null and stdout+stderr appended
+ * to out_path (or /dev/null). The child closes every other fd, dies with the
+ * calling thread (PR_SET_PDEATHSIG), and with as_pg_user runs as the
+ * PostgreSQL user with cwd "/". Returns the pid or -1.
+ */
+pid_t h_spawn(const char *const argv[], const char *out_path, bool as_pg_user);
+/*
+ * Waits for pid to exit within timeout_ms. Returns the elapsed ms and the
+ * wait status in *status, or -1 when the deadline passed (the child is left
+ * running).
+ */
+int h_wait_pid(pid_t pid, int timeout_ms, int *status);
+/* "exit status 1", "killed by signal 9 (Killed)", ... for messages. */
+void h_describe_status(int status, char *buf, size_t len);
+/* Sends SIGKILL and reaps; for children that missed their deadline. */
+void h_kill_wait(pid_t pid);
+/*
+ * Runs argv to completion within timeout_ms (killed otherwise). Returns the
+ * exit status (0-255), or -1 if it timed out or died by a signal.
+ */
+int h_run(const char *const argv[], const char *out_path, bool as_pg_user, int timeout_ms);
+/* Path of a PostgreSQL program: $PG_BINDIR, else newest /usr/lib/postgresql/N/bin. */
+const char *h_pg_bin(const char *program);
+/* Daemon binary: $PGBERTH_BIN (made absolute), default build/pgberth. */
+const char *h_daemon_bin(void);
+
+/* Open fds of a process (/proc/PID/fd), or -1. */
+int h_proc_fd_count(pid_t pid);
+/* Resident set size of a process in KiB (VmRSS), or -1. */
+long h_proc_rss_kb(pid_t pid);
+
+/* ---- PostgreSQL ------------------------------------------------------ */
+
+struct h_pg {
+	pid_t pid;                     /* postmaster, our child; 0 when stopped */
+	int port;
+	char dir[H_PATH_MAX];          /* instance root: data/, s/, postgres.log */
+	char datadir[H_PATH_MAX];
+	char sockdir[H_PATH_MAX];      /* unix_socket_directories */
+	char log[H_PATH_MAX];
+	char error[512];               /* why h_pg_start_try failed */
+};
+
+/* Copies the template and starts it; 0, or -1 with pg->error set. */
+int h_pg_start_try(struct h_pg *pg);
+void h_pg_start(struct h_pg *pg);
+/* Immediate shutdown (SIGQUIT, as pg_ctl stop -m immediate), then removes the copy. */
+void h_pg_stop(struct h_pg *pg);
+
+/* The instance h_tcase_add_pg() starts for a TCase. */
+extern struct h_pg h_shared_pg;
+/*
+ * Gives tc the shared instance: started before its first test and stopped
+ * after its last (unchecked fixture), checked to be up before each test.
+ */
+void h_tcase_add_pg(TCase *tc);
+
+/* Superuser connection straight to PostgreSQL (database appdb unless extra says). */
+PGconn *h_pg_connect(const struct h_pg *pg, const char *extra);
+
+/* ---- the daemon ------------------------------------------------------ */
+
+struct h_daemon_opts {
+	int workers;                   /* 0: 2 */
+	int pool_size;                 /* appdb pool_size; 0: 5 */
+	const char *pool_mode;         /* NULL: session */
+	const char *shutdown_timeout;  /* NULL: 2s */
+	const char *log_level;         /* NULL: info */
+	const char *socket_mode;       /* NULL: "0777" */
+	const char *sockdir;           /* listen on this dir (a second daemon); NULL: new */
+	/*
+	 * Raw YAML. extra_top is added at top level; extra_dbs under
+	 * "databases:" after appdb (indent entries by two spaces). In both,
+	 * @PGHOST@ and @PGPORT@ become the PostgreSQL socket dir and port.
+	 */
+	const char *extra_top;
+	const char *extra_dbs;
+};
+
+struct h_daemon {
+	pid_t pid;                     /* our child; 0 once reaped */
+	int status;                    /* wait status once reaped */
+	int port;
+	char dir[H_PATH_MAX];          /* config and log */
+	char sockdir[H_PATH_MAX];
+	char sockpath[H_PATH_MAX];     /* <sockdir>/.s.PGSQL.<port> */
+	char lockpath[H_PATH_MAX];     /* <sockpath>.lock */
+	char config[H_PATH_MAX];
+	char log[H_PATH_MAX];
+};
+
+/* Fills d's paths and writes its config file; does not start anything. */
+void h_daemon_prepare(struct h_daemon *d, const struct h_pg *pg,
+		      const struct h_daemon_opts *opts);
+/* Forks `pgberth -c config`, stderr to d->log. Returns the pid or -1. */
+pid_t h_daemon_spawn(struct h_daemon *d);
+/*
+ * Waits until the socket file exists and accepts a connection. Returns
+ * true, or false if the deadline passed or the daemon exited (then reaped,
+ * d->status set).
+ */
+bool h_daemon_wait_ready(struct h_daemon *d, int timeout_ms);
+/* prepare + spawn + wait_ready, asserting; returns the pid. */
+pid_t h_daemon_start(struct h_daemon *d, const struct h_pg *pg,
+		     const struct h_daemon_opts *opts);
+/*
+ * Sends sig and waits up to timeout_ms. Returns how long the exit took in
+ * ms, or -1 if it did not exit in time (then it is SIGKILLed and reaped).
+ */
+int h_daemon_stop(struct h_daemon *d, int sig, int timeout_ms);
+/* SIGTERM; asserts exit within 10 s with status 0 (ASan/LSan reports fail it). */
+void h_daemon_stop_ok(struct h_daemon *d);
+/* True (and d reaped) if the daemon has exited. */
+bool h_daemon_exited(struct h_daemon *d);
+/* Prints the last lines of every daemon and PostgreSQL log this process started. */
+void h_dump_logs(void);
+
+/* ---- libpq clients --------------------------------------------------- */
+
+/*
+ * Conninfo for the daemon: host, port, dbname=appdb, user=pgberth and a
+ * connect_timeout; extra is appended (later keywords win). Caller frees.
+ */
+char *h_conninfo(const struct h_daemon *d, const char *extra);
+/* Connects through the daemon; asserts CONNECTION_OK. */
+PGconn *h_connect(const struct h_daemon *d, const char *extra);
+/* Never asserts; the caller checks PQstatus and PQfinishes. */
+PGconn *h_connect_try(const struct h_daemon *d, const char *extra);
+
+/*
+ * Waits for the result of a query already sent (PQsend*). Returns the
+ * last result (or the first COPY result), NULL if timeout_ms passed first
+ * or the connection broke without one. Never asserts.
+ */
+PGresult *h_result_try(PGconn *c, int timeout_ms);
+/* PQsendQuery + h_result_try, in non-blocking mode. Never asserts. */
+PGresult *h_exec_try(PGconn *c, const char *sql, int timeout_ms);
+/* Asserts a result arrived within H_QUERY_TIMEOUT; caller PQclears. */
+PGresult *h_exec(PGconn *c, const char *sql);
+/* Asserts the query succeeded (COMMAND_OK or TUPLES_OK). */
+void h_exec_ok(PGconn *c, const char *sql);
+/* Asserts the query failed with this SQLSTATE. */
+void h_exec_fails(PGconn *c, const char *sql, const char *sqlstate);
+/* First column of the first row, asserting success and a row; caller frees. NULL for SQL NULL. */
+char *h_query_value(PGconn *c, const char *sql);
+long long h_query_ll(PGconn *c, const char *sql);
+/* The result's SQLSTATE, or "" if it has none. */
+const char *h_sqlstate(const PGresult *r);
+/*
+ * Runs sql (returning one boolean) every few ms until it returns true.
+ * False if timeout_ms passed first.
+ */
+bool h_poll_until(PGconn *c, const char *sql, int timeout_ms);
+
+/* ---- raw protocol ---------------------------------------------------- */
+
+/* Connected AF_UNIX stream socket, or -1. */
+int h_raw_connect(const char *sockpath);
+/* Writes everything (MSG_NOSIGNAL); 0, or -1 if the peer is gone. */
+int h_raw_send(int fd, const void *buf, size_t len);
+/* Reads exactly len bytes: len, 0 on EOF first, -1 on error, -2 on timeout. */
+ssize_t h_raw_read(int fd, void *buf, size_t len, int timeout_ms);
+/*
+ * Reads and discards until the peer closes. 0 on EOF (or reset), -2 if
+ * timeout_ms passed with the connection still open.
+ */
+int h_raw_wait_eof(int fd, int timeout_ms);
+
+struct h_msg {
+	char type;
+	uint32_t len;                  /* body length (the length field minus 4) */
+	char *body;                    /* malloc'd, NUL-terminated for convenience */
+};
+/* One backend message: 1 on success, 0 on EOF, -1 error/garbage, -2 timeout. */
+int h_raw_read_msg(int fd, struct h_msg *m, int timeout_ms);
+void h_msg_free(struct h_msg *m);
+
+/*
+ * Builds a v3.0 StartupMessage from NULL-terminated key/value pairs into
+ * buf; returns its length, or 0 if it does not fit.
+ */
+size_t h_startup_packet(char *buf, size_t cap, const char *const kv[]);
+
+struct h_login {
+	bool auth_ok;                  /* AuthenticationOk seen */
+	bool key_data;                 /* BackendKeyData seen */
+	bool ready;                    /* ReadyForQuery seen */
+	char sqlstate[6];              /* from an ErrorResponse */
+	char message[512];
+	int nparams;
+	char param_name[40][64];       /* ParameterStatus pairs */
+	char param_value[40][128];
+};
+/*
+ * Sends a StartupMessage built from kv and reads until ReadyForQuery
+ * (returns 0) or ErrorResponse (returns 1, sqlstate/message set); -1 on EOF,
+ * timeout or garbage.
+ */
+int h_raw_login(int fd, const char *const kv[], struct h_login *out, int timeout_ms);
+/* A ParameterStatus value from a login, or NULL. */
+const char *h_login_param(const struct h_login *l, const char *name);
+/*
+ * Simple Query; copies the first column of the first DataRow into out.
+ * 0 on ReadyForQuery without error, 1 after an ErrorResponse (sqlstate
+ * set when non-NULL), -1 on EOF/timeout/garbage.
+ */
+int h_raw_query(int fd, const char *sql, char *out, size_t outlen,
+		char sqlstate[6], int timeout_ms);
+
+/* ---- the runner ------------------------------------------------------ */
+
+/* A TCase with a timeout in seconds (a hang backstop; tests use their own deadlines). */
+TCase *h_tcase(const char *name, double timeout_s);
+/*
+ * Prepares the temporary root and the template cluster, runs s, prints
+ * Check's summary, removes everything. Returns the process exit code.
+ */
+int h_main(Suite *s);
+
+#endif
