@@ -29,6 +29,9 @@ LIB_OBJS = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(filter-out src/main.c,$(SRCS)))
 TESTS    = $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/check_*.c))
 HARNESS  = $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(filter-out tests/check_%.c,$(wildcard tests/*.c)))
 
+# Keep test objects: they are not throwaway intermediates.
+.SECONDARY:
+
 .PHONY: all deps build tests check check-asan demo bench install clean
 all: deps
 	@$(MAKE) --no-print-directory build

@@ -27,6 +27,8 @@ enum client_state {
 
 struct client {
 	struct list node;           /* worker->clients */
+	struct list login_node;     /* worker->logins until logged in */
+	uint64_t login_deadline;    /* uv_now() ms by which it must be logged in */
 	uint64_t id;                /* "c42" in logs */
 	uint32_t slot;              /* worker slot, behind the BackendKeyData pid */
 	int32_t cancel_key;         /* BackendKeyData secret we issued */

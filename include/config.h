@@ -43,6 +43,7 @@ struct config {
 	uint64_t drain_timeout_ms;
 	uint64_t shutdown_timeout_ms;
 	uint64_t server_connect_timeout_ms;
+	uint64_t client_login_timeout_ms;   /* accept to logged in, waiting included */
 	char *server_reset_query;   /* "" disables the reset */
 
 	struct db_config *dbs;

@@ -54,6 +54,8 @@ struct worker {
 	/* Loop-owned state: touched only by this worker's thread. */
 	struct list clients;        /* every struct client of this worker */
 	struct list servers;        /* every struct server with handles on this loop */
+	struct list logins;         /* clients not logged in yet, oldest (first deadline) first */
+	uv_timer_t login_timer;     /* due at the first deadline in logins */
 	struct client **slots;      /* client by slot, for cancel keys and grants */
 	uint32_t nslots;
 	uint32_t free_slot;         /* head of the free slot chain, UINT32_MAX if none */
@@ -72,6 +74,9 @@ int worker_start(struct worker *w, struct runtime *rt, int id);
 int worker_post(struct worker *w, struct msg *m);
 /* Allocates a message; NULL on out-of-memory. */
 struct msg *msg_new(enum msg_type type);
+
+/* Starts the login deadline of a newly accepted client. */
+void worker_login_start(struct worker *w, struct client *c);
 
 /* Client slot table. A slot is the worker-local index behind the pid a
  * client is given in BackendKeyData. */

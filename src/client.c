@@ -62,6 +62,7 @@ void client_accept(struct worker *w, int fd)
 	c->state = CLIENT_STARTUP;
 	list_init(&c->waiter.node);
 	list_add_tail(&w->clients, &c->node);
+	worker_login_start(w, c);
 	log_debug("c%llu/w%d: accepted", (unsigned long long)c->id, w->id);
 	client_update_poll(c);
 	return;
@@ -109,6 +110,7 @@ void client_close(struct client *c, const char *reason)
 		pool_detach(&w->rt->pools, c->pool);
 
 	list_del(&c->node);
+	list_del(&c->login_node);
 	worker_slot_free(w, c->slot);
 	c->poll->data = (void *)(intptr_t)c->fd;
 	uv_close((uv_handle_t *)c->poll, client_poll_closed);
@@ -510,6 +512,7 @@ void client_login_done(struct client *c)
 	c->st = NULL;
 	c->state = CLIENT_ACTIVE;
 	s->state = SERVER_ACTIVE;
+	list_del(&c->login_node);
 	log_info("c%llu/w%d: %s@%s logged in on s%llu", (unsigned long long)c->id, w->id,
 	         c->user, c->dbname, (unsigned long long)s->id);
 	if (client_flush(c) < 0)

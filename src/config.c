@@ -88,6 +88,8 @@ static const struct key top_keys[] = {
 	{"shutdown_timeout", KEY_DURATION, CFG(shutdown_timeout_ms), 100, MS_PER_HOUR, false, true},
 	{"server_connect_timeout", KEY_DURATION, CFG(server_connect_timeout_ms), 100, MS_PER_HOUR,
 	 false, true},
+	{"client_login_timeout", KEY_DURATION, CFG(client_login_timeout_ms), 100, MS_PER_HOUR,
+	 false, true},
 	{"server_reset_query", KEY_STRING, CFG(server_reset_query), 0, 0, false, true},
 	{"databases", KEY_DATABASES, 0, 0, 0, false, true},
 };
@@ -106,7 +108,7 @@ static const struct key db_keys[] = {
 };
 
 #define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
-#define KEYS_MAX 8              /* the most keys in one table, see parse_mapping() */
+#define KEYS_MAX  16              /* the most keys in one table, see parse_mapping() */
 
 _Static_assert(NKEYS(top_keys) <= KEYS_MAX, "top_keys too long");
 _Static_assert(NKEYS(listen_keys) <= KEYS_MAX, "listen_keys too long");
@@ -318,6 +320,7 @@ static struct config *config_new(const char *path)
 	cfg->drain_timeout_ms = 30 * 1000;
 	cfg->shutdown_timeout_ms = 10 * 1000;
 	cfg->server_connect_timeout_ms = 15 * 1000;
+	cfg->client_login_timeout_ms = 60 * 1000;
 	cfg->server_reset_query = strdup("DISCARD ALL");
 	if (cfg->path == NULL || cfg->socket_dir == NULL || cfg->server_reset_query == NULL) {
 		config_free(cfg);

@@ -141,11 +141,16 @@ static int lifecycle_init(struct lifecycle *lc, struct config *cfg)
 	return 0;
 }
 
-static void lifecycle_free(struct lifecycle *lc)
+/* Joins the (finished) workers and frees everything. Returns -1 if any
+ * loop still had a handle open: a leak the exit status must not hide. */
+static int lifecycle_free(struct lifecycle *lc)
 {
+	int leaked = 0;
+
 	for (int i = 0; i < lc->nstarted; i++) {
 		uv_thread_join(&lc->rt.workers[i].thread);
 		uv_mutex_destroy(&lc->rt.workers[i].inbox_mtx);
+		leaked |= lc->rt.workers[i].loop_close_rc != 0;
 	}
 	pool_registry_destroy(&lc->rt.pools, server_free_parked);
 	free(lc->rt.workers);
@@ -154,8 +159,10 @@ static void lifecycle_free(struct lifecycle *lc)
 	if (rc != 0) {
 		uv_walk(&lc->loop, walk_report, NULL);
 		log_error("main: uv_loop_close: %s", uv_strerror(rc));
+		leaked = 1;
 	}
 	config_unref(lc->rt.cfg);
+	return leaked ? -1 : 0;
 }
 
 int lifecycle_run(struct config *cfg)
@@ -190,7 +197,8 @@ int lifecycle_run(struct config *cfg)
 		}
 	}
 	uv_run(&lc.loop, UV_RUN_DEFAULT);
-	lifecycle_free(&lc);
+	if (lifecycle_free(&lc) < 0)
+		status = EXIT_FAILURE;
 	log_info("pgberth stopped");
 	return status;
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "config.h"
 #include "log.h"
 #include "pool.h"
 #include "runtime.h"
@@ -100,6 +101,36 @@ struct client *worker_client_by_slot(struct worker *w, uint32_t slot)
 	return slot < w->nslots ? w->slots[slot] : NULL;
 }
 
+/* Clients share one timeout, so deadlines come in accept order and one
+ * timer, due at the oldest, serves them all. */
+static void worker_login_expired(uv_timer_t *timer)
+{
+	struct worker *w = timer->data;
+	uint64_t now = uv_now(&w->loop);
+
+	while (!list_empty(&w->logins)) {
+		struct client *c = list_first(&w->logins, struct client, login_node);
+		if (c->login_deadline > now) {
+			uv_timer_start(timer, worker_login_expired, c->login_deadline - now, 0);
+			return;
+		}
+		if (c->state == CLIENT_WAITING)
+			client_fatal(c, "53300", "login timeout",
+			             "no server connection became free within client_login_timeout");
+		else
+			client_fatal(c, "08P01", "login timeout", "client did not log in within client_login_timeout");
+	}
+}
+
+void worker_login_start(struct worker *w, struct client *c)
+{
+	c->login_deadline = uv_now(&w->loop) + w->rt->cfg->client_login_timeout_ms;
+	list_add_tail(&w->logins, &c->login_node);
+	if (!uv_is_active((uv_handle_t *)&w->login_timer))
+		uv_timer_start(&w->login_timer, worker_login_expired,
+		               w->rt->cfg->client_login_timeout_ms, 0);
+}
+
 /* A grant whose client is gone, or came to a stopping worker: pass the
  * server or the slot on to the next waiter. */
 static void worker_grant_refused(struct worker *w, struct msg *m)
@@ -127,6 +158,7 @@ static void worker_stop(struct worker *w)
 	list_for_each_safe(pos, tmp, &w->servers)
 		server_close(list_entry(pos, struct server, node), "shutdown");
 	uv_close((uv_handle_t *)&w->doorbell, NULL);
+	uv_close((uv_handle_t *)&w->login_timer, NULL);
 }
 
 static void worker_handle(struct worker *w, struct msg *m)
@@ -220,6 +252,7 @@ int worker_start(struct worker *w, struct runtime *rt, int id)
 	w->free_slot = NO_SLOT;
 	list_init(&w->clients);
 	list_init(&w->servers);
+	list_init(&w->logins);
 	if ((rc = uv_loop_init(&w->loop)) != 0)
 		return rc;
 	if ((rc = uv_mutex_init(&w->inbox_mtx)) != 0)
@@ -227,12 +260,15 @@ int worker_start(struct worker *w, struct runtime *rt, int id)
 	if ((rc = uv_async_init(&w->loop, &w->doorbell, worker_doorbell)) != 0)
 		goto err_mtx;
 	w->doorbell.data = w;
+	uv_timer_init(&w->loop, &w->login_timer);
+	w->login_timer.data = w;
 	if ((rc = uv_thread_create(&w->thread, worker_main, w)) != 0)
 		goto err_async;
 	return 0;
 
 err_async:
 	uv_close((uv_handle_t *)&w->doorbell, NULL);
+	uv_close((uv_handle_t *)&w->login_timer, NULL);
 	uv_run(&w->loop, UV_RUN_NOWAIT);
 err_mtx:
 	uv_mutex_destroy(&w->inbox_mtx);

@@ -158,6 +158,7 @@ START_TEST(good_minimal)
 	ck_assert_uint_eq(cfg->drain_timeout_ms, 30000);
 	ck_assert_uint_eq(cfg->shutdown_timeout_ms, 10000);
 	ck_assert_uint_eq(cfg->server_connect_timeout_ms, 15000);
+	ck_assert_uint_eq(cfg->client_login_timeout_ms, 60000);
 	ck_assert_str_eq(cfg->server_reset_query, "DISCARD ALL");
 	ck_assert_uint_eq(cfg->ndbs, 1);
 
@@ -235,6 +236,7 @@ START_TEST(good_defaults)
 	ck_assert_uint_eq(cfg->drain_timeout_ms, 30000);
 	ck_assert_uint_eq(cfg->shutdown_timeout_ms, 10000);
 	ck_assert_uint_eq(cfg->server_connect_timeout_ms, 15000);
+	ck_assert_uint_eq(cfg->client_login_timeout_ms, 60000);
 	ck_assert_str_eq(cfg->server_reset_query, "DISCARD ALL");
 	ck_assert_uint_eq(cfg->ndbs, 1);
 

@@ -637,6 +637,76 @@ START_TEST(test_ssl_and_gssenc_requests)
 }
 END_TEST
 
+/* SQLSTATE field of an ErrorResponse body, or "" */
+static const char *error_sqlstate(const struct h_msg *m)
+{
+	for (const char *f = m->body; f < m->body + m->len && *f; f += strlen(f) + 1)
+		if (*f == 'C')
+			return f + 1;
+	return "";
+}
+
+/*
+ * client_login_timeout bounds the whole login: a client that never sends
+ * its startup packet gets 08P01, one that waits for a server while the pool
+ * is full gets 53300, both within the timeout; the client holding the
+ * server is not disturbed.
+ */
+START_TEST(test_client_login_timeout)
+{
+	struct h_daemon_opts o = { .pool_size = 1, .extra_top = "client_login_timeout: 500ms\n" };
+	const char *kv[] = { "user", H_SUPERUSER, "database", "appdb", NULL };
+	struct h_daemon d;
+	struct h_login l;
+	struct h_msg m;
+	int64_t t0;
+	int fd, rc;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+
+	/* Silent client. */
+	fd = h_raw_connect(d.sockpath);
+	h_assert(fd >= 0, "connect: %s", strerror(errno));
+	t0 = h_now_ms();
+	rc = h_raw_read_msg(fd, &m, 5000);
+	h_assert(rc == 1 && m.type == 'E', "silent client: rc %d, type %c", rc, rc == 1 ? m.type : '-');
+	h_assert(strcmp(error_sqlstate(&m), "08P01") == 0, "silent client: SQLSTATE %s",
+		 error_sqlstate(&m));
+	h_msg_free(&m);
+	h_assert(h_now_ms() - t0 >= 400 && h_now_ms() - t0 < 3000, "silent client closed after %lld ms",
+		 (long long)(h_now_ms() - t0));
+	h_assert(h_raw_wait_eof(fd, 2000) == 0, "silent client: connection left open");
+	close(fd);
+
+	/* The only server is held by a session: the next login waits, then fails. */
+	char *ci = h_conninfo(&d, NULL);
+	PGconn *holder = PQconnectdb(ci);
+	free(ci);
+	h_assert(PQstatus(holder) == CONNECTION_OK, "holder: %s", PQerrorMessage(holder));
+	fd = h_raw_connect(d.sockpath);
+	h_assert(fd >= 0, "connect: %s", strerror(errno));
+	t0 = h_now_ms();
+	rc = h_raw_login(fd, kv, &l, 5000);
+	h_assert(rc != 0 && strcmp(l.sqlstate, "53300") == 0, "waiting client: rc %d [%s] %s", rc,
+		 l.sqlstate, l.message);
+	h_assert(h_now_ms() - t0 >= 400, "waiting client failed after only %lld ms",
+		 (long long)(h_now_ms() - t0));
+	close(fd);
+
+	/* Nothing else affected: the holder goes on, and once it leaves the
+	 * pool serves a new client. */
+	h_exec_ok(holder, "SELECT 1");
+	PQfinish(holder);
+	ci = h_conninfo(&d, NULL);
+	PGconn *next = PQconnectdb(ci);
+	free(ci);
+	h_assert(PQstatus(next) == CONNECTION_OK, "after the holder left: %s", PQerrorMessage(next));
+	h_exec_ok(next, "SELECT 1");
+	PQfinish(next);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 /* Writes malformed startup variant i; see the table in test_malformed_startup. */
 static void send_malformed(int fd, int variant)
 {
@@ -922,6 +992,7 @@ static Suite *e2e_basic_suite(void)
 	h_tcase_add_pg(tc);
 	tcase_add_loop_test(tc, test_ssl_and_gssenc_requests, 0, 3);
 	tcase_add_loop_test(tc, test_malformed_startup, 0, 8);
+	tcase_add_test(tc, test_client_login_timeout);
 	suite_add_tcase(s, tc);
 	return s;
 }
