@@ -19,6 +19,7 @@ struct runtime;
 struct server;
 struct worker;
 struct client;
+struct connect_req;
 struct pool;
 struct pool_handoff;
 
@@ -49,6 +50,7 @@ struct server {
 	enum server_state state;
 
 	PGconn *conn;               /* owned; PQfinish after the poll handle closed */
+	struct connect_req *connecting; /* login starting on the thread pool (DNS), or NULL */
 	int fd;                     /* PQsocket(conn), or -1 */
 	uv_poll_t *poll;            /* owned while on a worker; freed in its close callback */
 	int poll_events;

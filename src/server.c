@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 
 #include "client.h"
@@ -41,6 +42,17 @@ static const char *const reported_params[] = {
 	"DateStyle", "IntervalStyle", "TimeZone", "integer_datetimes",
 	"standard_conforming_strings", "is_superuser", "session_authorization",
 	"default_transaction_read_only", "in_hot_standby",
+};
+
+/* Connection parameters for one login: the pool's conninfo plus what
+ * pgberth adds. Heap-allocated because it may cross to the thread pool. */
+struct connect_req {
+	uv_work_t req;
+	struct server *s;           /* NULL once the server gave up waiting */
+	PGconn *conn;               /* PQconnectStartParams' result */
+	char *user;                 /* copy: the client may leave meanwhile */
+	const char *kw[64];
+	const char *val[64];
 };
 
 static void server_on_io(uv_poll_t *handle, int status, int events);
@@ -116,6 +128,8 @@ void server_close(struct server *s, const char *reason)
 	struct pool_handoff h;
 
 	log_info("s%llu: closing: %s", SID(s), reason);
+	if (s->connecting != NULL)
+		s->connecting->s = NULL;    /* its connect_work_done finishes the PGconn */
 	if (c != NULL) {
 		s->client = NULL;
 		c->server = NULL;
@@ -306,15 +320,123 @@ static void server_connect_step(struct server *s)
 	server_fail(s, sqlstate, msg);
 }
 
-void server_connect(struct worker *w, struct pool *pool, struct client *c)
+/* True if a host in conninfo is a name that getaddrinfo must look up (not a
+ * socket directory, not an IP literal) and no hostaddr saves the lookup. */
+static bool needs_dns(const struct db_config *db)
 {
-	const struct db_config *db = pool->db;
-	const char *kw[64], *val[64];
+	const char *host = NULL;
+
+	for (int i = 0; db->keywords[i] != NULL; i++) {
+		if (strcmp(db->keywords[i], "hostaddr") == 0)
+			return false;
+		if (strcmp(db->keywords[i], "host") == 0)
+			host = db->values[i];
+	}
+	for (const char *h = host; h != NULL && *h != '\0'; h += strcspn(h, ",") + (h[strcspn(h, ",")] == ',')) {
+		char name[256];
+		unsigned char addr[sizeof(struct in6_addr)];
+		size_t len = strcspn(h, ",");
+		if (len == 0 || h[0] == '/' || h[0] == '@')
+			continue;
+		snprintf(name, sizeof(name), "%.*s", (int)len, h);
+		if (inet_pton(AF_INET, name, addr) != 1 && inet_pton(AF_INET6, name, addr) != 1)
+			return true;
+	}
+	return false;
+}
+
+static struct connect_req *connect_req_new(const struct db_config *db, const char *user)
+{
+	struct connect_req *r = calloc(1, sizeof(*r));
 	bool has_gss = false;
 	int n = 0;
 
-	struct server *s = server_new(w, pool);
+	if (r == NULL || (r->user = strdup(user)) == NULL) {
+		free(r);
+		return NULL;
+	}
+	r->req.data = r;
+	for (int i = 0; db->keywords[i] != NULL && n < 60; i++, n++) {
+		r->kw[n] = db->keywords[i];     /* the config outlives every worker */
+		r->val[n] = db->values[i];
+		has_gss |= strcmp(r->kw[n], "gssencmode") == 0;
+	}
+	if (!db->forced_user) {
+		r->kw[n] = "user";
+		r->val[n++] = r->user;
+	}
+	r->kw[n] = "fallback_application_name";
+	r->val[n++] = "pgberth";
+	if (!has_gss) {
+		/* A GSS-encrypted stream cannot be relayed as raw bytes. */
+		r->kw[n] = "gssencmode";
+		r->val[n++] = "disable";
+	}
+	r->kw[n] = r->val[n] = NULL;
+	return r;
+}
+
+static void connect_req_free(struct connect_req *r)
+{
+	free(r->user);
+	free(r);
+}
+
+/* PQconnectStartParams has run: drive the rest from the loop. */
+static void server_connect_started(struct server *s, PGconn *conn)
+{
+	s->conn = conn;
+	if (conn == NULL) {
+		server_fail(s, "53200", "out of memory");
+		return;
+	}
+	PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
+	if (PQstatus(conn) == CONNECTION_BAD) {
+		char sqlstate[6], msg[1024];
+		split_connect_error(PQerrorMessage(conn), sqlstate, msg, sizeof(msg));
+		server_fail(s, sqlstate, msg);
+		return;
+	}
+	if (server_watch(s, UV_WRITABLE) < 0)
+		server_fail(s, "08006", "cannot watch the server socket");
+}
+
+/* libpq resolves the first host inside PQconnectStartParams, which would
+ * stall every client of the worker for as long as DNS takes. */
+static void connect_work(uv_work_t *req)
+{
+	struct connect_req *r = req->data;
+	r->conn = PQconnectStartParams(r->kw, r->val, 0);
+}
+
+static void connect_work_done(uv_work_t *req, int status)
+{
+	struct connect_req *r = req->data;
+	struct server *s = r->s;
+
+	(void)status;
 	if (s == NULL) {
+		PQfinish(r->conn);      /* the server was closed meanwhile */
+	} else {
+		s->connecting = NULL;
+		server_connect_started(s, r->conn);
+	}
+	connect_req_free(r);
+}
+
+void server_connect(struct worker *w, struct pool *pool, struct client *c)
+{
+	const struct db_config *db = pool->db;
+	struct server *s = server_new(w, pool);
+	struct connect_req *r = s ? connect_req_new(db, c->user) : NULL;
+
+	if (r == NULL) {
+		if (s != NULL) {
+			s->client = c;
+			c->server = s;
+			server_fail(s, "53200", "out of memory");
+			return;
+		}
 		struct pool_handoff h;
 		if (pool_server_closed(&w->rt->pools, pool, &h))
 			server_handoff(w->rt, pool, &h);
@@ -324,40 +446,17 @@ void server_connect(struct worker *w, struct pool *pool, struct client *c)
 	s->state = SERVER_CONNECTING;
 	s->client = c;
 	c->server = s;
-	for (int i = 0; db->keywords[i] != NULL && n < 60; i++, n++) {
-		kw[n] = db->keywords[i];
-		val[n] = db->values[i];
-		has_gss |= strcmp(kw[n], "gssencmode") == 0;
-	}
-	if (!db->forced_user) {
-		kw[n] = "user";
-		val[n++] = c->user;
-	}
-	kw[n] = "fallback_application_name";
-	val[n++] = "pgberth";
-	if (!has_gss) {
-		/* A GSS-encrypted stream cannot be relayed as raw bytes. */
-		kw[n] = "gssencmode";
-		val[n++] = "disable";
-	}
-	kw[n] = val[n] = NULL;
-
-	s->conn = PQconnectStartParams(kw, val, 0);
-	if (s->conn == NULL) {
-		server_fail(s, "53200", "out of memory");
-		return;
-	}
-	PQsetErrorVerbosity(s->conn, PQERRORS_VERBOSE);
-	if (PQstatus(s->conn) == CONNECTION_BAD) {
-		char sqlstate[6], msg[1024];
-		split_connect_error(PQerrorMessage(s->conn), sqlstate, msg, sizeof(msg));
-		server_fail(s, sqlstate, msg);
-		return;
-	}
 	log_debug("s%llu/w%d: connecting for c%llu", SID(s), w->id, (unsigned long long)c->id);
 	server_deadline(s, "could not log in to the server");
-	if (server_watch(s, UV_WRITABLE) < 0)
-		server_fail(s, "08006", "cannot watch the server socket");
+	if (needs_dns(db)) {
+		r->s = s;
+		s->connecting = r;
+		if (uv_queue_work(&w->loop, &r->req, connect_work, connect_work_done) == 0)
+			return;
+		s->connecting = NULL;
+	}
+	server_connect_started(s, PQconnectStartParams(r->kw, r->val, 0));
+	connect_req_free(r);
 }
 
 /* A parked server whose peer hung up (PostgreSQL restarted, the backend was

@@ -379,6 +379,50 @@ START_TEST(test_wrong_server_password)
 }
 END_TEST
 
+/*
+ * Host names in conninfo are looked up off the worker loop. localhost has
+ * no PostgreSQL on TCP here, and a .invalid name never resolves: both give
+ * 08006 with libpq's reason, and the worker keeps serving other clients.
+ */
+START_TEST(test_host_name_conninfo)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { 0 };
+	static const struct {
+		const char *db;
+		const char *reason;
+	} cases[] = {
+		{ "namedb", "localhost" },
+		{ "nxdb", "no-such-host.invalid" },
+	};
+	struct h_login l;
+	PGconn *c;
+
+	o.extra_dbs = "  namedb:\n"
+		      "    conninfo: \"host=localhost port=1 dbname=appdb\"\n"
+		      "  nxdb:\n"
+		      "    conninfo: \"host=no-such-host.invalid port=5432 dbname=appdb\"\n";
+	o.workers = 1;
+	h_daemon_start(&d, &h_shared_pg, &o);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *kv[] = { "user", H_SUPERUSER, "database", cases[i].db, NULL };
+		int fd = h_raw_connect(d.sockpath);
+
+		h_assert(fd >= 0, "connect: %s", strerror(errno));
+		int rc = h_raw_login(fd, kv, &l, 10000);
+		h_assert(rc == 1 && strcmp(l.sqlstate, "08006") == 0, "%s: rc %d [%s] %s", cases[i].db,
+			 rc, l.sqlstate, l.message);
+		h_assert(strstr(l.message, cases[i].reason) != NULL, "%s: message does not say why: %s",
+			 cases[i].db, l.message);
+		close(fd);
+	}
+	c = h_connect(&d, NULL);
+	assert_value(c, "SELECT 'still serving'", "still serving");
+	PQfinish(c);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 START_TEST(test_unreachable_server)
 {
 	struct h_daemon d;
@@ -977,6 +1021,7 @@ static Suite *e2e_basic_suite(void)
 	tcase_add_test(tc, test_unknown_database);
 	tcase_add_test(tc, test_wrong_server_password);
 	tcase_add_test(tc, test_unreachable_server);
+	tcase_add_test(tc, test_host_name_conninfo);
 	suite_add_tcase(s, tc);
 
 	tc = h_tcase("session", 60);
