@@ -1,0 +1,877 @@
+/*
+ * Unit tests of the shared pool registry (src/pool.c). The registry is pure
+ * logic, so the tests drive it directly: servers are dummy pointers (the
+ * addresses of static chars), databases are struct db_config values with
+ * only a name. What is asserted is what a user of the pooler would notice:
+ * how many server connections a (database, user) gets, which client is
+ * served next, which server it gets, and that nothing is left behind once
+ * every client is gone. A randomized run checks the same against a simple
+ * model over thousands of steps; build with ASan/LSan (make check-asan) to
+ * prove that freed pools and destroyed registries leak nothing.
+ */
+#include <check.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "list.h"
+#include "pool.h"
+
+static struct pool_registry reg;
+static struct db_config db_app = { .name = "app" };
+static struct db_config db_other = { .name = "other" };
+
+/* Dummy servers: only their addresses matter. */
+static char srv[64];
+
+static void setup(void)
+{
+	pool_registry_init(&reg);
+}
+
+/* Dummy servers need no freeing. */
+static void free_nothing(void *server)
+{
+	(void)server;
+}
+
+static void teardown(void)
+{
+	pool_registry_destroy(&reg, free_nothing);
+}
+
+static size_t npools(void)
+{
+	struct list *pos, *tmp;
+	size_t n = 0;
+
+	list_for_each_safe(pos, tmp, &reg.pools)
+		n++;
+	return n;
+}
+
+static bool pool_listed(const struct pool *pool)
+{
+	struct list *pos, *tmp;
+
+	list_for_each_safe(pos, tmp, &reg.pools)
+		if (list_entry(pos, struct pool, node) == pool)
+			return true;
+	return false;
+}
+
+static void expect_counts(struct pool *pool, int nservers, int nidle, int nwaiters)
+{
+	int s, i, w;
+
+	pool_counts(&reg, pool, &s, &i, &w);
+	ck_assert_int_eq(s, nservers);
+	ck_assert_int_eq(i, nidle);
+	ck_assert_int_eq(w, nwaiters);
+}
+
+static void waiter_init(struct pool_waiter *w, int worker, uint32_t slot, uint64_t id)
+{
+	memset(w, 0, sizeof(*w));
+	list_init(&w->node);
+	w->worker = worker;
+	w->slot = slot;
+	w->client_id = id;
+}
+
+static void expect_handoff(const struct pool_handoff *h, const struct pool_waiter *w,
+                           const void *server)
+{
+	ck_assert_int_eq(h->worker, w->worker);
+	ck_assert_uint_eq(h->slot, w->slot);
+	ck_assert_uint_eq(h->client_id, w->client_id);
+	ck_assert_ptr_eq(h->server, server);
+}
+
+/* Reserves n connection slots, all of which must be granted; the test then
+ * stands for the clients that hold them. */
+static void take_slots(struct pool *pool, int n)
+{
+	struct pool_waiter w;
+	void *server = NULL;
+
+	for (int i = 0; i < n; i++) {
+		waiter_init(&w, 0, (uint32_t)i, (uint64_t)i);
+		ck_assert_int_eq(pool_acquire(&reg, pool, &w, &server), POOL_MAY_CONNECT);
+	}
+}
+
+START_TEST(attach_same_and_different)
+{
+	struct db_config app_again = { .name = "app" };
+	char user[16];
+	struct pool *a, *b, *c, *d, *e;
+
+	/* The user name is copied: the caller's buffer may change or go away. */
+	strcpy(user, "alice");
+	a = pool_attach(&reg, &db_app, user, 4);
+	strcpy(user, "zzzzz");
+	b = pool_attach(&reg, &db_app, "alice", 4);
+	c = pool_attach(&reg, &db_app, "bob", 4);
+	d = pool_attach(&reg, &db_other, "alice", 4);
+	/* Databases are matched by name, not by the config object. */
+	e = pool_attach(&reg, &app_again, "alice", 4);
+
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_eq(a, b);
+	ck_assert_ptr_eq(a, e);
+	ck_assert_ptr_ne(a, c);
+	ck_assert_ptr_ne(a, d);
+	ck_assert_ptr_ne(c, d);
+	ck_assert_str_eq(a->user, "alice");
+	ck_assert_str_eq(a->dbname, "app");
+	ck_assert_int_eq(a->nclients, 3);
+	ck_assert_uint_eq(npools(), 3);
+
+	pool_detach(&reg, a);
+	pool_detach(&reg, b);
+	ck_assert_uint_eq(npools(), 3);
+	pool_detach(&reg, e);
+	ck_assert_uint_eq(npools(), 2);
+	pool_detach(&reg, c);
+	pool_detach(&reg, d);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
+START_TEST(acquire_up_to_size_then_wait)
+{
+	struct pool *pool = pool_attach(&reg, &db_app, "alice", 3);
+	struct pool_waiter w[5];
+	void *server = NULL;
+
+	for (int i = 0; i < 3; i++) {
+		waiter_init(&w[i], 0, (uint32_t)i, (uint64_t)i + 1);
+		ck_assert_int_eq(pool_acquire(&reg, pool, &w[i], &server), POOL_MAY_CONNECT);
+		expect_counts(pool, i + 1, 0, 0);
+	}
+	for (int i = 3; i < 5; i++) {
+		waiter_init(&w[i], 0, (uint32_t)i, (uint64_t)i + 1);
+		ck_assert_int_eq(pool_acquire(&reg, pool, &w[i], &server), POOL_MUST_WAIT);
+		expect_counts(pool, 3, 0, i - 2);
+	}
+	/* Another user on the same database has its own cap. */
+	struct pool *other = pool_attach(&reg, &db_app, "bob", 1);
+	struct pool_waiter ow;
+	waiter_init(&ow, 1, 0, 99);
+	ck_assert_int_eq(pool_acquire(&reg, other, &ow, &server), POOL_MAY_CONNECT);
+	expect_counts(other, 1, 0, 0);
+	expect_counts(pool, 3, 0, 2);
+
+	ck_assert(pool_cancel_wait(&reg, pool, &w[3]));
+	ck_assert(pool_cancel_wait(&reg, pool, &w[4]));
+	struct pool_handoff h;
+	for (int i = 0; i < 3; i++)
+		ck_assert(!pool_server_closed(&reg, pool, &h));
+	ck_assert(!pool_server_closed(&reg, other, &h));
+	pool_detach(&reg, other);
+	pool_detach(&reg, pool);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
+START_TEST(release_parks_most_recent_first)
+{
+	struct pool *pool = pool_attach(&reg, &db_app, "alice", 3);
+	struct pool_waiter w;
+	struct pool_handoff h;
+	void *server = NULL;
+
+	take_slots(pool, 3);
+	for (int i = 0; i < 3; i++) {
+		ck_assert(!pool_release(&reg, pool, &srv[i], &h));
+		expect_counts(pool, 3, i + 1, 0);
+	}
+	for (int i = 2; i >= 0; i--) {
+		server = NULL;
+		waiter_init(&w, 0, 0, 1);
+		ck_assert_int_eq(pool_acquire(&reg, pool, &w, &server), POOL_GOT_IDLE);
+		ck_assert_ptr_eq(server, &srv[i]);
+		ck_assert(!list_linked(&w.node));
+		expect_counts(pool, 3, i, 0);
+	}
+	/* All three are in use again: the next one waits, it does not connect. */
+	waiter_init(&w, 0, 0, 1);
+	ck_assert_int_eq(pool_acquire(&reg, pool, &w, &server), POOL_MUST_WAIT);
+	ck_assert(pool_cancel_wait(&reg, pool, &w));
+
+	/* A server parked again is the one handed out next. */
+	ck_assert(!pool_release(&reg, pool, &srv[1], &h));
+	ck_assert(!pool_release(&reg, pool, &srv[0], &h));
+	ck_assert_int_eq(pool_acquire(&reg, pool, &w, &server), POOL_GOT_IDLE);
+	ck_assert_ptr_eq(server, &srv[0]);
+	ck_assert(!pool_release(&reg, pool, &srv[0], &h));
+	expect_counts(pool, 3, 2, 0);
+
+	pool_detach(&reg, pool);
+}
+END_TEST
+
+START_TEST(release_hands_to_head_waiter_fifo)
+{
+	struct pool *pool = pool_attach(&reg, &db_app, "alice", 1);
+	struct pool_waiter first, w[4];
+	struct pool_handoff h;
+	void *server = NULL;
+
+	waiter_init(&first, 0, 0, 1);
+	ck_assert_int_eq(pool_acquire(&reg, pool, &first, &server), POOL_MAY_CONNECT);
+	/* Waiters on different workers, queued in this order. */
+	for (int i = 0; i < 4; i++) {
+		waiter_init(&w[i], 3 - i, 100u + (uint32_t)i, 1000u + (uint64_t)i);
+		ck_assert_int_eq(pool_acquire(&reg, pool, &w[i], &server), POOL_MUST_WAIT);
+	}
+	expect_counts(pool, 1, 0, 4);
+
+	memset(&h, 0xa5, sizeof(h));
+	ck_assert(pool_release(&reg, pool, &srv[7], &h));
+	expect_handoff(&h, &w[0], &srv[7]);
+	expect_counts(pool, 1, 0, 3);
+	/* Once popped, a waiter cannot be cancelled: the handoff is on its way. */
+	ck_assert(!pool_cancel_wait(&reg, pool, &w[0]));
+
+	/* The same server goes round, always to the head, never parked. */
+	ck_assert(pool_release(&reg, pool, &srv[7], &h));
+	expect_handoff(&h, &w[1], &srv[7]);
+	ck_assert(pool_release(&reg, pool, &srv[7], &h));
+	expect_handoff(&h, &w[2], &srv[7]);
+	ck_assert(pool_release(&reg, pool, &srv[7], &h));
+	expect_handoff(&h, &w[3], &srv[7]);
+	expect_counts(pool, 1, 0, 0);
+
+	/* No one left waiting: now it parks. */
+	ck_assert(!pool_release(&reg, pool, &srv[7], &h));
+	expect_counts(pool, 1, 1, 0);
+	pool_detach(&reg, pool);
+}
+END_TEST
+
+START_TEST(server_closed_hands_slot_to_head_waiter)
+{
+	struct pool *pool = pool_attach(&reg, &db_app, "alice", 2);
+	struct pool_waiter w[3];
+	struct pool_handoff h;
+	void *server = NULL;
+
+	take_slots(pool, 2);
+	for (int i = 0; i < 3; i++) {
+		waiter_init(&w[i], i, 10u + (uint32_t)i, 500u + (uint64_t)i);
+		ck_assert_int_eq(pool_acquire(&reg, pool, &w[i], &server), POOL_MUST_WAIT);
+	}
+
+	memset(&h, 0xa5, sizeof(h));
+	ck_assert(pool_server_closed(&reg, pool, &h));
+	expect_handoff(&h, &w[0], NULL);
+	expect_counts(pool, 2, 0, 2);
+
+	ck_assert(pool_server_closed(&reg, pool, &h));
+	expect_handoff(&h, &w[1], NULL);
+	expect_counts(pool, 2, 0, 1);
+
+	/* A released server still goes to the head after slots were handed. */
+	ck_assert(pool_release(&reg, pool, &srv[3], &h));
+	expect_handoff(&h, &w[2], &srv[3]);
+	expect_counts(pool, 2, 0, 0);
+
+	/* Without waiters a close just frees the slot. */
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	expect_counts(pool, 1, 0, 0);
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	expect_counts(pool, 0, 0, 0);
+	/* The client is still attached, so the pool stays. */
+	ck_assert(pool_listed(pool));
+	pool_detach(&reg, pool);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
+START_TEST(server_closed_frees_slot_for_next_acquire)
+{
+	struct pool *pool = pool_attach(&reg, &db_app, "alice", 2);
+	struct pool_waiter w;
+	struct pool_handoff h;
+	void *server = NULL;
+
+	take_slots(pool, 2);
+	waiter_init(&w, 0, 0, 1);
+	ck_assert_int_eq(pool_acquire(&reg, pool, &w, &server), POOL_MUST_WAIT);
+	ck_assert(pool_cancel_wait(&reg, pool, &w));
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	expect_counts(pool, 1, 0, 0);
+	waiter_init(&w, 0, 0, 1);
+	ck_assert_int_eq(pool_acquire(&reg, pool, &w, &server), POOL_MAY_CONNECT);
+	expect_counts(pool, 2, 0, 0);
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	pool_detach(&reg, pool);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
+START_TEST(cancel_wait)
+{
+	struct pool *pool = pool_attach(&reg, &db_app, "alice", 1);
+	struct pool_waiter w[3];
+	struct pool_handoff h;
+	void *server = NULL;
+
+	take_slots(pool, 1);
+	for (int i = 0; i < 3; i++) {
+		waiter_init(&w[i], 0, (uint32_t)i, 10u + (uint64_t)i);
+		ck_assert_int_eq(pool_acquire(&reg, pool, &w[i], &server), POOL_MUST_WAIT);
+	}
+
+	/* Cancelling the middle one keeps the others in order. */
+	ck_assert(pool_cancel_wait(&reg, pool, &w[1]));
+	expect_counts(pool, 1, 0, 2);
+	ck_assert(!list_linked(&w[1].node));
+	/* A second cancel is harmless and says it was not queued. */
+	ck_assert(!pool_cancel_wait(&reg, pool, &w[1]));
+	expect_counts(pool, 1, 0, 2);
+
+	ck_assert(pool_release(&reg, pool, &srv[0], &h));
+	expect_handoff(&h, &w[0], &srv[0]);
+	ck_assert(!pool_cancel_wait(&reg, pool, &w[0]));
+	expect_counts(pool, 1, 0, 1);
+
+	/* The receiver of a cancelled client passes the server on. */
+	ck_assert(pool_release(&reg, pool, h.server, &h));
+	expect_handoff(&h, &w[2], &srv[0]);
+	ck_assert(!pool_cancel_wait(&reg, pool, &w[2]));
+	expect_counts(pool, 1, 0, 0);
+
+	/* A cancelled waiter can queue again, at the tail. */
+	struct pool_waiter late;
+	waiter_init(&late, 2, 7, 77);
+	ck_assert_int_eq(pool_acquire(&reg, pool, &late, &server), POOL_MUST_WAIT);
+	ck_assert_int_eq(pool_acquire(&reg, pool, &w[1], &server), POOL_MUST_WAIT);
+	ck_assert(pool_server_closed(&reg, pool, &h));
+	expect_handoff(&h, &late, NULL);
+	ck_assert(pool_cancel_wait(&reg, pool, &w[1]));
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	expect_counts(pool, 0, 0, 0);
+	pool_detach(&reg, pool);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
+START_TEST(unused_pool_is_freed)
+{
+	struct pool *pool = pool_attach(&reg, &db_app, "alice", 2);
+	struct pool_waiter w;
+	struct pool_handoff h;
+	void *server = NULL;
+
+	ck_assert_uint_eq(npools(), 1);
+	pool_detach(&reg, pool);
+	ck_assert(list_empty(&reg.pools));
+
+	/* A parked server keeps the pool (and itself) after the last client. */
+	pool = pool_attach(&reg, &db_app, "alice", 2);
+	expect_counts(pool, 0, 0, 0);
+	ck_assert_int_eq(pool->nclients, 1);
+	take_slots(pool, 2);
+	ck_assert(!pool_release(&reg, pool, &srv[0], &h));
+	pool_detach(&reg, pool);
+	ck_assert(pool_listed(pool));
+	expect_counts(pool, 2, 1, 0);
+
+	/* A new client finds the parked server. */
+	struct pool *again = pool_attach(&reg, &db_app, "alice", 2);
+	ck_assert_ptr_eq(again, pool);
+	waiter_init(&w, 0, 0, 1);
+	ck_assert_int_eq(pool_acquire(&reg, pool, &w, &server), POOL_GOT_IDLE);
+	ck_assert_ptr_eq(server, &srv[0]);
+	pool_detach(&reg, pool);
+
+	/* The last server closing with no client attached frees the pool. */
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	ck_assert(pool_listed(pool));
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	ck_assert(list_empty(&reg.pools));
+
+	/* Attaching again starts from nothing. */
+	pool = pool_attach(&reg, &db_app, "alice", 2);
+	expect_counts(pool, 0, 0, 0);
+	ck_assert_int_eq(pool->nclients, 1);
+	ck_assert_ptr_null(pool->idle[0]);
+	waiter_init(&w, 0, 0, 1);
+	ck_assert_int_eq(pool_acquire(&reg, pool, &w, &server), POOL_MAY_CONNECT);
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	pool_detach(&reg, pool);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
+static int nfreed;
+static char freed[64];
+
+static void count_free(void *server)
+{
+	char *s = server;
+
+	ck_assert(s >= srv && s < srv + sizeof(srv));
+	freed[s - srv]++;
+	nfreed++;
+}
+
+START_TEST(destroy_frees_parked_servers)
+{
+	struct pool *a = pool_attach(&reg, &db_app, "alice", 3);
+	struct pool *b = pool_attach(&reg, &db_other, "bob", 2);
+	struct pool_handoff h;
+
+	take_slots(a, 3);
+	take_slots(b, 2);
+	ck_assert(!pool_release(&reg, a, &srv[1], &h));
+	ck_assert(!pool_release(&reg, a, &srv[2], &h));
+	ck_assert(!pool_release(&reg, b, &srv[5], &h));
+	/* a's third slot and b's second are in use: not the registry's to free. */
+	pool_detach(&reg, a);
+	pool_detach(&reg, b);
+
+	nfreed = 0;
+	memset(freed, 0, sizeof(freed));
+	pool_registry_destroy(&reg, count_free);
+	ck_assert_int_eq(nfreed, 3);
+	ck_assert_int_eq(freed[1], 1);
+	ck_assert_int_eq(freed[2], 1);
+	ck_assert_int_eq(freed[5], 1);
+	/* The fixture's teardown destroys again; start a fresh registry. */
+	pool_registry_init(&reg);
+}
+END_TEST
+
+/* Pools are created for any user name a client sends; they must not pile up. */
+START_TEST(many_users_leave_no_pools)
+{
+	enum { NUSERS = 4096 };
+	static struct pool *pools[NUSERS];
+	char user[32];
+
+	for (int i = 0; i < NUSERS; i++) {
+		snprintf(user, sizeof(user), "user%d", i);
+		pools[i] = pool_attach(&reg, i % 2 ? &db_app : &db_other, user, 2);
+		ck_assert_ptr_nonnull(pools[i]);
+	}
+	ck_assert_uint_eq(npools(), NUSERS);
+	for (int i = 0; i < NUSERS; i++)
+		pool_detach(&reg, pools[i]);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
+/*
+ * Randomized run against a model. Clients move between the states below;
+ * the model predicts every result of the registry, which client each handoff
+ * goes to and which server it carries, and the counts after each step.
+ */
+enum mstate {
+	M_DETACHED,                 /* no pool */
+	M_ATTACHED,                 /* attached, holds nothing */
+	M_WAITING,                  /* mpool->queue */
+	M_INFLIGHT,                 /* popped; handoff not yet delivered */
+	M_CONNECTING,               /* holds a slot, no server yet */
+	M_ACTIVE,                   /* holds a server */
+};
+
+enum { MCLIENTS = 16, MPOOLS = 3, MTOKENS = 32 };
+
+struct mclient {
+	enum mstate state;
+	int mpool;                  /* index in mpools when attached */
+	struct pool_waiter w;
+	void *server;               /* M_ACTIVE, or M_INFLIGHT (may be NULL) */
+	bool cancelled;             /* M_INFLIGHT: pass the handoff on */
+};
+
+struct mpool {
+	struct pool *pool;          /* NULL when the registry should have freed it */
+	const struct db_config *db;
+	const char *user;
+	int size;
+	int queue[MCLIENTS];        /* client indexes, FIFO */
+	int qlen;
+	void *idle[MTOKENS];        /* most recent last */
+	int nidle;
+	int nservers;
+	int nclients;
+};
+
+static struct mclient mc[MCLIENTS];
+static struct mpool mp[MPOOLS];
+static char token[MTOKENS];
+static bool token_used[MTOKENS];
+static uint64_t rng;
+static unsigned long step;
+static unsigned long nhandoffs;
+
+static uint64_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+static void *token_get(void)
+{
+	for (int i = 0; i < MTOKENS; i++) {
+		if (!token_used[i]) {
+			token_used[i] = true;
+			return &token[i];
+		}
+	}
+	ck_abort_msg("step %lu: more live servers than the model allows", step);
+	return NULL;
+}
+
+static void token_put(void *server)
+{
+	int i = (int)((char *)server - token);
+
+	ck_assert_msg(i >= 0 && i < MTOKENS && token_used[i],
+	              "step %lu: bad server %p", step, server);
+	token_used[i] = false;
+}
+
+/* A handoff came out of the registry: it must be for the model's head
+ * waiter and carry the expected server. */
+static void model_handoff(int p, const struct pool_handoff *h, void *server)
+{
+	struct mpool *m = &mp[p];
+
+	ck_assert_msg(m->qlen > 0, "step %lu: handoff with no waiter", step);
+	int head = m->queue[0];
+	struct mclient *c = &mc[head];
+	ck_assert_msg(h->worker == c->w.worker && h->slot == c->w.slot &&
+	              h->client_id == c->w.client_id,
+	              "step %lu: handoff to client %llu, head is %llu (FIFO broken)",
+	              step, (unsigned long long)h->client_id,
+	              (unsigned long long)c->w.client_id);
+	ck_assert_msg(h->server == server, "step %lu: handoff carries %p, expected %p",
+	              step, h->server, server);
+	memmove(m->queue, m->queue + 1, sizeof(int) * (size_t)(m->qlen - 1));
+	m->qlen--;
+	nhandoffs++;
+	c->state = M_INFLIGHT;
+	c->server = server;
+	c->cancelled = false;
+}
+
+static void model_release(int p, void *server)
+{
+	struct mpool *m = &mp[p];
+	struct pool_handoff h;
+	bool handed = pool_release(&reg, m->pool, server, &h);
+
+	ck_assert_msg(handed == (m->qlen > 0), "step %lu: release handed=%d, %d waiting",
+	              step, handed, m->qlen);
+	if (handed)
+		model_handoff(p, &h, server);
+	else
+		m->idle[m->nidle++] = server;
+}
+
+static void model_closed(int p)
+{
+	struct mpool *m = &mp[p];
+	struct pool_handoff h;
+	bool handed = pool_server_closed(&reg, m->pool, &h);
+
+	ck_assert_msg(handed == (m->qlen > 0), "step %lu: closed handed=%d, %d waiting",
+	              step, handed, m->qlen);
+	if (handed) {
+		model_handoff(p, &h, NULL);
+	} else {
+		m->nservers--;
+		if (m->nservers == 0 && m->nclients == 0)
+			m->pool = NULL;
+	}
+}
+
+static void model_check(void)
+{
+	size_t live = 0;
+
+	for (int p = 0; p < MPOOLS; p++) {
+		struct mpool *m = &mp[p];
+		int s, i, w, held = 0;
+
+		if (m->pool == NULL)
+			continue;
+		live++;
+		ck_assert_msg(pool_listed(m->pool), "step %lu: pool %d freed too early", step, p);
+		pool_counts(&reg, m->pool, &s, &i, &w);
+		ck_assert_msg(s == m->nservers && i == m->nidle && w == m->qlen &&
+		              m->pool->nclients == m->nclients,
+		              "step %lu pool %d: servers %d/%d idle %d/%d waiters %d/%d "
+		              "clients %d/%d (registry/model)", step, p, s, m->nservers,
+		              i, m->nidle, w, m->qlen, m->pool->nclients, m->nclients);
+		ck_assert_msg(s <= m->size, "step %lu: %d servers, size %d", step, s, m->size);
+		ck_assert_msg(i <= s, "step %lu: %d idle of %d servers", step, i, s);
+		/* Nobody waits while a server is parked or a slot is free. */
+		ck_assert_msg(w == 0 || (i == 0 && s == m->size),
+		              "step %lu: %d waiting with %d idle, %d/%d servers",
+		              step, w, i, s, m->size);
+		for (int k = 0; k < i; k++)
+			ck_assert_msg(m->pool->idle[k] == m->idle[k],
+			              "step %lu: idle[%d] differs", step, k);
+		for (int k = 0; k < MCLIENTS; k++)
+			if (mc[k].mpool == p && (mc[k].state == M_INFLIGHT ||
+			                         mc[k].state == M_CONNECTING ||
+			                         mc[k].state == M_ACTIVE))
+				held++;
+		ck_assert_msg(s == held + i, "step %lu: %d servers counted, %d held + %d idle",
+		              step, s, held, i);
+	}
+	ck_assert_msg(npools() == live, "step %lu: %zu pools listed, model has %zu",
+	              step, npools(), live);
+}
+
+static void model_step(int k)
+{
+	struct mclient *c = &mc[k];
+	struct mpool *m = &mp[c->mpool];
+	void *server = NULL;
+	int p;
+
+	switch (c->state) {
+	case M_DETACHED:
+		p = (int)(rnd() % MPOOLS);
+		m = &mp[p];
+		struct pool *pool = pool_attach(&reg, m->db, m->user, m->size);
+		ck_assert_ptr_nonnull(pool);
+		if (m->pool != NULL) {
+			ck_assert_msg(pool == m->pool, "step %lu: attach found another pool", step);
+		} else {
+			ck_assert_msg(pool->nservers == 0 && pool->nidle == 0 &&
+			              pool->nwaiters == 0 && pool->nclients == 1,
+			              "step %lu: new pool is not fresh", step);
+			m->pool = pool;
+		}
+		m->nclients++;
+		c->mpool = p;
+		c->state = M_ATTACHED;
+		break;
+	case M_ATTACHED:
+		if (rnd() % 4 == 0) {
+			pool_detach(&reg, m->pool);
+			if (--m->nclients == 0 && m->nservers == 0)
+				m->pool = NULL;
+			c->state = M_DETACHED;
+			break;
+		}
+		enum pool_result res = pool_acquire(&reg, m->pool, &c->w, &server);
+		if (m->qlen == 0 && m->nidle > 0) {
+			ck_assert_msg(res == POOL_GOT_IDLE, "step %lu: got %d, expected idle", step, res);
+			ck_assert_msg(server == m->idle[m->nidle - 1],
+			              "step %lu: idle server is not the most recent", step);
+			m->nidle--;
+			c->server = server;
+			c->state = M_ACTIVE;
+		} else if (m->qlen == 0 && m->nservers < m->size) {
+			ck_assert_msg(res == POOL_MAY_CONNECT, "step %lu: got %d, expected connect",
+			              step, res);
+			m->nservers++;
+			c->state = M_CONNECTING;
+		} else {
+			ck_assert_msg(res == POOL_MUST_WAIT, "step %lu: got %d, expected wait",
+			              step, res);
+			m->queue[m->qlen++] = k;
+			c->state = M_WAITING;
+		}
+		break;
+	case M_WAITING:
+		if (rnd() % 3 != 0)
+			break;      /* most of the time, keep waiting */
+		ck_assert_msg(pool_cancel_wait(&reg, m->pool, &c->w),
+		              "step %lu: queued waiter not cancelled", step);
+		for (int q = 0; q < m->qlen; q++) {
+			if (m->queue[q] == k) {
+				memmove(m->queue + q, m->queue + q + 1,
+				        sizeof(int) * (size_t)(m->qlen - q - 1));
+				m->qlen--;
+				break;
+			}
+		}
+		c->state = M_ATTACHED;
+		break;
+	case M_INFLIGHT:
+		if (!c->cancelled && rnd() % 4 == 0) {
+			ck_assert_msg(!pool_cancel_wait(&reg, m->pool, &c->w),
+			              "step %lu: popped waiter cancelled", step);
+			c->cancelled = true;
+			break;
+		}
+		if (c->cancelled) {
+			/* The client gave up: the receiver passes it on. */
+			c->state = M_ATTACHED;
+			if (c->server != NULL)
+				model_release(c->mpool, c->server);
+			else
+				model_closed(c->mpool);
+		} else if (c->server != NULL) {
+			c->state = M_ACTIVE;
+		} else {
+			c->state = M_CONNECTING;
+		}
+		break;
+	case M_CONNECTING:
+		c->state = M_ATTACHED;
+		if (rnd() % 5 == 0) {
+			model_closed(c->mpool);     /* the connect failed */
+		} else {
+			c->server = token_get();
+			c->state = M_ACTIVE;
+		}
+		break;
+	case M_ACTIVE:
+		server = c->server;
+		c->server = NULL;
+		c->state = M_ATTACHED;
+		if (rnd() % 6 == 0) {
+			token_put(server);
+			model_closed(c->mpool);
+		} else {
+			model_release(c->mpool, server);
+		}
+		break;
+	}
+}
+
+static int ntokens_freed;
+
+static void free_token(void *server)
+{
+	token_put(server);
+	ntokens_freed++;
+}
+
+START_TEST(random_against_model)
+{
+	const char *env = getenv("PGBERTH_POOL_SEED");
+	uint64_t seed = env != NULL ? strtoull(env, NULL, 0) : 0x9e3779b97f4a7c15ULL;
+	static const struct { const struct db_config *db; const char *user; int size; } def[MPOOLS] = {
+		{ &db_app, "alice", 3 }, { &db_app, "bob", 1 }, { &db_other, "alice", 4 },
+	};
+
+	rng = seed != 0 ? seed : 1;
+	memset(mc, 0, sizeof(mc));
+	memset(mp, 0, sizeof(mp));
+	memset(token_used, 0, sizeof(token_used));
+	for (int p = 0; p < MPOOLS; p++) {
+		mp[p].db = def[p].db;
+		mp[p].user = def[p].user;
+		mp[p].size = def[p].size;
+	}
+	for (int k = 0; k < MCLIENTS; k++)
+		waiter_init(&mc[k].w, k % 4, (uint32_t)k, 1000u + (uint64_t)k);
+
+	unsigned long waits = 0;
+	nhandoffs = 0;
+	for (step = 0; step < 10000; step++) {
+		int k = (int)(rnd() % MCLIENTS);
+		enum mstate before = mc[k].state;
+		model_step(k);
+		if (before == M_ATTACHED && mc[k].state == M_WAITING)
+			waits++;
+		model_check();
+	}
+	/* The run must actually have exercised queueing and handoffs. */
+	ck_assert_msg(waits > 100 && nhandoffs > 100, "seed %llu: %lu waits, %lu handoffs",
+	              (unsigned long long)seed, waits, nhandoffs);
+
+	/* Drain in index order: every client gives up what it has and
+	 * detaches. A handoff can only go to a client still waiting, which
+	 * comes later in the order. */
+	for (int k = 0; k < MCLIENTS; k++) {
+		struct mclient *c = &mc[k];
+		struct mpool *m;
+
+		while (c->state != M_DETACHED) {
+			m = &mp[c->mpool];
+			if (c->state == M_WAITING) {
+				ck_assert(pool_cancel_wait(&reg, m->pool, &c->w));
+				for (int q = 0; q < m->qlen; q++) {
+					if (m->queue[q] == k) {
+						memmove(m->queue + q, m->queue + q + 1,
+						        sizeof(int) * (size_t)(m->qlen - q - 1));
+						m->qlen--;
+						break;
+					}
+				}
+				c->state = M_ATTACHED;
+			} else if (c->state == M_ATTACHED) {
+				pool_detach(&reg, m->pool);
+				if (--m->nclients == 0 && m->nservers == 0)
+					m->pool = NULL;
+				c->state = M_DETACHED;
+			} else {
+				if (c->state == M_INFLIGHT && !c->cancelled) {
+					ck_assert(!pool_cancel_wait(&reg, m->pool, &c->w));
+					c->cancelled = true;
+				}
+				model_step(k);
+			}
+			model_check();
+		}
+	}
+	/* Only parked servers remain; the registry frees them on destroy. */
+	int parked = 0;
+	for (int p = 0; p < MPOOLS; p++) {
+		ck_assert_int_eq(mp[p].qlen, 0);
+		ck_assert_int_eq(mp[p].nservers, mp[p].nidle);
+		parked += mp[p].nidle;
+	}
+	ntokens_freed = 0;
+	pool_registry_destroy(&reg, free_token);
+	ck_assert_int_eq(ntokens_freed, parked);
+	for (int i = 0; i < MTOKENS; i++)
+		ck_assert_msg(!token_used[i], "server %d neither parked nor closed", i);
+	pool_registry_init(&reg);
+}
+END_TEST
+
+static Suite *pool_suite(void)
+{
+	Suite *s = suite_create("pool");
+	TCase *unit = tcase_create("unit");
+	TCase *model = tcase_create("model");
+
+	tcase_add_checked_fixture(unit, setup, teardown);
+	tcase_add_test(unit, attach_same_and_different);
+	tcase_add_test(unit, acquire_up_to_size_then_wait);
+	tcase_add_test(unit, release_parks_most_recent_first);
+	tcase_add_test(unit, release_hands_to_head_waiter_fifo);
+	tcase_add_test(unit, server_closed_hands_slot_to_head_waiter);
+	tcase_add_test(unit, server_closed_frees_slot_for_next_acquire);
+	tcase_add_test(unit, cancel_wait);
+	tcase_add_test(unit, unused_pool_is_freed);
+	tcase_add_test(unit, destroy_frees_parked_servers);
+	tcase_add_test(unit, many_users_leave_no_pools);
+	suite_add_tcase(s, unit);
+
+	tcase_add_checked_fixture(model, setup, teardown);
+	tcase_add_test(model, random_against_model);
+	suite_add_tcase(s, model);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(pool_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}
