@@ -97,6 +97,105 @@ START_TEST(test_shutdown_idle)
 }
 END_TEST
 
+/*
+ * PostgreSQL frozen (SIGSTOP): a client's cancel makes pgberth run PQcancel,
+ * which blocks on the stopped postmaster inside libuv's thread pool, so the
+ * worker cannot finish. SIGTERM must still end the daemon within
+ * shutdown_timeout (+1 s), and leave no socket or lock file.
+ */
+START_TEST(test_shutdown_with_frozen_postgres)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .shutdown_timeout = "1s" };
+	PGconn *c, *direct;
+	PGcancel *cancel;
+	char err[256];
+	int ms, backend;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	c = h_connect(&d, NULL);
+	direct = h_pg_connect(&h_shared_pg, NULL);
+	h_assert(PQsendQuery(c, "SELECT pg_sleep(600) /* frozen */"), "send");
+	h_assert(h_poll_until(direct, "SELECT count(*) >= 1 FROM pg_stat_activity WHERE state = "
+			      "'active' AND query LIKE '%pg_sleep(600) /* frozen */%' AND pid <> "
+			      "pg_backend_pid()", 10000), "pg_sleep(600) never started on the server");
+	backend = (int)h_query_ll(direct, "SELECT pid FROM pg_stat_activity WHERE query LIKE "
+				  "'%pg_sleep(600) /* frozen */%' AND pid <> pg_backend_pid()");
+	PQfinish(direct);
+
+	h_assert(kill(h_shared_pg.pid, SIGSTOP) == 0 && kill(backend, SIGSTOP) == 0, "SIGSTOP: %s",
+		 strerror(errno));
+	cancel = PQgetCancel(c);
+	h_assert(cancel != NULL, "PQgetCancel");
+	h_assert(PQcancel(cancel, err, sizeof(err)) == 1, "cancel through pgberth: %s", err);
+	PQfreeCancel(cancel);
+
+	ms = h_daemon_stop(&d, SIGTERM, 10000);
+	kill(backend, SIGCONT);
+	kill(h_shared_pg.pid, SIGCONT);
+	h_assert(ms >= 0, "pgberth still running 10 s after SIGTERM with PostgreSQL frozen (killed)");
+	h_assert(ms <= 2000, "pgberth took %d ms to exit with PostgreSQL frozen; shutdown_timeout "
+		 "is 1 s (+1 s slack)", ms);
+	h_assert(WIFEXITED(d.status), "pgberth did not exit normally (status 0x%x)", d.status);
+	h_assert(!h_path_exists(d.sockpath), "socket file %s left behind", d.sockpath);
+	h_assert(!h_path_exists(d.lockpath), "lock file %s left behind", d.lockpath);
+	PQfinish(c);
+	direct = h_pg_connect(&h_shared_pg, NULL);
+	h_exec_ok(direct, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query "
+		  "LIKE '%pg_sleep(600) /* frozen */%' AND pid <> pg_backend_pid()");
+	PQfinish(direct);
+}
+END_TEST
+
+/*
+ * A "server" that accepts connections (the kernel's backlog) but never
+ * answers: the login must fail with 08006 within server_connect_timeout,
+ * and the slot must be free again for the next client.
+ */
+START_TEST(test_server_connect_timeout)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { 0 };
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	char *mute = h_mkdtemp("mute");
+	char *dbs = NULL;
+	const char *kv[] = { "user", H_SUPERUSER, "database", "mutedb", NULL };
+	struct h_login l;
+	int lfd, fd, rc;
+
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/.s.PGSQL.5999", mute);
+	lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	h_assert(lfd >= 0 && bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+		 listen(lfd, 16) == 0, "mute server: %s", strerror(errno));
+	h_assert(asprintf(&dbs, "  mutedb:\n"
+			  "    conninfo: \"host=%s port=5999 dbname=appdb\"\n"
+			  "    pool_size: 1\n", mute) > 0, "asprintf");
+	o.extra_dbs = dbs;
+	o.server_connect_timeout = "700ms";
+	h_daemon_start(&d, &h_shared_pg, &o);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int64_t t0 = h_now_ms();
+
+		fd = h_raw_connect(d.sockpath);
+		h_assert(fd >= 0, "connect: %s", strerror(errno));
+		rc = h_raw_login(fd, kv, &l, 10000);
+		h_assert(rc == 1 && strcmp(l.sqlstate, "08006") == 0,
+			 "attempt %d: login to a mute server: rc %d [%s] %s", attempt, rc, l.sqlstate,
+			 l.message);
+		h_assert(h_now_ms() - t0 >= 600 && h_now_ms() - t0 < 3000,
+			 "attempt %d: refusal after %lld ms, server_connect_timeout is 700 ms", attempt,
+			 (long long)(h_now_ms() - t0));
+		close(fd);
+	}
+	assert_serves(&d);
+	h_daemon_stop_ok(&d);
+	close(lfd);
+	free(dbs);
+	h_rm_rf(mute);
+	free(mute);
+}
+END_TEST
+
 /* ---- one daemon per socket ---------------------------------------------- */
 
 START_TEST(test_second_daemon_refuses)
@@ -320,6 +419,13 @@ static Suite *e2e_lifecycle_suite(void)
 	h_tcase_add_pg(tc);
 	tcase_add_loop_test(tc, test_shutdown_with_stuck_backend, 0, 2);
 	tcase_add_test(tc, test_shutdown_idle);
+	tcase_add_test(tc, test_server_connect_timeout);
+	suite_add_tcase(s, tc);
+
+	/* Its own PostgreSQL: this one is frozen for a while. */
+	tc = h_tcase("frozen", 60);
+	h_tcase_add_pg(tc);
+	tcase_add_test(tc, test_shutdown_with_frozen_postgres);
 	suite_add_tcase(s, tc);
 
 	tc = h_tcase("socket", 60);

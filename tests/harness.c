@@ -927,12 +927,13 @@ void h_daemon_prepare(struct h_daemon *d, const struct h_pg *pg,
 		    "workers: %d\n"
 		    "log_level: %s\n"
 		    "shutdown_timeout: %s\n"
-		    "server_connect_timeout: 5s\n"
+		    "server_connect_timeout: %s\n"
 		    "server_reset_query: DISCARD ALL\n",
 		    d->sockdir, d->port, opts->socket_mode ? opts->socket_mode : "0777",
 		    opts->workers ? opts->workers : 2,
 		    opts->log_level ? opts->log_level : "info",
-		    opts->shutdown_timeout ? opts->shutdown_timeout : "2s");
+		    opts->shutdown_timeout ? opts->shutdown_timeout : "2s",
+		    opts->server_connect_timeout ? opts->server_connect_timeout : "5s");
 	if (opts->extra_top)
 		sbuf_add_subst(&b, opts->extra_top, pghost, pgport);
 	sbuf_printf(&b,

@@ -145,6 +145,7 @@ struct h_daemon_opts {
 	int pool_size;                 /* appdb pool_size; 0: 5 */
 	const char *pool_mode;         /* NULL: session */
 	const char *shutdown_timeout;  /* NULL: 2s */
+	const char *server_connect_timeout; /* NULL: 5s */
 	const char *log_level;         /* NULL: info */
 	const char *socket_mode;       /* NULL: "0777" */
 	const char *sockdir;           /* listen on this dir (a second daemon); NULL: new */
