@@ -19,6 +19,7 @@ struct runtime;
 struct server;
 struct worker;
 struct client;
+struct cancel_req;
 struct connect_req;
 struct pool;
 struct pool_handoff;
@@ -51,6 +52,7 @@ struct server {
 
 	PGconn *conn;               /* owned; PQfinish after the poll handle closed */
 	struct connect_req *connecting; /* login starting on the thread pool (DNS), or NULL */
+	struct cancel_req *cancel;  /* PQcancel running on the thread pool, or NULL */
 	int fd;                     /* PQsocket(conn), or -1 */
 	uv_poll_t *poll;            /* owned while on a worker; freed in its close callback */
 	int poll_events;
@@ -62,6 +64,7 @@ struct server {
 	uint32_t msg_remain;        /* bytes of the message being scanned not yet cleared */
 	char txstatus;              /* status of the last ReadyForQuery: I, T or E */
 	uint32_t replies_owed;      /* Query/Sync/FunctionCall sent minus ReadyForQuery seen */
+	bool unsynced;              /* extended-query messages sent since the last Sync */
 
 	const char *deadline_what;  /* what the timer's expiry means, for the log */
 	server_done_fn done;        /* continuation of the running internal query */

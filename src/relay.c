@@ -49,6 +49,11 @@ int relay_scan_client(struct client *c, struct server *s)
 		/* Each of these is answered by exactly one ReadyForQuery. */
 		if (type == 'Q' || type == 'S' || type == 'F')
 			s->replies_owed++;
+		/* Extended-query messages not yet closed by a Sync. */
+		if (type == 'P' || type == 'B' || type == 'E' || type == 'D' || type == 'C' || type == 'H')
+			s->unsynced = true;
+		else if (type == 'S')
+			s->unsynced = false;
 		c->msg_remain = mlen + 1;
 	}
 	return 0;

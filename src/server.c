@@ -44,6 +44,15 @@ static const char *const reported_params[] = {
 	"default_transaction_read_only", "in_hot_standby",
 };
 
+struct cancel_req {
+	uv_work_t req;
+	struct server *s;           /* NULL once the server was closed */
+	PGcancel *cancel;
+	uint64_t sid;
+	int ok;
+	char err[256];
+};
+
 /* Connection parameters for one login: the pool's conninfo plus what
  * pgberth adds. Heap-allocated because it may cross to the thread pool. */
 struct connect_req {
@@ -130,6 +139,8 @@ void server_close(struct server *s, const char *reason)
 	log_info("s%llu: closing: %s", SID(s), reason);
 	if (s->connecting != NULL)
 		s->connecting->s = NULL;    /* its connect_work_done finishes the PGconn */
+	if (s->cancel != NULL)
+		s->cancel->s = NULL;
 	if (c != NULL) {
 		s->client = NULL;
 		c->server = NULL;
@@ -598,7 +609,9 @@ static void server_drain_input(struct server *s)
 	}
 	buf_consume(&s->in, s->fwd);
 	s->fwd = 0;
-	if (s->replies_owed == 0 && s->msg_remain == 0 && buf_len(&s->in) == 0) {
+	/* A cancel still on its way could hit the next client's query: the
+	 * server stays here until PQcancel has returned. */
+	if (s->replies_owed == 0 && s->msg_remain == 0 && buf_len(&s->in) == 0 && s->cancel == NULL) {
 		server_deadline_clear(s);
 		server_reset(s);
 		return;
@@ -749,8 +762,20 @@ void server_release(struct server *s)
 		return;
 	}
 	s->done = NULL;
+	bool busy = s->replies_owed > 0;    /* the client's own query still runs */
+	if (s->unsynced) {
+		/* Until a Sync the server may be skipping messages after an error,
+		 * our reset query among them: close the extended query first. */
+		static const uint8_t sync[5] = {'S', 0, 0, 0, 4};
+		if (buf_append(&s->out, sync, sizeof(sync)) < 0) {
+			server_close(s, "out of memory");
+			return;
+		}
+		s->unsynced = false;
+		s->replies_owed++;
+	}
 	if (s->replies_owed > 0 || s->msg_remain > 0) {
-		if (s->state == SERVER_ACTIVE)
+		if (busy && s->state == SERVER_ACTIVE)
 			server_cancel(s);
 		s->state = SERVER_DRAIN;
 		buf_consume(&s->in, s->fwd);
@@ -783,13 +808,6 @@ void server_handoff(struct runtime *rt, struct pool *pool, struct pool_handoff *
 	}
 }
 
-struct cancel_req {
-	uv_work_t req;
-	PGcancel *cancel;
-	uint64_t sid;
-	int ok;
-	char err[256];
-};
 
 static void cancel_work(uv_work_t *req)
 {
@@ -804,26 +822,36 @@ static void cancel_done(uv_work_t *req, int status)
 	if (status == 0 && !r->ok)
 		log_warn("s%llu: cancel failed: %s", (unsigned long long)r->sid, r->err);
 	PQfreeCancel(r->cancel);
+	struct server *s = r->s;
 	free(r);
+	if (s != NULL) {
+		s->cancel = NULL;
+		if (s->state == SERVER_DRAIN)
+			server_drain_input(s);
+	}
 }
 
 /* PQcancel blocks (libpq 15 has no non-blocking cancel), so it runs on
  * libuv's thread pool with its own copy of the cancel key. */
 void server_cancel(struct server *s)
 {
+	if (s->cancel != NULL)
+		return;     /* one is on its way already */
 	struct cancel_req *r = calloc(1, sizeof(*r));
-
 	if (r == NULL || (r->cancel = PQgetCancel(s->conn)) == NULL) {
 		free(r);
 		return;
 	}
 	r->req.data = r;
+	r->s = s;
 	r->sid = s->id;
 	log_debug("s%llu: sending cancel", SID(s));
 	if (uv_queue_work(&s->w->loop, &r->req, cancel_work, cancel_done) != 0) {
 		PQfreeCancel(r->cancel);
 		free(r);
+		return;
 	}
+	s->cancel = r;
 }
 
 const char *server_param(const struct server *s, const char *name)

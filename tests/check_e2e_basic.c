@@ -10,6 +10,7 @@
  * Each TCase shares one PostgreSQL (h_tcase_add_pg); each test starts its
  * own daemon and stops it with SIGTERM, asserting a clean exit.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -751,6 +752,71 @@ START_TEST(test_client_login_timeout)
 }
 END_TEST
 
+/* Appends one extended-protocol message: type, length, body. */
+static size_t put_msg(char *buf, size_t at, char type, const void *body, uint32_t len)
+{
+	uint32_t be = htonl(len + 4);
+
+	buf[at] = type;
+	memcpy(buf + at + 1, &be, 4);
+	memcpy(buf + at + 5, body, len);
+	return at + 5 + len;
+}
+
+/*
+ * A client that leaves in the middle of an extended query (Parse failed,
+ * Bind/Execute/Flush sent, no Sync: the server is skipping messages until
+ * a Sync) must not cost the next client a deadline or a reconnect: pgberth
+ * closes the extended query itself, and the same server is reused clean.
+ */
+START_TEST(test_client_leaves_without_sync)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = 1 };
+	const char *kv[] = { "user", H_SUPERUSER, "database", "appdb", NULL };
+	static const char parse[] = "\0SELEC nonsense\0\0";   /* unnamed, syntax error, 0 types */
+	static const char bind[] = "\0\0\0\0\0\0\0\0";        /* unnamed portal/stmt, no params */
+	static const char exec[] = "\0\0\0\0";                /* unnamed portal, no row limit */
+	char buf[256], pid_before[32], pid_after[32];
+	struct h_login l;
+	struct h_msg m;
+	size_t n = 0;
+	int fd, rc;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	fd = h_raw_connect(d.sockpath);
+	h_assert(fd >= 0 && h_raw_login(fd, kv, &l, 10000) == 0, "first login: %s", l.message);
+	rc = h_raw_query(fd, "SELECT pg_backend_pid()", pid_before, sizeof(pid_before), NULL, 10000);
+	h_assert(rc == 0, "first query: rc %d", rc);
+	n = put_msg(buf, n, 'P', parse, sizeof(parse) - 1);
+	n = put_msg(buf, n, 'B', bind, sizeof(bind) - 1);
+	n = put_msg(buf, n, 'E', exec, sizeof(exec) - 1);
+	n = put_msg(buf, n, 'H', "", 0);
+	h_assert(h_raw_send(fd, buf, n) == 0, "send extended query");
+	rc = h_raw_read_msg(fd, &m, 10000);
+	h_assert(rc == 1 && m.type == 'E', "expected the Parse error, got rc %d type %c", rc,
+		 rc == 1 ? m.type : '-');
+	h_msg_free(&m);
+	close(fd);      /* gone without a Sync */
+
+	int64_t t0 = h_now_ms();
+	PGconn *c = h_connect(&d, NULL);
+	char *pid = h_query_value(c, "SELECT pg_backend_pid()");
+	snprintf(pid_after, sizeof(pid_after), "%s", pid ? pid : "");
+	free(pid);
+	h_assert(h_now_ms() - t0 < 2000, "next client waited %lld ms for the server",
+		 (long long)(h_now_ms() - t0));
+	h_assert(strcmp(pid_before, pid_after) == 0, "server not reused: backend %s, then %s",
+		 pid_before, pid_after);
+	char *tx = h_query_value(c, "SELECT count(*) FROM pg_stat_activity WHERE state LIKE "
+				    "'idle in transaction%'");
+	h_assert(tx && strcmp(tx, "0") == 0, "%s backends left idle in transaction", tx);
+	free(tx);
+	PQfinish(c);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 /* Writes malformed startup variant i; see the table in test_malformed_startup. */
 static void send_malformed(int fd, int variant)
 {
@@ -1029,6 +1095,7 @@ static Suite *e2e_basic_suite(void)
 	tcase_add_test(tc, test_startup_parameters);
 	tcase_add_test(tc, test_startup_parameters_do_not_leak);
 	tcase_add_test(tc, test_server_reuse_and_reset);
+	tcase_add_test(tc, test_client_leaves_without_sync);
 	tcase_add_test(tc, test_cancel_stops_pg_sleep);
 	tcase_add_loop_test(tc, test_killed_client_does_not_leak_transaction, 0, 2);
 	suite_add_tcase(s, tc);
