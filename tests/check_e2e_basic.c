@@ -817,6 +817,46 @@ START_TEST(test_client_leaves_without_sync)
 }
 END_TEST
 
+/*
+ * A logged-in client that sends a message whose length field lies (below 4)
+ * gets 08P01 and is closed; its server goes back to the pool clean and
+ * serves the next client; nothing else is affected.
+ */
+START_TEST(test_malformed_message_after_login)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = 1 };
+	const char *kv[] = { "user", H_SUPERUSER, "database", "appdb", NULL };
+	static const char bad[] = { 'Q', 0, 0, 0, 2 };
+	char pid_before[32];
+	struct h_login l;
+	struct h_msg m;
+	int fd, rc;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	fd = h_raw_connect(d.sockpath);
+	h_assert(fd >= 0 && h_raw_login(fd, kv, &l, 10000) == 0, "login: %s", l.message);
+	rc = h_raw_query(fd, "SELECT pg_backend_pid()", pid_before, sizeof(pid_before), NULL, 10000);
+	h_assert(rc == 0, "query: rc %d", rc);
+	h_assert(h_raw_send(fd, bad, sizeof(bad)) == 0, "send");
+	rc = h_raw_read_msg(fd, &m, 5000);
+	h_assert(rc == 1 && m.type == 'E' && strcmp(error_sqlstate(&m), "08P01") == 0,
+		 "malformed message: rc %d type %c sqlstate %s", rc, rc == 1 ? m.type : '-',
+		 rc == 1 ? error_sqlstate(&m) : "");
+	h_msg_free(&m);
+	h_assert(h_raw_wait_eof(fd, 5000) == 0, "offending connection left open");
+	close(fd);
+
+	PGconn *c = h_connect(&d, NULL);
+	char *pid = h_query_value(c, "SELECT pg_backend_pid()");
+	h_assert(pid != NULL && strcmp(pid, pid_before) == 0, "server not reused: %s then %s",
+		 pid_before, pid);
+	free(pid);
+	PQfinish(c);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 /* Writes malformed startup variant i; see the table in test_malformed_startup. */
 static void send_malformed(int fd, int variant)
 {
@@ -1105,6 +1145,7 @@ static Suite *e2e_basic_suite(void)
 	tcase_add_loop_test(tc, test_ssl_and_gssenc_requests, 0, 3);
 	tcase_add_loop_test(tc, test_malformed_startup, 0, 8);
 	tcase_add_test(tc, test_client_login_timeout);
+	tcase_add_test(tc, test_malformed_message_after_login);
 	suite_add_tcase(s, tc);
 	return s;
 }
