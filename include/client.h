@@ -52,6 +52,7 @@ struct client {
 	struct pool *pool;          /* attached pool, or NULL */
 	struct pool_waiter waiter;  /* linked on pool->waiters while CLIENT_WAITING */
 	struct server *server;      /* linked server from login to close, or NULL */
+	bool terminated;            /* sent Terminate: its last query may finish */
 };
 
 /* Takes ownership of an accepted fd. */

@@ -125,6 +125,9 @@ int proto_parse_options(const char *options, char *scratch,
                         int (*fn)(const char *name, const char *value, void *arg),
                         void *arg, const char **err);
 
+/* A parameter name proto_sql_set accepts: letters, digits, '_' and '.'. */
+bool proto_sql_name_ok(const char *name);
+
 /*
  * Appends "SET name = 'value'" to b as SQL text (no message framing, no NUL),
  * quoting value as a literal that means the same whatever

@@ -36,4 +36,8 @@ ssize_t relay_read(int fd, struct buf *b);
  * negative errno. */
 ssize_t relay_write(int fd, const uint8_t *p, size_t n);
 
+/* Why a poll reported an error: the socket's pending error (libuv reports
+ * POLLERR as EBADF, which would blame the wrong party). */
+const char *relay_socket_error(int fd, int status);
+
 #endif

@@ -65,6 +65,8 @@ struct server {
 	char txstatus;              /* status of the last ReadyForQuery: I, T or E */
 	uint32_t replies_owed;      /* Query/Sync/FunctionCall sent minus ReadyForQuery seen */
 	bool unsynced;              /* extended-query messages sent since the last Sync */
+	bool copy_in;               /* in COPY FROM STDIN: Syncs are ignored by PostgreSQL */
+	uint32_t syncs_since_execute; /* Syncs after the last Execute or Query */
 
 	const char *deadline_what;  /* what the timer's expiry means, for the log */
 	server_done_fn done;        /* continuation of the running internal query */
@@ -83,8 +85,11 @@ void server_adopt(struct worker *w, struct server *s, struct client *c);
 /* Runs sql as a simple Query; done(s, ok) is called at ReadyForQuery. */
 void server_query(struct server *s, const char *sql, server_done_fn done);
 /* The client is leaving: make the server clean (drain, rollback, reset) and
- * give it back to the pool, or close it if that cannot be done safely. */
-void server_release(struct server *s);
+ * give it back to the pool, or close it if that cannot be done safely.
+ * cancel: a query of the client's still running is cancelled (a client that
+ * vanished); without it (the client said Terminate) it runs to its end, as
+ * it would on a direct connection. */
+void server_release(struct server *s, bool cancel);
 /* Closes and frees, giving the slot back to the pool. Logs reason. */
 void server_close(struct server *s, const char *reason);
 /* Frees a parked server (no handles) without touching its pool. */
@@ -100,8 +105,9 @@ const char *server_param(const struct server *s, const char *name);
 int server_set_param(struct server *s, const char *name, const char *value);
 
 /* Re-arms the poll: readable unless input is full, writable while output
- * (its own or the client's) is pending. */
-void server_update_poll(struct server *s);
+ * (its own or the client's) is pending. -1 if that failed (s and its
+ * client were then closed). */
+int server_update_poll(struct server *s);
 /* Writes what is owed to the server. 0, or -1 if it failed (server closed). */
 int server_flush(struct server *s);
 

@@ -104,7 +104,7 @@ void client_close(struct client *c, const char *reason)
 		else if (partial)
 			server_close(s, "client left in the middle of a message");
 		else
-			server_release(s);
+			server_release(s, !c->terminated);
 	}
 	if (c->pool != NULL)
 		pool_detach(&w->rt->pools, c->pool);
@@ -162,7 +162,8 @@ int client_flush(struct client *c)
 			goto gone;
 		buf_consume(&s->in, (size_t)n);
 		s->fwd -= (size_t)n;
-		server_update_poll(s);
+		if (server_update_poll(s) < 0)
+			return -1;      /* the server failed and took the client with it */
 	}
 pending:
 	client_update_poll(c);
@@ -190,6 +191,14 @@ void client_update_poll(struct client *c)
 	}
 }
 
+/* Startup parameters that are about the connection, not settings. */
+static bool is_protocol_param(const char *name)
+{
+	return strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
+	       strcmp(name, "options") == 0 || strcmp(name, "replication") == 0 ||
+	       strncmp(name, "_pq_.", 5) == 0;
+}
+
 /* Appends one SET to sql unless the server already has that value (for the
  * parameters it reports, we know). */
 static int add_setting(const char *name, const char *value, void *arg)
@@ -212,9 +221,7 @@ const char *client_setup_sql(struct client *c)
 	buf_reset(&c->setup);
 	for (int i = 0; i < st->nparams; i++) {
 		const char *name = st->params[i].name;
-		if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 ||
-		    strcmp(name, "options") == 0 || strcmp(name, "replication") == 0 ||
-		    strncmp(name, "_pq_.", 5) == 0)
+		if (is_protocol_param(name))
 			continue;
 		if (add_setting(name, st->params[i].value, c) < 0)
 			return NULL;
@@ -237,10 +244,15 @@ const char *client_setup_sql(struct client *c)
 	return (const char *)buf_head(&c->setup);
 }
 
-static int ignore_setting(const char *name, const char *value, void *arg)
+/* For the options walk at startup: remembers the first bad name. */
+static int check_setting_name(const char *name, const char *value, void *arg)
 {
-	(void)name, (void)value, (void)arg;
-	return 0;
+	const char **bad = arg;
+	(void)value;
+	if (proto_sql_name_ok(name))
+		return 0;
+	*bad = name;
+	return 1;
 }
 
 /* Checks everything about the startup packet that does not need a server,
@@ -266,15 +278,22 @@ static bool client_check_startup(struct client *c, const struct db_config **db)
 			client_fatal(c, "0A000", "startup", "replication connections are not supported by pgberth");
 			return false;
 		}
+		if (!is_protocol_param(name) && !proto_sql_name_ok(name)) {
+			client_fatal(c, "42704", "startup", "unrecognized configuration parameter \"%s\"", name);
+			return false;
+		}
 		if (strcmp(name, "options") == 0) {
+			const char *bad = NULL;
 			char *scratch = malloc(strlen(value) + 1);
-			int rc = scratch ? proto_parse_options(value, scratch, ignore_setting, NULL, &err) : -1;
+			int rc = scratch ? proto_parse_options(value, scratch, check_setting_name, &bad, &err) : -1;
+			if (rc == 1)
+				client_fatal(c, "42704", "startup", "unrecognized configuration parameter \"%s\"", bad);
+			else if (rc != 0)
+				client_fatal(c, scratch ? "42601" : "53200", "startup",
+				             "invalid options in startup packet: %s", scratch ? err : "out of memory");
 			free(scratch);
-			if (rc != 0) {
-				client_fatal(c, "42601", "startup", "invalid options in startup packet: %s",
-				             scratch ? err : "out of memory");
+			if (rc != 0)
 				return false;
-			}
 		}
 	}
 	const char *dbname = st->database && st->database[0] ? st->database : st->user;
@@ -430,9 +449,10 @@ static void client_active_input(struct client *c)
 	}
 	if (c->fwd > 0 && server_flush(s) < 0)
 		return;
-	if (rc == RELAY_TERMINATE && c->fwd == 0) {
-		c->msg_remain = 0;
-		client_close(c, "client sent Terminate");
+	if (rc == RELAY_TERMINATE) {
+		c->terminated = true;
+		if (c->fwd == 0)
+			client_close(c, "client sent Terminate");
 	}
 }
 
@@ -470,7 +490,7 @@ static void client_on_io(uv_poll_t *handle, int status, int events)
 	struct client *c = handle->data;
 
 	if (status < 0) {
-		client_close(c, uv_strerror(status));
+		client_close(c, relay_socket_error(c->fd, status));
 		return;
 	}
 	if ((events & UV_WRITABLE) && client_flush(c) < 0)

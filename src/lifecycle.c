@@ -84,8 +84,9 @@ static void on_deadline(uv_timer_t *timer)
 			log_error("w%d did not stop within shutdown_timeout (%llu ms); exiting without it",
 			          i, (unsigned long long)lc->rt.cfg->shutdown_timeout_ms);
 	uv_mutex_unlock(&lc->rt.life_mtx);
-	/* The late workers may still use the runtime: do not free it. */
-	_exit(EXIT_SUCCESS);
+	/* The late workers may still use the runtime: do not free it. The
+	 * status says something was abandoned. */
+	_exit(EXIT_FAILURE);
 }
 
 static void lifecycle_stop(struct lifecycle *lc, const char *why)

@@ -409,7 +409,7 @@ int proto_parse_options(const char *options, char *scratch,
 	return 0;
 }
 
-static bool set_name_ok(const char *name)
+bool proto_sql_name_ok(const char *name)
 {
 	if (*name == '\0')
 		return false;
@@ -424,7 +424,7 @@ static bool set_name_ok(const char *name)
 
 int proto_sql_set(struct buf *b, const char *name, const char *value)
 {
-	if (!set_name_ok(name))
+	if (!proto_sql_name_ok(name))
 		return -EINVAL;
 	size_t nl = strlen(name), vl = strlen(value);
 	bool esc = strchr(value, '\\') != NULL;

@@ -7,6 +7,9 @@
  * held until whole.
  */
 #include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <uv.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -46,9 +49,16 @@ int relay_scan_client(struct client *c, struct server *s)
 			return -1;
 		if (type == 'X')
 			return RELAY_TERMINATE;
-		/* Each of these is answered by exactly one ReadyForQuery. */
-		if (type == 'Q' || type == 'S' || type == 'F')
+		/* Each of these is answered by exactly one ReadyForQuery, but for
+		 * a Sync that arrives in copy-in mode: PostgreSQL ignores it. */
+		if (type == 'Q' || type == 'F' || (type == 'S' && !s->copy_in))
 			s->replies_owed++;
+		if (type == 'S' && !s->copy_in)
+			s->syncs_since_execute++;
+		else if (type == 'E' || type == 'Q')
+			s->syncs_since_execute = 0;
+		else if (type == 'c' || type == 'f')
+			s->copy_in = false;     /* CopyDone, CopyFail */
 		/* Extended-query messages not yet closed by a Sync. */
 		if (type == 'P' || type == 'B' || type == 'E' || type == 'D' || type == 'C' || type == 'H')
 			s->unsynced = true;
@@ -66,6 +76,7 @@ static int scan_server_message(struct server *s, char type, const uint8_t *body,
 		if (blen != 1)
 			return -1;
 		s->txstatus = (char)body[0];
+		s->copy_in = false;     /* whatever the client does, copy mode is over */
 		if (s->replies_owed > 0)
 			s->replies_owed--;
 		return 0;
@@ -94,6 +105,17 @@ int relay_scan_server(struct server *s)
 			break;
 		if (rc == PROTO_BAD)
 			return -1;
+		if (type == 'G') {
+			/* CopyInResponse: the Syncs the client sent after the Execute
+			 * that started this COPY reach PostgreSQL in copy-in mode and
+			 * are ignored, so no ReadyForQuery will answer them. */
+			s->copy_in = true;
+			uint32_t ignored = s->syncs_since_execute;
+			if (ignored >= s->replies_owed)
+				ignored = s->replies_owed > 0 ? s->replies_owed - 1 : 0;
+			s->replies_owed -= ignored;
+			s->syncs_since_execute = 0;
+		}
 		if (type == 'Z' || type == 'S') {
 			if ((size_t)mlen + 1 > RELAY_BUF)
 				return -1;
@@ -123,6 +145,16 @@ ssize_t relay_read(int fd, struct buf *b)
 		if (errno != EINTR)
 			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 	}
+}
+
+const char *relay_socket_error(int fd, int status)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0)
+		return strerror(err);
+	return uv_strerror(status);
 }
 
 ssize_t relay_write(int fd, const uint8_t *p, size_t n)

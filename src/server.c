@@ -169,6 +169,13 @@ static void server_fail(struct server *s, const char *sqlstate, const char *msg)
 
 	log_warn("s%llu: %s", SID(s), msg);
 	if (c != NULL) {
+		/* Whole messages already read (a FATAL from the server, say) go
+		 * to the client first, if its socket takes them now. */
+		if (c->state == CLIENT_ACTIVE && s->fwd > 0 && s->msg_remain == 0 &&
+		    buf_len(&c->out) == 0 && relay_write(c->fd, buf_head(&s->in), s->fwd) == (ssize_t)s->fwd) {
+			buf_consume(&s->in, s->fwd);
+			s->fwd = 0;
+		}
 		bool mid = c->state == CLIENT_ACTIVE && (s->fwd > 0 || s->msg_remain > 0);
 		s->client = NULL;
 		c->server = NULL;
@@ -210,8 +217,10 @@ static void server_deadline_clear(struct server *s)
 }
 
 /* Points the poll handle at PQsocket(), which libpq may change between
- * connection steps (another host, a retry without SSL). */
-static int server_watch(struct server *s, int events)
+ * connection steps (another host, a retry without SSL). The next attempt's
+ * socket often reuses the closed one's fd number, which the kernel already
+ * dropped from epoll: during login, force re-arms after every step. */
+static int server_watch(struct server *s, int events, bool force)
 {
 	int fd = PQsocket(s->conn);
 
@@ -234,7 +243,7 @@ static int server_watch(struct server *s, int events)
 		s->poll_events = 0;
 		s->fd = fd;
 	}
-	if (events != s->poll_events) {
+	if (events != s->poll_events || force) {
 		s->poll_events = events;
 		if (events == 0)
 			uv_poll_stop(s->poll);
@@ -244,7 +253,7 @@ static int server_watch(struct server *s, int events)
 	return 0;
 }
 
-void server_update_poll(struct server *s)
+int server_update_poll(struct server *s)
 {
 	int events = 0;
 
@@ -253,8 +262,10 @@ void server_update_poll(struct server *s)
 	if (buf_len(&s->out) > 0 ||
 	    (s->state == SERVER_ACTIVE && s->client != NULL && s->client->fwd > 0))
 		events |= UV_WRITABLE;
-	if (server_watch(s, events) < 0)
-		server_fail(s, "53200", "cannot watch the server socket");
+	if (server_watch(s, events, false) == 0)
+		return 0;
+	server_fail(s, "53200", "cannot watch the server socket");
+	return -1;
 }
 
 /*
@@ -317,11 +328,11 @@ static void server_connect_step(struct server *s)
 		server_connected(s);
 		return;
 	case PGRES_POLLING_READING:
-		if (server_watch(s, UV_READABLE) == 0)
+		if (server_watch(s, UV_READABLE, true) == 0)
 			return;
 		break;
 	case PGRES_POLLING_WRITING:
-		if (server_watch(s, UV_WRITABLE) == 0)
+		if (server_watch(s, UV_WRITABLE, true) == 0)
 			return;
 		break;
 	default:
@@ -408,7 +419,7 @@ static void server_connect_started(struct server *s, PGconn *conn)
 		server_fail(s, sqlstate, msg);
 		return;
 	}
-	if (server_watch(s, UV_WRITABLE) < 0)
+	if (server_watch(s, UV_WRITABLE, true) < 0)
 		server_fail(s, "08006", "cannot watch the server socket");
 }
 
@@ -493,7 +504,7 @@ void server_adopt(struct worker *w, struct server *s, struct client *c)
 	s->client = c;
 	c->server = s;
 	list_add_tail(&w->servers, &s->node);
-	if (server_watch(s, 0) < 0) {
+	if (server_watch(s, 0, false) < 0) {
 		server_fail(s, "53200", "cannot watch the server socket");
 		return;
 	}
@@ -674,8 +685,7 @@ int server_flush(struct server *s)
 		client_update_poll(c);
 	}
 pending:
-	server_update_poll(s);
-	return 0;
+	return server_update_poll(s);
 lost:
 	server_fail(s, "08006", strerror((int)-n));
 	return -1;
@@ -690,7 +700,7 @@ static void server_on_io(uv_poll_t *handle, int status, int events)
 		return;
 	}
 	if (status < 0) {
-		server_fail(s, "08006", uv_strerror(status));
+		server_fail(s, "08006", relay_socket_error(s->fd, status));
 		return;
 	}
 	if ((events & UV_WRITABLE) && server_flush(s) < 0)
@@ -714,6 +724,14 @@ static void server_parked(uv_handle_t *handle)
 static void server_park(struct server *s)
 {
 	log_debug("s%llu: back to the pool", SID(s));
+	if (s->fwd != 0 || s->msg_remain != 0 || s->replies_owed != 0 || s->cancel != NULL ||
+	    buf_len(&s->in) != 0 || s->unsynced) {
+		/* Cannot happen; if it does, a dirty server must not be shared. */
+		log_error("s%llu: not clean at park (fwd %zu, remain %u, owed %u); closing", SID(s),
+		          s->fwd, s->msg_remain, s->replies_owed);
+		server_close(s, "not clean");
+		return;
+	}
 	server_close_handles(s);
 	buf_free(&s->in);
 	buf_free(&s->out);
@@ -755,13 +773,16 @@ static void server_reset(struct server *s)
 		server_park(s);
 }
 
-void server_release(struct server *s)
+void server_release(struct server *s, bool cancel)
 {
 	if (s->w->stopping) {
 		server_close(s, "shutdown");
 		return;
 	}
 	s->done = NULL;
+	/* What was read for the client and not sent is nobody's now. */
+	buf_consume(&s->in, s->fwd);
+	s->fwd = 0;
 	bool busy = s->replies_owed > 0;    /* the client's own query still runs */
 	if (s->unsynced) {
 		/* Until a Sync the server may be skipping messages after an error,
@@ -774,12 +795,10 @@ void server_release(struct server *s)
 		s->unsynced = false;
 		s->replies_owed++;
 	}
-	if (s->replies_owed > 0 || s->msg_remain > 0) {
-		if (busy && s->state == SERVER_ACTIVE)
+	if (s->replies_owed > 0 || s->msg_remain > 0 || s->cancel != NULL) {
+		if (cancel && busy && s->state == SERVER_ACTIVE)
 			server_cancel(s);
 		s->state = SERVER_DRAIN;
-		buf_consume(&s->in, s->fwd);
-		s->fwd = 0;
 		server_deadline(s, "the query of a departed client did not finish");
 		server_drain_input(s);
 		return;
