@@ -111,8 +111,8 @@ int relay_scan_server(struct server *s)
 			 * are ignored, so no ReadyForQuery will answer them. */
 			s->copy_in = true;
 			uint32_t ignored = s->syncs_since_execute;
-			if (ignored >= s->replies_owed)
-				ignored = s->replies_owed > 0 ? s->replies_owed - 1 : 0;
+			if (ignored > s->replies_owed)
+				ignored = s->replies_owed;
 			s->replies_owed -= ignored;
 			s->syncs_since_execute = 0;
 		}

@@ -784,9 +784,24 @@ void server_release(struct server *s, bool cancel)
 	buf_consume(&s->in, s->fwd);
 	s->fwd = 0;
 	bool busy = s->replies_owed > 0;    /* the client's own query still runs */
+	if (s->copy_in) {
+		/* The client left in the middle of COPY FROM STDIN: end it with a
+		 * CopyFail (its error and, in simple protocol, the ReadyForQuery
+		 * are already owed); the Sync below ends an extended-protocol COPY. */
+		static const char why[] = "client disconnected";
+		uint8_t hdr[5] = {'f'};
+		proto_put32(hdr + 1, 4 + sizeof(why));
+		if (buf_append(&s->out, hdr, sizeof(hdr)) < 0 || buf_append(&s->out, why, sizeof(why)) < 0) {
+			server_close(s, "out of memory");
+			return;
+		}
+		s->copy_in = false;
+		s->unsynced = true;
+	}
 	if (s->unsynced) {
 		/* Until a Sync the server may be skipping messages after an error,
-		 * our reset query among them: close the extended query first. */
+		 * our reset query among them: close the extended query first. A
+		 * Sync is always answered with ReadyForQuery. */
 		static const uint8_t sync[5] = {'S', 0, 0, 0, 4};
 		if (buf_append(&s->out, sync, sizeof(sync)) < 0) {
 			server_close(s, "out of memory");

@@ -1,0 +1,750 @@
+/*
+ * End to end, regression tests for bugs a review found. They assert what
+ * a user sees (rows, SQLSTATEs, timings, backend pids), never log text.
+ * All but test_cancel_then_leave failed on the daemon before the fixes;
+ * that one guards a race no test can force (see its comment).
+ *
+ *   stale_bytes  a client that leaves with server output it never read
+ *                (notifications, the tail of a result) must not hand that
+ *                output, or heap bytes behind it, to the next client.
+ *   release      a cancel that ran just before a clean exit, a Terminate
+ *                right behind a query (the query still runs to its end),
+ *                and extended-protocol COPY FROM STDIN (its ignored Sync
+ *                is no reply owed): the next client gets the same server
+ *                at once.
+ *   login        multi-host conninfo whose first host is dead, and a
+ *                startup parameter name that cannot be SET.
+ *
+ * Each TCase shares one PostgreSQL (h_tcase_add_pg); each test starts its
+ * own daemon and stops it with SIGTERM, asserting a clean exit.
+ *
+ * The stale_bytes tests do not rely on timing luck. PostgreSQL flushes its
+ * output in 8192-byte writes, pgberth relays through a 32 KiB buffer
+ * (RELAY_BUF) and its writes to a client's socket go whole or not at all.
+ * With messages whose sizes divide 8192 (1024-byte notifications, 32-byte
+ * rows under a 32-byte RowDescription) every read and write ends on a
+ * message boundary, so what pgberth holds for a client that stopped
+ * reading is a run of whole messages: exactly the case that was
+ * mishandled. How much it holds is steered by reading the stream down to
+ * a chosen tail, and measured (see leave_unread).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <sys/socket.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "relay.h"          /* RELAY_BUF */
+
+/* ---- helpers --------------------------------------------------------- */
+
+static const char *const appdb_kv[] = { "user", H_SUPERUSER, "database", "appdb", NULL };
+
+static long long backend_pid(PGconn *c)
+{
+	return h_query_ll(c, "SELECT pg_backend_pid()");
+}
+
+static void assert_value(PGconn *c, const char *sql, const char *want)
+{
+	char *v = h_query_value(c, sql);
+
+	h_assert(v && strcmp(v, want) == 0, "\"%s\" returned \"%s\", expected \"%s\"", sql,
+		 v ? v : "(null)", want);
+	free(v);
+}
+
+/* For messages: "PGRES_TUPLES_OK, 1 row(s) [] ", "no result: <libpq's error>". */
+static const char *describe(PGconn *c, const PGresult *r, char *buf, size_t len)
+{
+	if (r == NULL)
+		snprintf(buf, len, "no result: %s", PQerrorMessage(c));
+	else
+		snprintf(buf, len, "%s, %d row(s) [%s] %s", PQresStatus(PQresultStatus(r)),
+			 PQntuples(r), h_sqlstate(r), PQresultErrorMessage(r));
+	return buf;
+}
+
+static size_t put_msg(char *buf, size_t at, char type, const void *body, uint32_t len)
+{
+	uint32_t be = htonl(len + 4);
+
+	buf[at] = type;
+	memcpy(buf + at + 1, &be, 4);
+	memcpy(buf + at + 5, body, len);
+	return at + 5 + len;
+}
+
+/* A simple Query message for sql; caller frees. */
+static char *query_msg(const char *sql, size_t *len)
+{
+	size_t n = strlen(sql) + 1;
+	char *buf = malloc(n + 5);
+
+	h_assert(buf != NULL, "malloc");
+	*len = put_msg(buf, 0, 'Q', sql, (uint32_t)n);
+	return buf;
+}
+
+/* A raw-protocol client logged in through d; its server's pid in *pid. */
+static int raw_client(const struct h_daemon *d, long long *pid)
+{
+	struct h_login l;
+	char out[32];
+	int fd = h_raw_connect(d->sockpath), rc;
+
+	h_assert(fd >= 0, "connect: %s", strerror(errno));
+	rc = h_raw_login(fd, appdb_kv, &l, 10000);
+	h_assert(rc == 0, "raw login: rc %d [%s] %s", rc, l.sqlstate, l.message);
+	rc = h_raw_query(fd, "SELECT pg_backend_pid()", out, sizeof(out), NULL, 10000);
+	h_assert(rc == 0 && out[0] != '\0', "SELECT pg_backend_pid(): rc %d", rc);
+	*pid = strtoll(out, NULL, 10);
+	return fd;
+}
+
+/* Polls pg_stat_activity (directly) until backend pid satisfies cond. */
+static void wait_backend(PGconn *direct, long long pid, const char *cond, const char *what)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql), "SELECT %s FROM pg_stat_activity WHERE pid = %lld", cond, pid);
+	h_assert(h_poll_until(direct, sql, 10000), "server backend %lld never %s", pid, what);
+}
+
+/* Bytes waiting in fd's receive queue. */
+static size_t unread_bytes(int fd)
+{
+	int n = 0;
+
+	h_assert(ioctl(fd, FIONREAD, &n) == 0, "FIONREAD: %s", strerror(errno));
+	return (size_t)n;
+}
+
+/* Reads and drops exactly n bytes. */
+static void raw_skip(int fd, size_t n)
+{
+	static char scratch[65536];
+
+	while (n > 0) {
+		size_t k = n < sizeof(scratch) ? n : sizeof(scratch);
+		ssize_t got = h_raw_read(fd, scratch, k, 10000);
+
+		h_assert(got == (ssize_t)k, "reading the result: got %zd of %zu bytes", got, k);
+		n -= k;
+	}
+}
+
+/*
+ * n libpq clients, one after another, each with its own application_name
+ * (psql sets one): every login works without waiting out a deadline, and
+ * every answer is the right one.
+ */
+static void clients_get_clean_server(const struct h_daemon *d, int round, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char name[32], extra[96], what[512];
+		int64_t t0;
+		PGconn *c;
+		PGresult *r;
+
+		snprintf(name, sizeof(name), "t%d_%d", round, i);
+		snprintf(extra, sizeof(extra), "application_name=%s connect_timeout=5", name);
+		t0 = h_now_ms();
+		c = h_connect_try(d, extra);
+		h_assert(PQstatus(c) == CONNECTION_OK, "round %d, client %d: login failed: %s", round,
+			 i, PQerrorMessage(c));
+		h_assert(h_now_ms() - t0 < 2000, "round %d, client %d: login took %lld ms", round, i,
+			 (long long)(h_now_ms() - t0));
+		r = h_exec_try(c, "SELECT 1", 5000);
+		h_assert(r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+			 strcmp(PQgetvalue(r, 0, 0), "1") == 0,
+			 "round %d, client %d: SELECT 1 gave %s", round, i,
+			 describe(c, r, what, sizeof(what)));
+		PQclear(r);
+		r = h_exec_try(c, "SHOW application_name", 5000);
+		h_assert(r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+			 strcmp(PQgetvalue(r, 0, 0), name) == 0,
+			 "round %d, client %d: SHOW application_name gave %s (\"%s\"), expected \"%s\"",
+			 round, i, describe(c, r, what, sizeof(what)),
+			 r && PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "", name);
+		PQclear(r);
+		PQfinish(c);
+	}
+}
+
+/* ---- stale relay bytes after release --------------------------------- */
+
+/*
+ * Round 0 leaves the whole stream unread. The others read all but a tail
+ * (cycling through these sizes) that should end up in pgberth's buffer;
+ * how much really does depends on how the client's socket accounts for
+ * the writes, so rounds go on until HITS of them left pgberth holding part
+ * of the stream, or MAX_ROUNDS.
+ */
+static const int tail_sizes[] = { 4096, 12288, 20480, 28672 };
+#define MAX_ROUNDS 13
+#define HITS 2
+
+static int round_tail(int round)
+{
+	int n = (int)(sizeof(tail_sizes) / sizeof(tail_sizes[0]));
+
+	return round == 0 ? -1 : tail_sizes[(round - 1) % n];
+}
+
+static bool backend_is(PGconn *direct, long long pid, const char *cond)
+{
+	char sql[256];
+	PGresult *r;
+	bool yes;
+
+	snprintf(sql, sizeof(sql), "SELECT %s FROM pg_stat_activity WHERE pid = %lld", cond, pid);
+	r = h_exec_try(direct, sql, 5000);
+	yes = r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+	      strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+	PQclear(r);
+	return yes;
+}
+
+/*
+ * The client on fd has stopped reading a stream of `total` bytes that its
+ * server backend (pid) is sending. Waits until everything is stuck: the
+ * backend blocked in ClientWrite and the client's receive queue no longer
+ * growing. Then, for tail >= 0, reads all but what the client's socket
+ * holds plus `tail` bytes, and waits until the backend has sent its last
+ * byte. Returns how many bytes were then neither read nor queued for the
+ * client: what pgberth holds for it (0 for tail < 0: not measured).
+ */
+static size_t leave_unread(PGconn *direct, long long pid, int fd, size_t total, int tail)
+{
+	int64_t deadline = h_now_ms() + 10000;
+	size_t queued, skipped;
+
+	for (;;) {
+		size_t before = unread_bytes(fd);
+
+		if (backend_is(direct, pid, "wait_event = 'ClientWrite'") && before > 0 &&
+		    unread_bytes(fd) == before)
+			break;
+		h_assert(h_now_ms() < deadline, "server backend %lld never blocked sending to a "
+			 "client that stopped reading", pid);
+		h_sleep_ms(5);
+	}
+	if (tail < 0)
+		return 0;
+	queued = unread_bytes(fd);
+	h_assert(queued + (size_t)tail < total, "%zu bytes queued for a client of a %zu-byte stream",
+		 queued, total);
+	skipped = total - queued - (size_t)tail;
+	raw_skip(fd, skipped);
+	wait_backend(direct, pid, "state = 'idle' AND wait_event = 'ClientRead'",
+		     "finished sending to the client");
+	return total - skipped - unread_bytes(fd);
+}
+
+/* Counts a round that left pgberth holding part of the stream; lists them all. */
+static void note_held(int round, size_t held, int *hits, char *list, size_t len)
+{
+	size_t n = strlen(list);
+
+	if (round > 0 && held > 0 && held <= RELAY_BUF)
+		(*hits)++;
+	snprintf(list + n, len - n, " %zu", held);
+}
+
+/*
+ * A client LISTENs and stops reading; 2000 notifications fill its socket,
+ * pgberth's buffer and the server's socket. The client then closes its fd
+ * (abruptly, with all that unread), after reading nothing, or all but a
+ * tail that pgberth holds. Whatever pgberth holds for it is the departed
+ * client's: the next clients, which set application_name like psql, must
+ * get clean answers on the same pool without waiting out a deadline.
+ *
+ * Before the fix, the bytes read for the client but never sent stayed
+ * counted as "to forward" across the reset: with a full buffer the reset
+ * query's answer was never read (5 s deadline, server closed), and with a
+ * partly full one the next client was sent that many bytes of pgberth's
+ * heap after its ReadyForQuery.
+ *
+ * A notification is 'A', length, pid, "ch\0", payload, '\0': a 1011-byte
+ * payload makes it 1024 bytes, so 8 fill one 8192-byte flush exactly. The
+ * payloads differ (PostgreSQL folds identical notifications of one
+ * transaction into one).
+ */
+#define NOTIFY_SIZE  1024
+#define NOTIFY_COUNT 2000
+
+START_TEST(test_unread_notifications)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = 1 };
+	char sql[256], held[256] = "";
+	PGconn *direct;
+	int hits = 0;
+
+	snprintf(sql, sizeof(sql), "SELECT pg_notify('ch', repeat('x', %d) || "
+		 "lpad(g::text, 5, '0')) FROM generate_series(1, %d) g",
+		 NOTIFY_SIZE - 13 - 5, NOTIFY_COUNT);
+	h_daemon_start(&d, &h_shared_pg, &o);
+	direct = h_pg_connect(&h_shared_pg, NULL);
+	for (int round = 0; round < MAX_ROUNDS && hits < HITS; round++) {
+		char sqlstate[6];
+		long long pid;
+		int fd = raw_client(&d, &pid), rc;
+
+		rc = h_raw_query(fd, "LISTEN ch", NULL, 0, sqlstate, 10000);
+		h_assert(rc == 0, "LISTEN: rc %d [%s]", rc, sqlstate);
+		h_exec_ok(direct, sql);
+		note_held(round, leave_unread(direct, pid, fd, (size_t)NOTIFY_SIZE * NOTIFY_COUNT,
+					      round_tail(round)), &hits, held, sizeof(held));
+		close(fd);
+		clients_get_clean_server(&d, round, 20);
+	}
+	h_assert(hits > 0, "test precondition: no round left pgberth holding a tail (bytes held "
+		 "per round:%s)", held);
+	PQfinish(direct);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * The same with a 6 MB query result, whose tail ends with CommandComplete
+ * and ReadyForQuery: when pgberth holds it, no reply is owed any more.
+ * When the client read nothing the server is still sending and pgberth
+ * must drain it. `SELECT repeat('x', 21)` makes the RowDescription and
+ * every DataRow 32 bytes.
+ */
+#define RESULT_ROWS 200000
+
+START_TEST(test_unread_result)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = 1 };
+	char sql[128], tag[32], held[256] = "", *msg;
+	size_t msglen, total;
+	PGconn *direct;
+	int hits = 0;
+
+	snprintf(sql, sizeof(sql), "SELECT repeat('x', 21) FROM generate_series(1, %d)", RESULT_ROWS);
+	snprintf(tag, sizeof(tag), "SELECT %d", RESULT_ROWS);
+	/* RowDescription, DataRows, CommandComplete, ReadyForQuery */
+	total = 32 + (size_t)RESULT_ROWS * 32 + (5 + strlen(tag) + 1) + 6;
+	msg = query_msg(sql, &msglen);
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	direct = h_pg_connect(&h_shared_pg, NULL);
+	for (int round = 0; round < MAX_ROUNDS && hits < HITS; round++) {
+		long long pid;
+		int fd = raw_client(&d, &pid);
+
+		h_assert(h_raw_send(fd, msg, msglen) == 0, "send the query");
+		note_held(round, leave_unread(direct, pid, fd, total, round_tail(round)), &hits, held,
+			  sizeof(held));
+		close(fd);
+		clients_get_clean_server(&d, round, 20);
+	}
+	h_assert(hits > 0, "test precondition: no round left pgberth holding a tail (bytes held "
+		 "per round:%s)", held);
+	free(msg);
+	PQfinish(direct);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/* ---- release: cancel, Terminate, COPY -------------------------------- */
+
+struct cancel_job {
+	PGcancel *cancel;
+	int ok;                        /* PQcancel's return */
+	char err[256];
+};
+
+static void *cancel_thread(void *arg)
+{
+	struct cancel_job *j = arg;
+
+	j->ok = PQcancel(j->cancel, j->err, sizeof(j->err));
+	return NULL;
+}
+
+/* PQcancel on c's connection to pgberth, bounded by a deadline. */
+static void cancel_through_pgberth(PGconn *c)
+{
+	struct cancel_job job = { 0 };
+	struct timespec until;
+	pthread_t th;
+
+	job.cancel = PQgetCancel(c);
+	h_assert(job.cancel != NULL, "PQgetCancel: no cancel key from pgberth");
+	h_assert(pthread_create(&th, NULL, cancel_thread, &job) == 0, "pthread_create");
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	h_assert(pthread_timedjoin_np(th, NULL, &until) == 0, "PQcancel did not return within 10 s");
+	PQfreeCancel(job.cancel);
+	h_assert(job.ok == 1, "PQcancel failed: %s", job.err);
+}
+
+/*
+ * Client A cancels its pg_sleep, reads the 57014 and the end of the result,
+ * and leaves at once with a clean Terminate, while pgberth's own PQcancel
+ * may still be running on its thread pool. Client B then gets the same
+ * server and none of its queries is cancelled by anything of A's.
+ *
+ * A guard rather than a reproduction: PostgreSQL signals the backend
+ * before it closes the cancel connection, so A's 57014 proves the cancel
+ * has landed, and the old daemon (which parked the server with its
+ * PQcancel still running) passed this too. B's queries sleep 0.2 s: a late
+ * cancel would come within milliseconds of B's start.
+ */
+START_TEST(test_cancel_then_leave)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = 1 };
+	char sql[128], what[512];
+	PGconn *direct;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	direct = h_pg_connect(&h_shared_pg, NULL);
+	for (int round = 0; round < 3; round++) {
+		PGconn *a = h_connect(&d, NULL), *b;
+		long long pid = backend_pid(a);
+		PGresult *r;
+
+		snprintf(sql, sizeof(sql), "SELECT pg_sleep(5) /* regress-cancel-%d */", round);
+		h_assert(PQsendQuery(a, sql), "send: %s", PQerrorMessage(a));
+		snprintf(sql, sizeof(sql), "SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = %lld "
+			 "AND state = 'active' AND query LIKE '%%regress-cancel-%d */'", pid, round);
+		h_assert(h_poll_until(direct, sql, 10000), "round %d: pg_sleep never started", round);
+		cancel_through_pgberth(a);
+		r = h_result_try(a, 10000);
+		h_assert(r && PQresultStatus(r) == PGRES_FATAL_ERROR &&
+			 strcmp(h_sqlstate(r), "57014") == 0, "round %d: cancelled query gave %s",
+			 round, describe(a, r, what, sizeof(what)));
+		PQclear(r);
+		PQfinish(a);
+
+		b = h_connect(&d, NULL);
+		h_assert(backend_pid(b) == pid, "round %d: B did not get A's server", round);
+		for (int i = 0; i < 10; i++) {
+			r = h_exec_try(b, "SELECT pg_sleep(0.2), 1", 5000);
+			h_assert(r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+				 strcmp(PQgetvalue(r, 0, 1), "1") == 0,
+				 "round %d, query %d of the next client: %s", round, i,
+				 describe(b, r, what, sizeof(what)));
+			PQclear(r);
+		}
+		PQfinish(b);
+	}
+	PQfinish(direct);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * A client sends one Query and a Terminate right behind it, then closes.
+ * On a direct connection PostgreSQL runs the query to its end before it
+ * reads the Terminate; through pgberth it must too (the INSERT after the
+ * sleep happens, nothing cancels it). The pooled server is then reused.
+ */
+START_TEST(test_terminate_lets_query_finish)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = 1 };
+	static const char terminate[] = { 'X', 0, 0, 0, 4 };
+	char buf[256];
+	struct h_login l;
+	PGconn *direct, *c;
+	size_t n;
+	int fd, rc;
+
+	direct = h_pg_connect(&h_shared_pg, NULL);
+	h_exec_ok(direct, "DROP TABLE IF EXISTS regress_term");
+	h_exec_ok(direct, "CREATE TABLE regress_term(i int)");
+	h_daemon_start(&d, &h_shared_pg, &o);
+
+	fd = h_raw_connect(d.sockpath);
+	h_assert(fd >= 0, "connect: %s", strerror(errno));
+	rc = h_raw_login(fd, appdb_kv, &l, 10000);
+	h_assert(rc == 0, "login: rc %d [%s] %s", rc, l.sqlstate, l.message);
+	{
+		static const char sql[] = "SELECT pg_sleep(0.3); INSERT INTO regress_term VALUES (42)";
+
+		n = put_msg(buf, 0, 'Q', sql, sizeof(sql));
+		memcpy(buf + n, terminate, sizeof(terminate));
+		n += sizeof(terminate);
+	}
+	h_assert(h_raw_send(fd, buf, n) == 0, "send Query + Terminate");
+	close(fd);
+
+	h_assert(h_poll_until(direct, "SELECT count(*) = 1 FROM regress_term WHERE i = 42", 5000),
+		 "the INSERT sent before Terminate never happened (the query was cancelled)");
+
+	int64_t t0 = h_now_ms();
+	c = h_connect(&d, "connect_timeout=5");
+	assert_value(c, "SELECT 1", "1");
+	h_assert(h_now_ms() - t0 < 2000, "the next client waited %lld ms for the server",
+		 (long long)(h_now_ms() - t0));
+	PQfinish(c);
+	h_exec_ok(direct, "DROP TABLE regress_term");
+	PQfinish(direct);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * COPY FROM STDIN through the extended protocol (PQsendQueryParams: Parse,
+ * Bind, Describe, Execute, Sync). PostgreSQL ignores that Sync in copy-in
+ * mode and answers the COPY with a single ReadyForQuery after the client's
+ * CopyDone and Sync. The client then leaves: pgberth must not wait for a
+ * second ReadyForQuery that never comes (the 5 s drain deadline, then a
+ * closed server) but hand the same server to the next client at once.
+ */
+START_TEST(test_extended_copy_in_then_leave)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = 1 };
+	char what[512], line[32];
+	PGconn *direct;
+
+	direct = h_pg_connect(&h_shared_pg, NULL);
+	h_exec_ok(direct, "DROP TABLE IF EXISTS regress_copy");
+	h_exec_ok(direct, "CREATE TABLE regress_copy(a int, b text)");
+	h_daemon_start(&d, &h_shared_pg, &o);
+	for (int round = 0; round < 3; round++) {
+		PGconn *c = h_connect(&d, NULL);
+		long long pid = backend_pid(c);
+		PGresult *r;
+		int64_t t0;
+
+		h_assert(PQsendQueryParams(c, "COPY regress_copy FROM STDIN", 0, NULL, NULL, NULL,
+					     NULL, 0), "send: %s", PQerrorMessage(c));
+		r = h_result_try(c, 10000);
+		h_assert(r && PQresultStatus(r) == PGRES_COPY_IN, "round %d: COPY gave %s", round,
+			 describe(c, r, what, sizeof(what)));
+		PQclear(r);
+		for (int i = 1; i <= 5; i++) {
+			snprintf(line, sizeof(line), "%d\trow %d\n", i, i);
+			h_assert(PQputCopyData(c, line, (int)strlen(line)) == 1, "put: %s",
+				 PQerrorMessage(c));
+		}
+		h_assert(PQputCopyEnd(c, NULL) == 1, "end: %s", PQerrorMessage(c));
+		r = h_result_try(c, 10000);
+		h_assert(r && PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(r), "5") == 0,
+			 "round %d: COPY result %s", round, describe(c, r, what, sizeof(what)));
+		PQclear(r);
+		PQfinish(c);
+
+		t0 = h_now_ms();
+		c = h_connect(&d, "connect_timeout=10");
+		long long pid2 = backend_pid(c);
+		int64_t waited = h_now_ms() - t0;
+
+		h_assert(waited < 1000, "round %d: the next client waited %lld ms for the server",
+			 round, (long long)waited);
+		h_assert(pid2 == pid, "round %d: server not reused: backend %lld, then %lld", round,
+			 pid, pid2);
+		PQfinish(c);
+	}
+	assert_value(direct, "SELECT count(*) FROM regress_copy", "15");
+	h_exec_ok(direct, "DROP TABLE regress_copy");
+	PQfinish(direct);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/* ---- login ----------------------------------------------------------- */
+
+/*
+ * Multi-host conninfo with a dead first host: libpq moves on to the next
+ * host with a new socket (often with the same fd number), and pgberth must
+ * follow it at once rather than wait out server_connect_timeout (5 s in
+ * the harness). Three clients held at once, so each one is a new server
+ * login. First hosts: a socket directory with nothing in it, and TCP to a
+ * refused port on 127.0.0.1. The TCP one is what used to wait out the
+ * deadline (its connect is in progress when pgberth first watches the
+ * socket); libpq gives up on the empty directory inside
+ * PQconnectStartParams, before pgberth watches anything.
+ */
+/*
+ * A client that vanishes in the middle of COPY FROM STDIN (rows sent, no
+ * CopyDone): pgberth ends the COPY itself (CopyFail, then Sync), so the
+ * rows are not stored and the same server serves the next client at once.
+ * _i: 0 simple protocol, 1 extended protocol.
+ */
+START_TEST(test_copy_in_client_vanishes)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = 1 };
+	char what[512], line[32];
+	PGconn *direct;
+
+	direct = h_pg_connect(&h_shared_pg, NULL);
+	h_exec_ok(direct, "DROP TABLE IF EXISTS regress_vanish");
+	h_exec_ok(direct, "CREATE TABLE regress_vanish(a int, b text)");
+	h_daemon_start(&d, &h_shared_pg, &o);
+	for (int round = 0; round < 2; round++) {
+		PGconn *c = h_connect(&d, NULL);
+		long long pid = backend_pid(c);
+		PGresult *r;
+		int ok = _i == 0 ? PQsendQuery(c, "COPY regress_vanish FROM STDIN")
+				 : PQsendQueryParams(c, "COPY regress_vanish FROM STDIN", 0, NULL, NULL,
+						     NULL, NULL, 0);
+
+		h_assert(ok, "send: %s", PQerrorMessage(c));
+		r = h_result_try(c, 10000);
+		h_assert(r && PQresultStatus(r) == PGRES_COPY_IN, "COPY gave %s",
+			 describe(c, r, what, sizeof(what)));
+		PQclear(r);
+		for (int i = 1; i <= 5; i++) {
+			snprintf(line, sizeof(line), "%d\trow %d\n", i, i);
+			h_assert(PQputCopyData(c, line, (int)strlen(line)) == 1, "put: %s",
+				 PQerrorMessage(c));
+		}
+		h_assert(PQflush(c) == 0, "flush: %s", PQerrorMessage(c));
+		shutdown(PQsocket(c), SHUT_RDWR);       /* vanish: no CopyDone, no Terminate */
+		PQfinish(c);
+
+		int64_t t0 = h_now_ms();
+		c = h_connect(&d, "connect_timeout=10");
+		long long pid2 = backend_pid(c);
+		int64_t waited = h_now_ms() - t0;
+
+		h_assert(waited < 1000, "round %d: the next client waited %lld ms", round,
+			 (long long)waited);
+		h_assert(pid2 == pid, "round %d: server not reused: backend %lld, then %lld", round,
+			 pid, pid2);
+		assert_value(c, "SELECT count(*) FROM regress_vanish", "0");
+		PQfinish(c);
+	}
+	h_exec_ok(direct, "DROP TABLE regress_vanish");
+	PQfinish(direct);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+START_TEST(test_multi_host_conninfo)
+{
+	static const char *const dbs[] = { "mh_unix", "mh_tcp" };
+	struct h_daemon d;
+	struct h_daemon_opts o = { 0 };
+	char *empty = h_mkdtemp("nohost"), *extra_dbs = NULL;
+
+	h_assert(asprintf(&extra_dbs,
+			  "  mh_unix:\n"
+			  "    conninfo: \"host=%s,@PGHOST@ port=1,@PGPORT@ dbname=appdb\"\n"
+			  "    pool_size: 3\n"
+			  "  mh_tcp:\n"
+			  "    conninfo: \"host=127.0.0.1,@PGHOST@ port=1,@PGPORT@ dbname=appdb\"\n"
+			  "    pool_size: 3\n", empty) > 0, "asprintf");
+	o.extra_dbs = extra_dbs;
+	h_daemon_start(&d, &h_shared_pg, &o);
+	for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
+		PGconn *held[3];
+		char extra[64];
+
+		snprintf(extra, sizeof(extra), "dbname=%s connect_timeout=10", dbs[i]);
+		for (int k = 0; k < 3; k++) {
+			int64_t t0 = h_now_ms();
+
+			held[k] = h_connect_try(&d, extra);
+			h_assert(PQstatus(held[k]) == CONNECTION_OK, "%s, client %d: %s", dbs[i], k,
+				 PQerrorMessage(held[k]));
+			h_assert(h_now_ms() - t0 < 2000, "%s, client %d: login took %lld ms", dbs[i], k,
+				 (long long)(h_now_ms() - t0));
+			assert_value(held[k], "SELECT current_database() || ':' || 6 * 7", "appdb:42");
+		}
+		for (int k = 0; k < 3; k++)
+			PQfinish(held[k]);
+	}
+	h_daemon_stop_ok(&d);
+	free(extra_dbs);
+	free(empty);
+}
+END_TEST
+
+/*
+ * A startup parameter whose name cannot be a setting ("bad name!", or
+ * "bad!name" in options) is refused as PostgreSQL would refuse it, naming
+ * it, not as "out of memory" (53200, which tells a user to look in the
+ * wrong place). The daemon goes on serving.
+ */
+START_TEST(test_bad_parameter_name)
+{
+	static const struct {
+		const char *key;
+		const char *value;
+		const char *name;          /* what the message must mention */
+	} cases[] = {
+		{ "bad name!", "x", "bad name!" },
+		{ "options", "-c bad!name=x", "bad!name" },
+	};
+	struct h_daemon d;
+	PGconn *c;
+
+	h_daemon_start(&d, &h_shared_pg, NULL);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *kv[] = { "user", H_SUPERUSER, "database", "appdb",
+				     cases[i].key, cases[i].value, NULL };
+		struct h_login l;
+		int fd = h_raw_connect(d.sockpath), rc;
+
+		h_assert(fd >= 0, "connect: %s", strerror(errno));
+		rc = h_raw_login(fd, kv, &l, 10000);
+		h_assert(rc == 1, "%s=%s: login rc %d, expected an ErrorResponse", cases[i].key,
+			 cases[i].value, rc);
+		h_assert(strcmp(l.sqlstate, "53200") != 0, "%s=%s: refused as out of memory: %s",
+			 cases[i].key, cases[i].value, l.message);
+		h_assert(strcmp(l.sqlstate, "42704") == 0 || strcmp(l.sqlstate, "08P01") == 0,
+			 "%s=%s: SQLSTATE %s (%s), expected 42704 or 08P01", cases[i].key,
+			 cases[i].value, l.sqlstate, l.message);
+		h_assert(strstr(l.message, cases[i].name) != NULL,
+			 "%s=%s: the message does not name the parameter: %s", cases[i].key,
+			 cases[i].value, l.message);
+		h_assert(h_raw_wait_eof(fd, 5000) == 0, "%s=%s: connection left open", cases[i].key,
+			 cases[i].value);
+		close(fd);
+	}
+	c = h_connect(&d, NULL);
+	assert_value(c, "SELECT 'still serving'", "still serving");
+	PQfinish(c);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+static Suite *e2e_regress_suite(void)
+{
+	Suite *s = suite_create("e2e_regress");
+	TCase *tc;
+
+	tc = h_tcase("stale_bytes", 60);
+	h_tcase_add_pg(tc);
+	tcase_add_test(tc, test_unread_notifications);
+	tcase_add_test(tc, test_unread_result);
+	suite_add_tcase(s, tc);
+
+	tc = h_tcase("release", 60);
+	h_tcase_add_pg(tc);
+	tcase_add_test(tc, test_cancel_then_leave);
+	tcase_add_test(tc, test_terminate_lets_query_finish);
+	tcase_add_test(tc, test_extended_copy_in_then_leave);
+	tcase_add_loop_test(tc, test_copy_in_client_vanishes, 0, 2);
+	suite_add_tcase(s, tc);
+
+	tc = h_tcase("login", 60);
+	h_tcase_add_pg(tc);
+	tcase_add_test(tc, test_multi_host_conninfo);
+	tcase_add_test(tc, test_bad_parameter_name);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return h_main(e2e_regress_suite());
+}
