@@ -752,17 +752,6 @@ START_TEST(test_client_login_timeout)
 }
 END_TEST
 
-/* Appends one extended-protocol message: type, length, body. */
-static size_t put_msg(char *buf, size_t at, char type, const void *body, uint32_t len)
-{
-	uint32_t be = htonl(len + 4);
-
-	buf[at] = type;
-	memcpy(buf + at + 1, &be, 4);
-	memcpy(buf + at + 5, body, len);
-	return at + 5 + len;
-}
-
 /*
  * A client that leaves in the middle of an extended query (Parse failed,
  * Bind/Execute/Flush sent, no Sync: the server is skipping messages until
@@ -788,10 +777,10 @@ START_TEST(test_client_leaves_without_sync)
 	h_assert(fd >= 0 && h_raw_login(fd, kv, &l, 10000) == 0, "first login: %s", l.message);
 	rc = h_raw_query(fd, "SELECT pg_backend_pid()", pid_before, sizeof(pid_before), NULL, 10000);
 	h_assert(rc == 0, "first query: rc %d", rc);
-	n = put_msg(buf, n, 'P', parse, sizeof(parse) - 1);
-	n = put_msg(buf, n, 'B', bind, sizeof(bind) - 1);
-	n = put_msg(buf, n, 'E', exec, sizeof(exec) - 1);
-	n = put_msg(buf, n, 'H', "", 0);
+	n = h_put_msg(buf, n, 'P', parse, sizeof(parse) - 1);
+	n = h_put_msg(buf, n, 'B', bind, sizeof(bind) - 1);
+	n = h_put_msg(buf, n, 'E', exec, sizeof(exec) - 1);
+	n = h_put_msg(buf, n, 'H', "", 0);
 	h_assert(h_raw_send(fd, buf, n) == 0, "send extended query");
 	rc = h_raw_read_msg(fd, &m, 10000);
 	h_assert(rc == 1 && m.type == 'E', "expected the Parse error, got rc %d type %c", rc,
@@ -937,28 +926,11 @@ END_TEST
 
 /* ---- cancel ---------------------------------------------------------- */
 
-struct cancel_job {
-	PGcancel *cancel;
-	int ok;                        /* PQcancel's return */
-	char err[256];
-};
-
-static void *cancel_thread(void *arg)
-{
-	struct cancel_job *j = arg;
-
-	j->ok = PQcancel(j->cancel, j->err, sizeof(j->err));
-	return NULL;
-}
-
 START_TEST(test_cancel_stops_pg_sleep)
 {
 	struct h_daemon d;
-	struct cancel_job job = { 0 };
-	struct timespec until;
 	PGconn *c, *direct;
 	PGresult *r;
-	pthread_t th;
 	long long pid;
 	int64_t t0;
 
@@ -973,16 +945,8 @@ START_TEST(test_cancel_stops_pg_sleep)
 			      "'active' AND query LIKE '%cancel-me%' AND pid <> pg_backend_pid()",
 			      10000), "the pg_sleep never started on the server");
 
-	/* PQcancel blocks until the pooler closes the cancel connection: bound it. */
-	job.cancel = PQgetCancel(c);
-	h_assert(job.cancel != NULL, "PQgetCancel: no cancel key from pgberth");
-	h_assert(pthread_create(&th, NULL, cancel_thread, &job) == 0, "pthread_create");
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += 10;
-	h_assert(pthread_timedjoin_np(th, NULL, &until) == 0,
-		 "PQcancel did not return within 10 s (cancel connection never closed)");
-	PQfreeCancel(job.cancel);
-	h_assert(job.ok == 1, "PQcancel failed: %s", job.err);
+	/* PQcancel blocks until the pooler closes the cancel connection: bounded. */
+	h_cancel(c);
 
 	r = h_result_try(c, 10000);
 	h_assert(r != NULL, "no result 10 s after the cancel");

@@ -71,16 +71,6 @@ static const char *describe(PGconn *c, const PGresult *r, char *buf, size_t len)
 	return buf;
 }
 
-static size_t put_msg(char *buf, size_t at, char type, const void *body, uint32_t len)
-{
-	uint32_t be = htonl(len + 4);
-
-	buf[at] = type;
-	memcpy(buf + at + 1, &be, 4);
-	memcpy(buf + at + 5, body, len);
-	return at + 5 + len;
-}
-
 /* A simple Query message for sql; caller frees. */
 static char *query_msg(const char *sql, size_t *len)
 {
@@ -88,7 +78,7 @@ static char *query_msg(const char *sql, size_t *len)
 	char *buf = malloc(n + 5);
 
 	h_assert(buf != NULL, "malloc");
-	*len = put_msg(buf, 0, 'Q', sql, (uint32_t)n);
+	*len = h_put_msg(buf, 0, 'Q', sql, (uint32_t)n);
 	return buf;
 }
 
@@ -359,37 +349,7 @@ END_TEST
 
 /* ---- release: cancel, Terminate, COPY -------------------------------- */
 
-struct cancel_job {
-	PGcancel *cancel;
-	int ok;                        /* PQcancel's return */
-	char err[256];
-};
-
-static void *cancel_thread(void *arg)
-{
-	struct cancel_job *j = arg;
-
-	j->ok = PQcancel(j->cancel, j->err, sizeof(j->err));
-	return NULL;
-}
-
 /* PQcancel on c's connection to pgberth, bounded by a deadline. */
-static void cancel_through_pgberth(PGconn *c)
-{
-	struct cancel_job job = { 0 };
-	struct timespec until;
-	pthread_t th;
-
-	job.cancel = PQgetCancel(c);
-	h_assert(job.cancel != NULL, "PQgetCancel: no cancel key from pgberth");
-	h_assert(pthread_create(&th, NULL, cancel_thread, &job) == 0, "pthread_create");
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += 10;
-	h_assert(pthread_timedjoin_np(th, NULL, &until) == 0, "PQcancel did not return within 10 s");
-	PQfreeCancel(job.cancel);
-	h_assert(job.ok == 1, "PQcancel failed: %s", job.err);
-}
-
 /*
  * Client A cancels its pg_sleep, reads the 57014 and the end of the result,
  * and leaves at once with a clean Terminate, while pgberth's own PQcancel
@@ -421,7 +381,7 @@ START_TEST(test_cancel_then_leave)
 		snprintf(sql, sizeof(sql), "SELECT count(*) = 1 FROM pg_stat_activity WHERE pid = %lld "
 			 "AND state = 'active' AND query LIKE '%%regress-cancel-%d */'", pid, round);
 		h_assert(h_poll_until(direct, sql, 10000), "round %d: pg_sleep never started", round);
-		cancel_through_pgberth(a);
+		h_cancel(a);
 		r = h_result_try(a, 10000);
 		h_assert(r && PQresultStatus(r) == PGRES_FATAL_ERROR &&
 			 strcmp(h_sqlstate(r), "57014") == 0, "round %d: cancelled query gave %s",
@@ -475,7 +435,7 @@ START_TEST(test_terminate_lets_query_finish)
 	{
 		static const char sql[] = "SELECT pg_sleep(0.3); INSERT INTO regress_term VALUES (42)";
 
-		n = put_msg(buf, 0, 'Q', sql, sizeof(sql));
+		n = h_put_msg(buf, 0, 'Q', sql, sizeof(sql));
 		memcpy(buf + n, terminate, sizeof(terminate));
 		n += sizeof(terminate);
 	}

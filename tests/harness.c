@@ -16,6 +16,7 @@
 #include <grp.h>
 #include <limits.h>
 #include <poll.h>
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -1583,4 +1584,45 @@ int h_main(Suite *s)
 	srunner_free(sr);
 	cleanup_root();
 	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+size_t h_put_msg(char *buf, size_t at, char type, const void *body, uint32_t len)
+{
+	uint32_t be = htonl(len + 4);
+
+	buf[at] = type;
+	memcpy(buf + at + 1, &be, 4);
+	memcpy(buf + at + 5, body, len);
+	return at + 5 + len;
+}
+
+struct cancel_job {
+	PGcancel *cancel;
+	int ok;                        /* PQcancel's return */
+	char err[256];
+};
+
+static void *cancel_thread(void *arg)
+{
+	struct cancel_job *j = arg;
+
+	j->ok = PQcancel(j->cancel, j->err, sizeof(j->err));
+	return NULL;
+}
+
+void h_cancel(PGconn *c)
+{
+	struct cancel_job job = { 0 };
+	struct timespec until;
+	pthread_t th;
+
+	job.cancel = PQgetCancel(c);
+	h_assert(job.cancel != NULL, "PQgetCancel: no cancel key from pgberth");
+	h_assert(pthread_create(&th, NULL, cancel_thread, &job) == 0, "pthread_create");
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	h_assert(pthread_timedjoin_np(th, NULL, &until) == 0,
+		 "PQcancel did not return within 10 s (cancel connection never closed)");
+	PQfreeCancel(job.cancel);
+	h_assert(job.ok == 1, "PQcancel failed: %s", job.err);
 }

@@ -296,6 +296,14 @@ TCase *h_tcase(const char *name, double timeout_s);
  * Prepares the temporary root and the template cluster, runs s, prints
  * Check's summary, removes everything. Returns the process exit code.
  */
+/* Appends one regular message (type, length, body) at buf + at; returns
+ * the new end. buf must have room for len + 5 more bytes. */
+size_t h_put_msg(char *buf, size_t at, char type, const void *body, uint32_t len);
+/* PQcancel for c's running query (through pgberth), in a thread so that a
+ * cancel connection pgberth never closes fails the test after 10 s instead
+ * of hanging it. Asserts that PQcancel succeeded. */
+void h_cancel(PGconn *c);
+
 int h_main(Suite *s);
 
 #endif
