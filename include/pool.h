@@ -64,7 +64,6 @@ enum pool_result {
 	POOL_GOT_IDLE,              /* *server is yours */
 	POOL_MAY_CONNECT,           /* a slot is reserved: open a new server */
 	POOL_MUST_WAIT,             /* waiter is queued; a handoff will come */
-	POOL_NOMEM,
 };
 
 void pool_registry_init(struct pool_registry *reg);

@@ -369,9 +369,6 @@ static void client_login(struct client *c)
 	case POOL_MUST_WAIT:
 		log_debug("c%llu/w%d: waiting for a server", (unsigned long long)c->id, w->id);
 		break;
-	case POOL_NOMEM:
-		client_fatal(c, "53200", "startup", "out of memory");
-		break;
 	}
 }
 
