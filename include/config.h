@@ -18,6 +18,14 @@ enum pool_mode {
 	POOL_STATEMENT,
 };
 
+/* Overrides for one user of a database, from databases.NAME.users. */
+struct user_config {
+	char *name;                 /* key under users: */
+	bool has_pool_mode;         /* pool_mode given; else the database's */
+	enum pool_mode pool_mode;
+	int pool_size;              /* 0: the database's */
+};
+
 struct db_config {
 	char *name;                 /* key under databases: */
 	char *conninfo;             /* as written by the operator */
@@ -28,6 +36,11 @@ struct db_config {
 	bool forced_user;           /* conninfo names a user: all clients use it */
 	int pool_size;              /* hard cap on server connections, all workers */
 	enum pool_mode pool_mode;
+	int min_pool_size;          /* server connections each pool keeps open */
+	int reserve_pool_size;      /* extra connections after reserve_pool_timeout */
+	int max_db_connections;     /* cap over all this database's pools; 0: none */
+	struct user_config *users;  /* per-user overrides, in file order */
+	size_t nusers;
 };
 
 struct config {
@@ -45,6 +58,18 @@ struct config {
 	uint64_t server_connect_timeout_ms;
 	uint64_t client_login_timeout_ms;   /* accept to logged in, waiting included */
 	char *server_reset_query;   /* "" disables the reset */
+	int max_client_conn;        /* client connections, whole daemon */
+	/* Timeouts below: 0 turns each one off, except server_check_delay_ms
+	 * (0: check before every reuse) and reserve_pool_timeout_ms (0: the
+	 * reserve is used at once). */
+	uint64_t client_idle_timeout_ms;        /* no server, nothing pending */
+	uint64_t query_wait_timeout_ms;         /* waiting for a server */
+	uint64_t idle_transaction_timeout_ms;   /* idle inside a transaction */
+	uint64_t server_idle_timeout_ms;        /* idle server connections closed */
+	uint64_t server_lifetime_ms;            /* older servers closed on release */
+	char *server_check_query;   /* "" disables the check */
+	uint64_t server_check_delay_ms;         /* idle longer than this: check first */
+	uint64_t reserve_pool_timeout_ms;       /* client wait before the reserve opens */
 
 	struct db_config *dbs;
 	size_t ndbs;
@@ -76,6 +101,12 @@ size_t config_reload_changes(const struct config *cur, const struct config *next
                              struct config_errors *errs);
 
 const struct db_config *config_find_db(const struct config *cfg, const char *name);
+/* A database's overrides for a user name (exact match), or NULL. The pool
+ * of (db, user) uses config_pool_mode() and config_pool_size(): the user's
+ * override when there is one, else the database's setting. */
+const struct user_config *config_find_user(const struct db_config *db, const char *user);
+enum pool_mode config_pool_mode(const struct db_config *db, const char *user);
+int config_pool_size(const struct db_config *db, const char *user);
 
 /* "500ms", "10s", "5m", "1h", or a bare number of seconds. Returns 0 or -1. */
 int config_parse_duration(const char *s, uint64_t *ms);

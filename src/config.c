@@ -9,7 +9,10 @@
  * "file:line:column: key.path: text" before moving on, so an operator sees
  * all the mistakes of a file in one run. Any error makes the whole file
  * invalid: a partial snapshot never escapes, which is what lets a reload
- * with a bad file change nothing.
+ * with a bad file change nothing. databases: and each database's users: are
+ * mappings of names the operator chooses; each entry is checked against
+ * db_keys or user_keys. The one check across keys (min_pool_size against
+ * pool_size) runs after a database's keys all parsed cleanly.
  *
  * Values are read from the scalar's text, whatever its YAML style: "20" and
  * 20 are the same integer, and 0777, "0777" and 777 are the same octal
@@ -44,7 +47,7 @@
 #include "config.h"
 #include "log.h"
 
-#define DB_NAME_MAX   63                /* PostgreSQL's NAMEDATALEN - 1 */
+#define IDENT_MAX     63                /* PostgreSQL's NAMEDATALEN - 1 */
 #define WORKERS_MAX   64
 #define FILE_MAX      (16u << 20)       /* a config bigger than this is a mistake */
 #define KEY_PATH_MAX  256               /* key paths in messages; longer ones are cut */
@@ -66,12 +69,13 @@ enum key_type {
 	KEY_CONNINFO,   /* struct db_config: conninfo, keywords, values, forced_user */
 	KEY_LISTEN,     /* nested mapping of listen_keys, stored in struct config */
 	KEY_DATABASES,  /* mapping of database name -> db_keys */
+	KEY_USERS,      /* mapping of user name -> user_keys, in struct db_config */
 };
 
 struct key {
 	const char *name;
 	enum key_type type;
-	size_t off;             /* the field, in struct config or struct db_config */
+	size_t off;             /* the field, in struct config, db_config or user_config */
 	int64_t min, max;       /* inclusive bounds of KEY_INT, KEY_MODE, KEY_DURATION */
 	bool required;
 	bool reload;            /* a reload may change it; otherwise only a restart */
@@ -79,6 +83,7 @@ struct key {
 
 #define CFG(f) offsetof(struct config, f)
 #define DB(f)  offsetof(struct db_config, f)
+#define USER(f) offsetof(struct user_config, f)
 
 static const struct key top_keys[] = {
 	{"listen", KEY_LISTEN, 0, 0, 0, false, false},
@@ -91,6 +96,21 @@ static const struct key top_keys[] = {
 	{"client_login_timeout", KEY_DURATION, CFG(client_login_timeout_ms), 100, MS_PER_HOUR,
 	 false, true},
 	{"server_reset_query", KEY_STRING, CFG(server_reset_query), 0, 0, false, true},
+	{"max_client_conn", KEY_INT, CFG(max_client_conn), 1, 1000000, false, true},
+	{"client_idle_timeout", KEY_DURATION, CFG(client_idle_timeout_ms), 0, 24 * MS_PER_HOUR,
+	 false, true},
+	{"query_wait_timeout", KEY_DURATION, CFG(query_wait_timeout_ms), 0, 24 * MS_PER_HOUR,
+	 false, true},
+	{"idle_transaction_timeout", KEY_DURATION, CFG(idle_transaction_timeout_ms), 0,
+	 24 * MS_PER_HOUR, false, true},
+	{"server_idle_timeout", KEY_DURATION, CFG(server_idle_timeout_ms), 0, 24 * MS_PER_HOUR,
+	 false, true},
+	{"server_lifetime", KEY_DURATION, CFG(server_lifetime_ms), 0, 24 * MS_PER_HOUR, false, true},
+	{"server_check_query", KEY_STRING, CFG(server_check_query), 0, 0, false, true},
+	{"server_check_delay", KEY_DURATION, CFG(server_check_delay_ms), 0, 24 * MS_PER_HOUR,
+	 false, true},
+	{"reserve_pool_timeout", KEY_DURATION, CFG(reserve_pool_timeout_ms), 0, 24 * MS_PER_HOUR,
+	 false, true},
 	{"databases", KEY_DATABASES, 0, 0, 0, false, true},
 };
 
@@ -105,14 +125,25 @@ static const struct key db_keys[] = {
 	{"conninfo", KEY_CONNINFO, 0, 0, 0, true, true},
 	{"pool_size", KEY_INT, DB(pool_size), 1, 10000, false, true},
 	{"pool_mode", KEY_POOL_MODE, DB(pool_mode), 0, 0, false, true},
+	{"min_pool_size", KEY_INT, DB(min_pool_size), 0, 10000, false, true},
+	{"reserve_pool_size", KEY_INT, DB(reserve_pool_size), 0, 10000, false, true},
+	{"max_db_connections", KEY_INT, DB(max_db_connections), 0, 100000, false, true},
+	{"users", KEY_USERS, 0, 0, 0, false, true},
+};
+
+/* Per-user overrides of a database's pool; parse_users() sets has_pool_mode. */
+static const struct key user_keys[] = {
+	{"pool_mode", KEY_POOL_MODE, USER(pool_mode), 0, 0, false, true},
+	{"pool_size", KEY_INT, USER(pool_size), 1, 10000, false, true},
 };
 
 #define NKEYS(t) (sizeof(t) / sizeof((t)[0]))
-#define KEYS_MAX  16              /* the most keys in one table, see parse_mapping() */
+#define KEYS_MAX  32              /* the most keys in one table, see parse_mapping() */
 
 _Static_assert(NKEYS(top_keys) <= KEYS_MAX, "top_keys too long");
 _Static_assert(NKEYS(listen_keys) <= KEYS_MAX, "listen_keys too long");
 _Static_assert(NKEYS(db_keys) <= KEYS_MAX, "db_keys too long");
+_Static_assert(NKEYS(user_keys) <= KEYS_MAX, "user_keys too long");
 
 /* State of one config_parse call. */
 struct parse {
@@ -286,6 +317,9 @@ static void db_config_clear(struct db_config *db)
 	}
 	free(db->keywords);
 	free(db->values);
+	for (size_t i = 0; i < db->nusers; i++)
+		free(db->users[i].name);
+	free(db->users);
 	memset(db, 0, sizeof(*db));
 }
 
@@ -299,6 +333,7 @@ static void config_free(struct config *cfg)
 	free(cfg->path);
 	free(cfg->socket_dir);
 	free(cfg->server_reset_query);
+	free(cfg->server_check_query);
 	free(cfg);
 }
 
@@ -322,7 +357,17 @@ static struct config *config_new(const char *path)
 	cfg->server_connect_timeout_ms = 15 * 1000;
 	cfg->client_login_timeout_ms = 60 * 1000;
 	cfg->server_reset_query = strdup("DISCARD ALL");
-	if (cfg->path == NULL || cfg->socket_dir == NULL || cfg->server_reset_query == NULL) {
+	cfg->max_client_conn = 10000;
+	cfg->client_idle_timeout_ms = 0;
+	cfg->query_wait_timeout_ms = 120 * 1000;
+	cfg->idle_transaction_timeout_ms = 0;
+	cfg->server_idle_timeout_ms = 600 * 1000;
+	cfg->server_lifetime_ms = 3600 * 1000;
+	cfg->server_check_query = strdup("SELECT 1");
+	cfg->server_check_delay_ms = 30 * 1000;
+	cfg->reserve_pool_timeout_ms = 5 * 1000;
+	if (cfg->path == NULL || cfg->socket_dir == NULL || cfg->server_reset_query == NULL ||
+	    cfg->server_check_query == NULL) {
 		config_free(cfg);
 		return NULL;
 	}
@@ -356,6 +401,28 @@ const struct db_config *config_find_db(const struct config *cfg, const char *nam
 		if (strcmp(cfg->dbs[i].name, name) == 0)
 			return &cfg->dbs[i];
 	return NULL;
+}
+
+const struct user_config *config_find_user(const struct db_config *db, const char *user)
+{
+	for (size_t i = 0; user != NULL && i < db->nusers; i++)
+		if (strcmp(db->users[i].name, user) == 0)
+			return &db->users[i];
+	return NULL;
+}
+
+enum pool_mode config_pool_mode(const struct db_config *db, const char *user)
+{
+	const struct user_config *u = config_find_user(db, user);
+
+	return u != NULL && u->has_pool_mode ? u->pool_mode : db->pool_mode;
+}
+
+int config_pool_size(const struct db_config *db, const char *user)
+{
+	const struct user_config *u = config_find_user(db, user);
+
+	return u != NULL && u->pool_size > 0 ? u->pool_size : db->pool_size;
 }
 
 /* ---- YAML nodes ---- */
@@ -450,6 +517,7 @@ static const char *key_want(enum key_type type)
 		return "session, transaction or statement";
 	case KEY_LISTEN:
 	case KEY_DATABASES:
+	case KEY_USERS:
 		break;
 	}
 	return "a mapping";
@@ -600,6 +668,8 @@ static void parse_mapping(struct parse *p, const yaml_node_t *map, const char *p
                           const struct key *keys, size_t nkeys, void *base);
 static void parse_databases(struct parse *p, struct config *cfg, const yaml_node_t *map,
                             const char *path);
+static void parse_users(struct parse *p, struct db_config *db, const yaml_node_t *map,
+                        const char *path);
 
 /* Checks one value against its key's type and bounds and stores it into
  * base; a value that fails leaves the default in place. */
@@ -616,6 +686,10 @@ static void parse_value(struct parse *p, const struct key *k, const yaml_node_t 
 	}
 	if (k->type == KEY_DATABASES) {
 		parse_databases(p, base, v, path);
+		return;
+	}
+	if (k->type == KEY_USERS) {
+		parse_users(p, base, v, path);
 		return;
 	}
 	text = scalar_text(p, v, path, key_want(k->type));
@@ -652,6 +726,7 @@ static void parse_value(struct parse *p, const struct key *k, const yaml_node_t 
 		break;
 	case KEY_LISTEN:
 	case KEY_DATABASES:
+	case KEY_USERS:
 		break;
 	}
 }
@@ -740,28 +815,64 @@ static void parse_mapping(struct parse *p, const yaml_node_t *map, const char *p
 	}
 }
 
-/* A database name is a key PostgreSQL clients send in their startup packet,
- * so it follows PostgreSQL's limit on identifiers. */
-static void check_db_name(struct parse *p, const yaml_node_t *k, const char *path,
-                          const char *name)
+/* Database and user names are what PostgreSQL clients send in their startup
+ * packet, so they follow PostgreSQL's limit on identifiers. what is
+ * "database" or "user". */
+static void check_name(struct parse *p, const yaml_node_t *k, const char *path,
+                       const char *what, const char *name)
 {
 	if (name[0] == '\0')
-		error_at(p, &k->start_mark, "%s: database name is empty", path);
-	else if (strlen(name) > DB_NAME_MAX)
-		error_at(p, &k->start_mark, "%s: database name is longer than %d bytes", path,
-		         DB_NAME_MAX);
+		error_at(p, &k->start_mark, "%s: %s name is empty", path, what);
+	else if (strlen(name) > IDENT_MAX)
+		error_at(p, &k->start_mark, "%s: %s name is longer than %d bytes", path, what,
+		         IDENT_MAX);
 }
 
-/* Index of an earlier pair in map whose key is name, or -1. */
-static long earlier_key(struct parse *p, const yaml_node_t *map, size_t i, const char *name)
+/* Index of a pair among the first n of map whose key is name, or -1. */
+static long key_index(struct parse *p, const yaml_node_t *map, size_t n, const char *name)
 {
-	for (size_t j = 0; j < i; j++) {
+	for (size_t j = 0; j < n && j < map_len(map); j++) {
 		const yaml_node_t *k = node(p, map_pair(map, j)->key);
 
 		if (k->type == YAML_SCALAR_NODE && strcmp(scalar(k), name) == 0)
 			return (long)j;
 	}
 	return -1;
+}
+
+/* The name of pair i of a mapping of named entries (databases:, users:),
+ * with its key path in kpath, or NULL after reporting why it cannot be
+ * used. The names are the operator's, not a key table's, so duplicates are
+ * found here rather than by parse_mapping(). */
+static const char *entry_name(struct parse *p, const yaml_node_t *map, size_t i,
+                              const char *path, const char *what, char *kpath)
+{
+	const yaml_node_t *k = node(p, map_pair(map, i)->key);
+	const char *name = key_text(p, k, path);
+	long first;
+
+	if (name == NULL)
+		return NULL;
+	key_join(kpath, path, name);
+	if ((first = key_index(p, map, i, name)) >= 0) {
+		error_at(p, &k->start_mark, "%s: duplicate key (first at line %zu)", kpath,
+		         node(p, map_pair(map, (size_t)first)->key)->start_mark.line + 1);
+		return NULL;
+	}
+	check_name(p, k, kpath, what, name);
+	return name;
+}
+
+/* A pool keeps min_pool_size connections open, so that cannot exceed the
+ * pool's cap. Checked only when the database's own keys were all valid, so
+ * that a value refused earlier (and left at its default) does not add a
+ * second, misleading message. Reported at the database's name. */
+static void check_db(struct parse *p, const struct db_config *db, const yaml_node_t *k,
+                     const char *path)
+{
+	if (db->min_pool_size > db->pool_size)
+		error_at(p, &k->start_mark, "%s: min_pool_size %d is greater than pool_size %d", path,
+		         db->min_pool_size, db->pool_size);
 }
 
 static void parse_databases(struct parse *p, struct config *cfg, const yaml_node_t *map,
@@ -780,27 +891,58 @@ static void parse_databases(struct parse *p, struct config *cfg, const yaml_node
 	for (size_t i = 0; i < n; i++) {
 		const yaml_node_t *k = node(p, map_pair(map, i)->key);
 		const yaml_node_t *v = node(p, map_pair(map, i)->value);
-		const char *name = key_text(p, k, path);
+		const char *name = entry_name(p, map, i, path, "database", kpath);
 		struct db_config *db;
-		long first;
+		size_t nerr;
 
 		if (name == NULL)
 			continue;
-		key_join(kpath, path, name);
-		if ((first = earlier_key(p, map, i, name)) >= 0) {
-			error_at(p, &k->start_mark, "%s: duplicate key (first at line %zu)", kpath,
-			         node(p, map_pair(map, (size_t)first)->key)->start_mark.line + 1);
-			continue;
-		}
-		check_db_name(p, k, kpath, name);
 		db = &cfg->dbs[cfg->ndbs++];
 		db->pool_size = 20;
 		db->pool_mode = POOL_SESSION;
+		db->min_pool_size = 0;
+		db->reserve_pool_size = 0;
+		db->max_db_connections = 0;
 		if ((db->name = strdup(name)) == NULL) {
 			error_oom(p);
 			continue;
 		}
+		nerr = p->nerr;
 		parse_mapping(p, v, kpath, db_keys, NKEYS(db_keys), db);
+		if (p->nerr == nerr)
+			check_db(p, db, k, kpath);
+	}
+}
+
+/* databases.NAME.users: user name -> overrides of the database's pool. A
+ * null entry ("alice:" or "alice: {}") is a user with no override. */
+static void parse_users(struct parse *p, struct db_config *db, const yaml_node_t *map,
+                        const char *path)
+{
+	char kpath[KEY_PATH_MAX];
+	size_t n = map_len(map);
+
+	if (!want_mapping(p, map, path) || n == 0)
+		return;
+	db->users = calloc(n, sizeof(*db->users));
+	if (db->users == NULL) {
+		error_oom(p);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *v = node(p, map_pair(map, i)->value);
+		const char *name = entry_name(p, map, i, path, "user", kpath);
+		struct user_config *u;
+
+		if (name == NULL)
+			continue;
+		u = &db->users[db->nusers++];
+		if ((u->name = strdup(name)) == NULL) {
+			error_oom(p);
+			continue;
+		}
+		parse_mapping(p, v, kpath, user_keys, NKEYS(user_keys), u);
+		u->has_pool_mode = key_index(p, v, map_len(v), "pool_mode") >= 0;
 	}
 }
 

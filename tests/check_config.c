@@ -83,6 +83,35 @@ static void expect_errors(const char *file, const char *const *want, size_t nwan
 	expect_errors(file, want_, sizeof(want_) / sizeof(want_[0])); \
 } while (0)
 
+static struct config *parse_good(const char *text)
+{
+	struct config *cfg = config_parse("mem", text, strlen(text), &errs);
+
+	ck_assert_msg(cfg != NULL, "refused:\n%s\n%s", text, all_errors());
+	ck_assert_uint_eq(errs.n, 0);
+	return cfg;
+}
+
+/* The same as expect_errors for a text in memory, named "mem". */
+static void expect_parse_errors(const char *text, const char *const *want, size_t nwant)
+{
+	char full[1024];
+
+	ck_assert_msg(config_parse("mem", text, strlen(text), &errs) == NULL, "accepted:\n%s",
+	              text);
+	for (size_t i = 0; i < nwant; i++) {
+		snprintf(full, sizeof(full), "mem:%s", want[i]);
+		ck_assert_msg(has_error(full), "no error \"%s\"; got:\n%s", full, all_errors());
+	}
+	ck_assert_msg(errs.n == nwant, "%zu errors, expected %zu:\n%s", errs.n, nwant,
+	              all_errors());
+}
+
+#define EXPECT_PARSE_ERRORS(text, ...) do { \
+	static const char *const want_[] = {__VA_ARGS__}; \
+	expect_parse_errors(text, want_, sizeof(want_) / sizeof(want_[0])); \
+} while (0)
+
 /* The value of a PQconnectStartParams keyword, or NULL. */
 static const char *kw(const struct db_config *db, const char *key)
 {
@@ -238,11 +267,28 @@ START_TEST(good_defaults)
 	ck_assert_uint_eq(cfg->server_connect_timeout_ms, 15000);
 	ck_assert_uint_eq(cfg->client_login_timeout_ms, 60000);
 	ck_assert_str_eq(cfg->server_reset_query, "DISCARD ALL");
+	ck_assert_int_eq(cfg->max_client_conn, 10000);
+	ck_assert_uint_eq(cfg->client_idle_timeout_ms, 0);
+	ck_assert_uint_eq(cfg->query_wait_timeout_ms, 120000);
+	ck_assert_uint_eq(cfg->idle_transaction_timeout_ms, 0);
+	ck_assert_uint_eq(cfg->server_idle_timeout_ms, 600000);
+	ck_assert_uint_eq(cfg->server_lifetime_ms, 3600000);
+	ck_assert_str_eq(cfg->server_check_query, "SELECT 1");
+	ck_assert_uint_eq(cfg->server_check_delay_ms, 30000);
+	ck_assert_uint_eq(cfg->reserve_pool_timeout_ms, 5000);
 	ck_assert_uint_eq(cfg->ndbs, 1);
 
 	db = &cfg->dbs[0];
 	ck_assert_int_eq(db->pool_size, 20);
 	ck_assert_int_eq(db->pool_mode, POOL_SESSION);
+	ck_assert_int_eq(db->min_pool_size, 0);
+	ck_assert_int_eq(db->reserve_pool_size, 0);
+	ck_assert_int_eq(db->max_db_connections, 0);
+	ck_assert_ptr_null(db->users);
+	ck_assert_uint_eq(db->nusers, 0);
+	ck_assert_ptr_null(config_find_user(db, "alice"));
+	ck_assert_int_eq(config_pool_mode(db, "alice"), POOL_SESSION);
+	ck_assert_int_eq(config_pool_size(db, "alice"), 20);
 	ck_assert(!db->forced_user);
 	ck_assert_uint_eq(nkw(db), 2);
 	ck_assert_str_eq(kw(db, "host"), "/var/run/postgresql");
@@ -310,6 +356,12 @@ START_TEST(example_config)
 	ck_assert_str_eq(cfg->socket_dir, "/run/pgberth");
 	ck_assert_int_eq(cfg->port, 6432);
 	ck_assert_str_eq(kw(config_find_db(cfg, "appdb"), "host"), "/var/run/postgresql");
+	ck_assert_int_eq(cfg->max_client_conn, 10000);
+	ck_assert_uint_eq(cfg->query_wait_timeout_ms, 120000);
+	ck_assert_uint_eq(cfg->server_idle_timeout_ms, 600000);
+	ck_assert_uint_eq(cfg->server_lifetime_ms, 3600000);
+	ck_assert_str_eq(cfg->server_check_query, "SELECT 1");
+	ck_assert_uint_eq(config_find_db(cfg, "appdb")->nusers, 0);   /* the example is commented */
 	config_unref(cfg);
 }
 END_TEST
@@ -416,6 +468,330 @@ START_TEST(reload_changes)
 	ck_assert_msg(has_error("b.yaml: listen.socket_dir: changed from \"/run/a\" to \"/run/b\""),
 	              "%s", all_errors());
 	ck_assert_msg(has_error("b.yaml: listen.port: changed from 6432 to 6433"), "%s", all_errors());
+	config_unref(ca);
+	config_unref(cb);
+}
+END_TEST
+
+/* ---- pool and timeout keys ---- */
+
+START_TEST(pool_keys_parsed)
+{
+	const char *text =
+		"max_client_conn: 500\n"
+		"client_idle_timeout: 10m\n"
+		"query_wait_timeout: 0\n"
+		"idle_transaction_timeout: 30s\n"
+		"server_idle_timeout: 1500ms\n"
+		"server_lifetime: 0\n"
+		"server_check_query: \"SELECT 2\"\n"
+		"server_check_delay: 0\n"
+		"reserve_pool_timeout: 24h\n"
+		"databases:\n"
+		"  appdb:\n"
+		"    conninfo: host=/tmp\n"
+		"    pool_size: 10\n"
+		"    min_pool_size: 10\n"
+		"    reserve_pool_size: 3\n"
+		"    max_db_connections: 100000\n";
+	struct config *cfg = parse_good(text);
+	const struct db_config *db = config_find_db(cfg, "appdb");
+
+	ck_assert_int_eq(cfg->max_client_conn, 500);
+	ck_assert_uint_eq(cfg->client_idle_timeout_ms, 600000);
+	ck_assert_uint_eq(cfg->query_wait_timeout_ms, 0);
+	ck_assert_uint_eq(cfg->idle_transaction_timeout_ms, 30000);
+	ck_assert_uint_eq(cfg->server_idle_timeout_ms, 1500);
+	ck_assert_uint_eq(cfg->server_lifetime_ms, 0);
+	ck_assert_str_eq(cfg->server_check_query, "SELECT 2");
+	ck_assert_uint_eq(cfg->server_check_delay_ms, 0);
+	ck_assert_uint_eq(cfg->reserve_pool_timeout_ms, 86400000);
+	ck_assert_ptr_nonnull(db);
+	ck_assert_int_eq(db->pool_size, 10);
+	ck_assert_int_eq(db->min_pool_size, 10);       /* equal to pool_size is allowed */
+	ck_assert_int_eq(db->reserve_pool_size, 3);
+	ck_assert_int_eq(db->max_db_connections, 100000);
+	config_unref(cfg);
+}
+END_TEST
+
+/* The other ends of the ranges, and "" turning the check query off. */
+START_TEST(pool_keys_bounds_good)
+{
+	const char *text =
+		"max_client_conn: 1\n"
+		"client_idle_timeout: 24h\n"
+		"query_wait_timeout: 24h\n"
+		"idle_transaction_timeout: 24h\n"
+		"server_idle_timeout: 24h\n"
+		"server_lifetime: 24h\n"
+		"server_check_query: \"\"\n"
+		"server_check_delay: 24h\n"
+		"reserve_pool_timeout: 0\n"
+		"databases:\n"
+		"  appdb: {conninfo: host=/tmp, pool_size: 10000, min_pool_size: 10000,\n"
+		"          reserve_pool_size: 10000, max_db_connections: 0}\n";
+	struct config *cfg = parse_good(text);
+	const struct db_config *db = &cfg->dbs[0];
+
+	ck_assert_int_eq(cfg->max_client_conn, 1);
+	ck_assert_uint_eq(cfg->client_idle_timeout_ms, 86400000);
+	ck_assert_uint_eq(cfg->query_wait_timeout_ms, 86400000);
+	ck_assert_uint_eq(cfg->idle_transaction_timeout_ms, 86400000);
+	ck_assert_uint_eq(cfg->server_idle_timeout_ms, 86400000);
+	ck_assert_uint_eq(cfg->server_lifetime_ms, 86400000);
+	ck_assert_str_eq(cfg->server_check_query, "");
+	ck_assert_uint_eq(cfg->server_check_delay_ms, 86400000);
+	ck_assert_uint_eq(cfg->reserve_pool_timeout_ms, 0);
+	ck_assert_int_eq(db->min_pool_size, 10000);
+	ck_assert_int_eq(db->reserve_pool_size, 10000);
+	ck_assert_int_eq(db->max_db_connections, 0);
+	config_unref(cfg);
+
+	cfg = parse_good("max_client_conn: 1000000\n");
+	ck_assert_int_eq(cfg->max_client_conn, 1000000);
+	config_unref(cfg);
+}
+END_TEST
+
+START_TEST(pool_keys_range_high)
+{
+	EXPECT_PARSE_ERRORS(
+		"max_client_conn: 1000001\n"
+		"client_idle_timeout: 25h\n"
+		"query_wait_timeout: 86400001ms\n"
+		"idle_transaction_timeout: 1441m\n"
+		"server_idle_timeout: 86401\n"
+		"server_lifetime: 25h\n"
+		"server_check_delay: 25h\n"
+		"reserve_pool_timeout: 25h\n"
+		"databases:\n"
+		"  appdb:\n"
+		"    conninfo: host=/tmp\n"
+		"    min_pool_size: 10001\n"
+		"    reserve_pool_size: 10001\n"
+		"    max_db_connections: 100001\n"
+		"    users:\n"
+		"      alice: {pool_size: 10001}\n",
+		"1:18: max_client_conn: 1000001 is out of range (1..1000000)",
+		"2:22: client_idle_timeout: 25h is out of range (0..24h)",
+		"3:21: query_wait_timeout: 86400001ms is out of range (0..24h)",
+		"4:27: idle_transaction_timeout: 1441m is out of range (0..24h)",
+		"5:22: server_idle_timeout: 86401 is out of range (0..24h)",
+		"6:18: server_lifetime: 25h is out of range (0..24h)",
+		"7:21: server_check_delay: 25h is out of range (0..24h)",
+		"8:23: reserve_pool_timeout: 25h is out of range (0..24h)",
+		"12:20: databases.appdb.min_pool_size: 10001 is out of range (0..10000)",
+		"13:24: databases.appdb.reserve_pool_size: 10001 is out of range (0..10000)",
+		"14:25: databases.appdb.max_db_connections: 100001 is out of range (0..100000)",
+		"16:26: databases.appdb.users.alice.pool_size: 10001 is out of range (1..10000)");
+}
+END_TEST
+
+START_TEST(pool_keys_range_low)
+{
+	EXPECT_PARSE_ERRORS(
+		"max_client_conn: 0\n"
+		"query_wait_timeout: -1s\n"
+		"databases:\n"
+		"  appdb:\n"
+		"    conninfo: host=/tmp\n"
+		"    min_pool_size: -1\n"
+		"    reserve_pool_size: -1\n"
+		"    max_db_connections: -1\n"
+		"    users:\n"
+		"      alice: {pool_size: 0}\n",
+		"1:18: max_client_conn: 0 is out of range (1..1000000)",
+		"2:21: query_wait_timeout: expected a duration (like 500ms, 10s, 5m or 1h), got \"-1s\"",
+		"6:20: databases.appdb.min_pool_size: -1 is out of range (0..10000)",
+		"7:24: databases.appdb.reserve_pool_size: -1 is out of range (0..10000)",
+		"8:25: databases.appdb.max_db_connections: -1 is out of range (0..100000)",
+		"10:26: databases.appdb.users.alice.pool_size: 0 is out of range (1..10000)");
+}
+END_TEST
+
+START_TEST(pool_keys_types)
+{
+	EXPECT_PARSE_ERRORS(
+		"max_client_conn: many\n"
+		"server_check_query: ~\n"
+		"server_lifetime: [1h]\n"
+		"databases:\n"
+		"  appdb:\n"
+		"    conninfo: host=/tmp\n"
+		"    reserve_pool_size: 1.5\n",
+		"1:18: max_client_conn: expected an integer, got \"many\"",
+		"2:21: server_check_query: expected a string, got null",
+		"3:18: server_lifetime: expected a duration (like 500ms, 10s, 5m or 1h), got a sequence",
+		"7:24: databases.appdb.reserve_pool_size: expected an integer, got \"1.5\"");
+}
+END_TEST
+
+/* Reported at the database's name, once, and not when pool_size itself was
+ * refused (the default it keeps would make a second, false message). */
+START_TEST(min_pool_size_above_pool_size)
+{
+	EXPECT_PARSE_ERRORS(
+		"databases:\n"
+		"  appdb:\n"
+		"    conninfo: host=/tmp\n"
+		"    pool_size: 5\n"
+		"    min_pool_size: 6\n"
+		"  other: {conninfo: host=/tmp, min_pool_size: 21}\n"
+		"  bad: {conninfo: host=/tmp, pool_size: 0, min_pool_size: 30}\n",
+		"2:3: databases.appdb: min_pool_size 6 is greater than pool_size 5",
+		"6:3: databases.other: min_pool_size 21 is greater than pool_size 20",
+		"7:41: databases.bad.pool_size: 0 is out of range (1..10000)");
+}
+END_TEST
+
+/* ---- per-user overrides ---- */
+
+START_TEST(users_parsed)
+{
+	const char *text =
+		"databases:\n"
+		"  appdb:\n"
+		"    conninfo: host=/tmp\n"
+		"    pool_size: 20\n"
+		"    pool_mode: transaction\n"
+		"    users:\n"
+		"      alice: {pool_mode: session, pool_size: 5}\n"
+		"      bob:\n"
+		"        pool_size: 2\n"
+		"      carol:\n"
+		"        pool_mode: statement\n"
+		"      dave: {}\n"
+		"      erin:\n"
+		"      \"Alice\": ~\n"
+		"  other:\n"
+		"    conninfo: host=/tmp\n"
+		"    users:\n";
+	struct config *cfg = parse_good(text);
+	const struct db_config *db = config_find_db(cfg, "appdb");
+	const struct user_config *u;
+
+	ck_assert_ptr_nonnull(db);
+	ck_assert_uint_eq(db->nusers, 6);
+
+	u = config_find_user(db, "alice");
+	ck_assert_ptr_eq(u, &db->users[0]);
+	ck_assert_str_eq(u->name, "alice");
+	ck_assert(u->has_pool_mode);
+	ck_assert_int_eq(u->pool_mode, POOL_SESSION);
+	ck_assert_int_eq(u->pool_size, 5);
+	ck_assert_int_eq(config_pool_mode(db, "alice"), POOL_SESSION);
+	ck_assert_int_eq(config_pool_size(db, "alice"), 5);
+
+	u = config_find_user(db, "bob");
+	ck_assert_ptr_nonnull(u);
+	ck_assert(!u->has_pool_mode);
+	ck_assert_int_eq(u->pool_size, 2);
+	ck_assert_int_eq(config_pool_mode(db, "bob"), POOL_TRANSACTION);
+	ck_assert_int_eq(config_pool_size(db, "bob"), 2);
+
+	u = config_find_user(db, "carol");
+	ck_assert_ptr_nonnull(u);
+	ck_assert(u->has_pool_mode);
+	ck_assert_int_eq(u->pool_size, 0);
+	ck_assert_int_eq(config_pool_mode(db, "carol"), POOL_STATEMENT);
+	ck_assert_int_eq(config_pool_size(db, "carol"), 20);
+
+	/* {} and null: listed, no override. */
+	static const char *const plain[] = {"dave", "erin", "Alice"};
+	for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+		u = config_find_user(db, plain[i]);
+		ck_assert_ptr_nonnull(u);
+		ck_assert_str_eq(u->name, plain[i]);
+		ck_assert(!u->has_pool_mode);
+		ck_assert_int_eq(u->pool_size, 0);
+		ck_assert_int_eq(config_pool_mode(db, plain[i]), POOL_TRANSACTION);
+		ck_assert_int_eq(config_pool_size(db, plain[i]), 20);
+	}
+	ck_assert_ptr_eq(config_find_user(db, "Alice"), &db->users[5]);
+
+	/* Exact, case-sensitive names; anyone else gets the database's. */
+	ck_assert_ptr_null(config_find_user(db, "ALICE"));
+	ck_assert_ptr_null(config_find_user(db, "alic"));
+	ck_assert_ptr_null(config_find_user(db, "alice "));
+	ck_assert_ptr_null(config_find_user(db, ""));
+	ck_assert_ptr_null(config_find_user(db, NULL));
+	ck_assert_int_eq(config_pool_mode(db, "zed"), POOL_TRANSACTION);
+	ck_assert_int_eq(config_pool_size(db, "zed"), 20);
+	ck_assert_int_eq(config_pool_mode(db, NULL), POOL_TRANSACTION);
+	ck_assert_int_eq(config_pool_size(db, NULL), 20);
+
+	db = config_find_db(cfg, "other");              /* users: null */
+	ck_assert_ptr_nonnull(db);
+	ck_assert_uint_eq(db->nusers, 0);
+	ck_assert_ptr_null(config_find_user(db, "alice"));
+	config_unref(cfg);
+}
+END_TEST
+
+START_TEST(users_bad)
+{
+	EXPECT_PARSE_ERRORS(
+		"databases:\n"
+		"  appdb:\n"
+		"    conninfo: host=/tmp\n"
+		"    users:\n"
+		"      alice: {pool_mode: transactions}\n"
+		"      bob: {poolsize: 5}\n"
+		"      carol: {pool_size: five}\n"
+		"      dave: transaction\n"
+		"      erin: [1]\n"
+		"      alice: {}\n"
+		"      \"\": {}\n"
+		"      frank: {pool_mode: session, pool_mode: statement}\n"
+		"      a_user_name_that_is_much_longer_than_postgres_allows_01234567890:\n"
+		"  other:\n"
+		"    conninfo: host=/tmp\n"
+		"    users: [alice]\n",
+		"5:26: databases.appdb.users.alice.pool_mode: expected session, transaction or "
+		"statement, got \"transactions\"",
+		"6:13: databases.appdb.users.bob.poolsize: unknown key",
+		"7:26: databases.appdb.users.carol.pool_size: expected an integer, got \"five\"",
+		"8:13: databases.appdb.users.dave: expected a mapping, got \"transaction\"",
+		"9:13: databases.appdb.users.erin: expected a mapping, got a sequence",
+		"10:7: databases.appdb.users.alice: duplicate key (first at line 5)",
+		"11:7: databases.appdb.users.\"\": user name is empty",
+		"12:35: databases.appdb.users.frank.pool_mode: duplicate key (first at line 12)",
+		"13:7: databases.appdb.users.a_user_name_that_is_much_longer_than_postgres_allows_"
+		"01234567890: user name is longer than 63 bytes",
+		"16:12: databases.other.users: expected a mapping, got a sequence");
+}
+END_TEST
+
+START_TEST(users_unknown_in_db)
+{
+	/* users is only a database key. */
+	EXPECT_PARSE_ERRORS("users: {alice: {}}\n", "1:1: users: unknown key");
+}
+END_TEST
+
+/* Every new key may change on reload: none is reported as restart-only. */
+START_TEST(reload_pool_keys)
+{
+	const char *a = "databases: {x: {conninfo: host=/tmp}}\n";
+	const char *b =
+		"max_client_conn: 5\nclient_idle_timeout: 1s\nquery_wait_timeout: 2s\n"
+		"idle_transaction_timeout: 3s\nserver_idle_timeout: 4s\nserver_lifetime: 5s\n"
+		"server_check_query: \"SELECT 3\"\nserver_check_delay: 6s\n"
+		"reserve_pool_timeout: 7s\n"
+		"databases:\n"
+		"  x:\n"
+		"    conninfo: host=/tmp\n"
+		"    min_pool_size: 1\n"
+		"    reserve_pool_size: 2\n"
+		"    max_db_connections: 3\n"
+		"    users: {alice: {pool_mode: statement, pool_size: 4}}\n";
+	struct config *ca = parse_good(a);
+	struct config *cb = parse_good(b);
+
+	ck_assert_uint_eq(config_reload_changes(ca, cb, &errs), 0);
+	ck_assert_uint_eq(config_reload_changes(cb, ca, &errs), 0);
+	ck_assert_msg(errs.n == 0, "%s", all_errors());
 	config_unref(ca);
 	config_unref(cb);
 }
@@ -691,6 +1067,7 @@ static Suite *config_suite(void)
 	tcase_add_test(unit, null_errors);
 	tcase_add_test(unit, reload_changes);
 	tcase_add_test(unit, errors_accumulate);
+	tcase_add_test(unit, reload_pool_keys);
 	suite_add_tcase(s, unit);
 
 	tcase_add_checked_fixture(good, setup, teardown);
@@ -701,6 +1078,9 @@ static Suite *config_suite(void)
 	tcase_add_test(good, good_uri);
 	tcase_add_test(good, good_quoted);
 	tcase_add_test(good, example_config);
+	tcase_add_test(good, pool_keys_parsed);
+	tcase_add_test(good, pool_keys_bounds_good);
+	tcase_add_test(good, users_parsed);
 	suite_add_tcase(s, good);
 
 	tcase_add_checked_fixture(bad, setup, teardown);
@@ -731,6 +1111,12 @@ static Suite *config_suite(void)
 	tcase_add_test(bad, bad_encoding);
 	tcase_add_test(bad, bad_missing_file);
 	tcase_add_test(bad, bad_directory);
+	tcase_add_test(bad, pool_keys_range_high);
+	tcase_add_test(bad, pool_keys_range_low);
+	tcase_add_test(bad, pool_keys_types);
+	tcase_add_test(bad, min_pool_size_above_pool_size);
+	tcase_add_test(bad, users_bad);
+	tcase_add_test(bad, users_unknown_in_db);
 	suite_add_tcase(s, bad);
 	return s;
 }
