@@ -30,4 +30,26 @@ void buf_consume(struct buf *b, size_t n);
 void buf_reset(struct buf *b);
 void buf_free(struct buf *b);
 
+/*
+ * A bounded stack of equal-sized blocks, one per worker, so that the relay
+ * does not allocate per message and an idle connection holds no buffer:
+ * a connection takes a block when it reads and gives it back once it has
+ * sent everything on. Blocks beyond max are freed.
+ */
+struct buf_cache {
+	uint8_t **blocks;
+	int n;
+	int max;
+	size_t size;                /* every block is this big */
+};
+
+int buf_cache_init(struct buf_cache *bc, size_t size, int max);
+void buf_cache_destroy(struct buf_cache *bc);
+/* Gives an empty buffer without a block a cached one (or a new one) of
+ * bc->size bytes. 0 or -ENOMEM. */
+int buf_take_block(struct buf *b, struct buf_cache *bc);
+/* An empty buffer gives its block back (or frees it); a non-empty one is
+ * left alone. */
+void buf_give_block(struct buf *b, struct buf_cache *bc);
+
 #endif

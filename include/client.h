@@ -11,29 +11,38 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "config.h"
 #include "list.h"
 #include "pool.h"
 #include "proto.h"
+#include "server.h"
 
 struct worker;
 struct server;
 
 enum client_state {
 	CLIENT_STARTUP,             /* worker->clients; reading the startup packet */
-	CLIENT_WAITING,             /* pool->waiters; no server yet */
+	CLIENT_WAITING,             /* pool->waiters and worker->waits; no server yet */
 	CLIENT_LOGIN,               /* client->server is connecting or applying settings */
 	CLIENT_ACTIVE,              /* relaying with client->server */
+	CLIENT_IDLE,                /* logged in, no server (transaction/statement mode);
+	                               worker->idle_clients */
 };
 
 struct client {
 	struct list node;           /* worker->clients */
 	struct list login_node;     /* worker->logins until logged in */
 	uint64_t login_deadline;    /* uv_now() ms by which it must be logged in */
+	struct list wait_node;      /* worker->waits, idle_clients or idle_tx */
+	uint64_t wait_since;        /* uv_now() ms it went on that list */
 	uint64_t id;                /* "c42" in logs */
 	uint32_t slot;              /* worker slot, behind the BackendKeyData pid */
 	int32_t cancel_key;         /* BackendKeyData secret we issued */
 	struct worker *w;           /* owner */
 	enum client_state state;
+	enum pool_mode mode;        /* when the server goes back to the pool */
+	bool logged_in;             /* greeted: AuthenticationOk ... ReadyForQuery sent */
+	bool terminated;            /* sent Terminate: its last query may finish */
 
 	int fd;                     /* owned; closed in the poll close callback */
 	uv_poll_t *poll;            /* owned; freed in its close callback */
@@ -46,13 +55,23 @@ struct client {
 
 	char *user;                 /* from the startup packet; owned */
 	char *dbname;               /* owned */
-	uint8_t *startup;           /* copy of the startup packet until login is done; owned */
+	uint8_t *startup;           /* copy of the startup packet until it is parsed; owned */
 	struct startup *st;         /* parsed from startup, pointing into it; owned */
-	struct buf setup;           /* SQL text of the client's settings, built per server */
+	/* The client's settings, applied on every server it gets. Reported
+	 * parameters (client_encoding, DateStyle, ...) the client has other
+	 * than the pool's defaults, as "name\0value\0"...: its startup values
+	 * and what the server reported while it was the client's. */
+	char *view;                 /* owned, or NULL */
+	uint32_t view_len;
+	char *extra;                /* SET statements for startup settings the server does
+	                               not report; owned, or NULL */
+	const char *want[NREAPPLIED]; /* its value of each server_reapplied[], into view or defaults */
+	bool want_ok;               /* want is current (cleared when view changes) */
+	const char *defaults;       /* the pool's (pool_defaults), or NULL until known */
+	size_t defaults_len;
 	struct pool *pool;          /* attached pool, or NULL */
 	struct pool_waiter waiter;  /* linked on pool->waiters while CLIENT_WAITING */
-	struct server *server;      /* linked server from login to close, or NULL */
-	bool terminated;            /* sent Terminate: its last query may finish */
+	struct server *server;      /* linked server, or NULL */
 };
 
 /* Takes ownership of an accepted fd. */
@@ -66,15 +85,27 @@ void client_fatal(struct client *c, const char *sqlstate, const char *reason,
 
 /* The pool handed this client a server, or a slot to connect one (NULL). */
 void client_granted(struct client *c, struct server *s);
-/* The client's server finished login and setup: greet the client. */
-void client_login_done(struct client *c);
+/* The client's server finished login and setup: greet the client if that
+ * is still to do, and relay. */
+void client_server_ready(struct client *c);
+/* Checks whether the client's server has answered everything: then, by
+ * pool mode, the server goes back to the pool, or the client is idle (in a
+ * transaction or not) for the timeouts. */
+void client_maybe_done(struct client *c);
+/* The server reported a parameter while applying or running the client's
+ * statements: it is the client's setting now. -1 on out-of-memory. */
+int client_param_changed(struct client *c, const char *name, const char *value);
+/* Janitor: closes clients past client_idle_timeout, idle_transaction_timeout
+ * and query_wait_timeout. */
+void client_sweep(struct worker *w, uint64_t now);
 /* A CancelRequest named this client. */
 void client_cancel(struct client *c, int32_t key);
 
-/* SQL that applies the client's startup parameters on its server, skipping
- * what the server already has: "" if nothing to do, NULL on out-of-memory
- * or bad options. Valid until the next call or the end of login. */
-const char *client_setup_sql(struct client *c);
+/* SQL that gives server s the client's settings, skipping what s already
+ * has: "" if nothing to do, NULL on out-of-memory. *reset_first is set when
+ * s carries another client's unreported settings: RESET ALL must run first.
+ * Valid until the worker's next use of its scratch buffer. */
+const char *client_setup_sql(struct client *c, struct server *s, bool *reset_first);
 
 /* Re-arms the poll with what the client wants now: readable unless its
  * input is full, writable while output is pending. */

@@ -11,6 +11,16 @@
  * on. A server counted in a pool keeps that pool alive; so does a client
  * attached to it. A pool with neither is freed, so pools created for
  * arbitrary user names do not accumulate.
+ *
+ * An idle server stays on the worker that parked it, with its poll handle
+ * (so a worker reuses its own idle servers without touching epoll); the
+ * registry records which worker that is. A client on another worker that
+ * gets it must ask that worker to hand it over (MSG_MIGRATE).
+ *
+ * Limits: pool_size per pool, plus reserve_pool_size for a client that has
+ * waited reserve_pool_timeout (pool_reserve_sweep), and max_db_connections
+ * over all pools of one database; a slot freed under the database cap goes
+ * to the pool of that database whose head waiter has waited longest.
  */
 #ifndef PGBERTH_POOL_H
 #define PGBERTH_POOL_H
@@ -30,15 +40,30 @@ struct pool_waiter {
 	int worker;                 /* index of the worker that owns the client */
 	uint32_t slot;              /* the client's slot on that worker */
 	uint64_t client_id;         /* checked against the slot's client */
+	uint64_t since_ms;          /* when it started waiting (caller's clock) */
+	int idle_owner;             /* out: worker holding the idle server acquired */
 };
 
 /* What a caller must deliver: a server (or, when server is NULL, the right
  * to open a new connection) for client_id on worker. */
 struct pool_handoff {
+	struct pool *pool;          /* the pool the server or slot counts in */
 	int worker;
 	uint32_t slot;
 	uint64_t client_id;
 	void *server;
+};
+
+struct pool_idle {
+	void *server;
+	int worker;                 /* whose loop holds the server's handles */
+};
+
+struct pool_dbcount {
+	struct list node;           /* registry->dbs */
+	char *dbname;
+	int nservers;               /* over all pools of the database */
+	int npools;                 /* pools pointing here; freed at 0 */
 };
 
 struct pool {
@@ -47,9 +72,14 @@ struct pool {
 	char *user;
 	const struct db_config *db;
 	int size;                   /* cap on nservers */
+	int reserve;                /* more servers allowed for long waiters */
+	int max_db;                 /* cap on dbc->nservers, 0 for none */
+	struct pool_dbcount *dbc;
 	int nservers;               /* connecting + in use + idle + draining */
-	void **idle;                /* parked servers, most recent last */
+	struct pool_idle *idle;     /* parked servers, most recent last */
 	int nidle;
+	char *defaults;             /* server parameters at login, "name\0value\0"...; set once */
+	size_t defaults_len;
 	struct list waiters;        /* struct pool_waiter, FIFO */
 	int nwaiters;
 	int nclients;               /* clients attached */
@@ -58,10 +88,11 @@ struct pool {
 struct pool_registry {
 	pthread_mutex_t mtx;
 	struct list pools;
+	struct list dbs;            /* struct pool_dbcount */
 };
 
 enum pool_result {
-	POOL_GOT_IDLE,              /* *server is yours */
+	POOL_GOT_IDLE,              /* *server is yours; it is on waiter->idle_owner's loop */
 	POOL_MAY_CONNECT,           /* a slot is reserved: open a new server */
 	POOL_MUST_WAIT,             /* waiter is queued; a handoff will come */
 };
@@ -85,10 +116,33 @@ enum pool_result pool_acquire(struct pool_registry *reg, struct pool *pool,
 bool pool_cancel_wait(struct pool_registry *reg, struct pool *pool,
                       struct pool_waiter *waiter);
 
-/* A clean server comes back. Returns true with *out filled when it goes to
- * the head waiter, false when it was parked idle. */
-bool pool_release(struct pool_registry *reg, struct pool *pool, void *server,
-                  struct pool_handoff *out);
+enum pool_release_result {
+	POOL_PARKED = 0,            /* idle in the pool, on the releasing worker */
+	POOL_HANDED = 1,            /* *out: give it to that waiter */
+	POOL_SURPLUS = 2,           /* over pool_size (a reserve server): close it */
+};
+
+/* A clean server comes back from worker. */
+enum pool_release_result pool_release(struct pool_registry *reg, struct pool *pool, void *server,
+                                      int worker, struct pool_handoff *out);
+/* Takes a particular idle server out of the pool (to close or check it).
+ * False if it is not idle any more: someone acquired it and a MSG_MIGRATE
+ * for it is on its way to the owner. */
+bool pool_take_idle(struct pool_registry *reg, struct pool *pool, void *server);
+
+/* Server parameters of a fresh login, for clients that log in without a
+ * server. The first call stores blob (taking ownership), later ones free it;
+ * pool_defaults returns NULL until then. The blob never changes after. */
+void pool_set_defaults(struct pool_registry *reg, struct pool *pool, char *blob, size_t len);
+const char *pool_defaults(struct pool_registry *reg, struct pool *pool, size_t *len);
+
+/* Grants reserve slots to head waiters that started waiting before cutoff.
+ * Fills up to max handoffs (server NULL) and returns how many. */
+int pool_reserve_sweep(struct pool_registry *reg, uint64_t cutoff_ms,
+                       struct pool_handoff *out, int max);
+/* For min_pool_size: reserves a slot in some pool below its minimum and
+ * returns that pool, or NULL. */
+struct pool *pool_spare_needed(struct pool_registry *reg);
 /* A server (or a reserved slot) is gone. Returns true with *out filled
  * (server NULL) when the freed slot goes to the head waiter. */
 bool pool_server_closed(struct pool_registry *reg, struct pool *pool,

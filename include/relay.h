@@ -29,9 +29,10 @@ int relay_scan_client(struct client *c, struct server *s);
  * Returns 0, or -1 on a malformed stream or out-of-memory. */
 int relay_scan_server(struct server *s);
 
-/* Reads what fits under RELAY_BUF from fd into b. Returns bytes read, 0 at
- * EOF, -EAGAIN when nothing is there, or another negative errno. */
-ssize_t relay_read(int fd, struct buf *b);
+/* Reads what fits under RELAY_BUF from fd into b, which takes a block from
+ * bc if it has none. Returns bytes read, 0 at EOF, -EAGAIN when nothing is
+ * there, or another negative errno. */
+ssize_t relay_read(int fd, struct buf *b, struct buf_cache *bc);
 /* Writes p[0..n) to fd. Returns bytes written (maybe 0 on EAGAIN), or a
  * negative errno. */
 ssize_t relay_write(int fd, const uint8_t *p, size_t n);

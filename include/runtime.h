@@ -22,6 +22,7 @@ struct runtime {
 	struct worker *workers;
 	int nworkers;
 	atomic_uint_fast64_t next_id;   /* ids for clients and servers in logs */
+	atomic_int nclients;        /* client connections open, for max_client_conn */
 
 	uv_mutex_t life_mtx;        /* guards worker->finished and nfinished */
 	int nfinished;

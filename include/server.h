@@ -29,10 +29,18 @@ enum server_state {
 	SERVER_INTERNAL,            /* worker->servers; a query of pgberth's own */
 	SERVER_ACTIVE,              /* worker->servers; relaying for server->client */
 	SERVER_DRAIN,               /* worker->servers; client gone, reading until ReadyForQuery */
-	SERVER_IDLE,                /* pool->idle; no handles */
+	SERVER_IDLE,                /* pool->idle and worker->idle_servers, poll watching for EOF;
+	                               or in transit between workers (w NULL, no handles) */
+	SERVER_MOVING,              /* taken from pool->idle by another worker; waits for its MSG_MIGRATE */
 };
 
 #define SERVER_MAX_PARAMS 32
+
+/* Reported parameters a client may set, which pgberth re-applies when the
+ * client moves to another server. The others a server reports
+ * (server_version, is_superuser, ...) cannot differ between its servers. */
+#define NREAPPLIED 8
+extern const char *const server_reapplied[NREAPPLIED];
 
 struct server_param {
 	char *name;                 /* owned */
@@ -43,6 +51,7 @@ typedef void (*server_done_fn)(struct server *s, bool ok);
 
 struct server {
 	struct list node;           /* worker->servers while it has handles */
+	struct list idle_node;      /* worker->idle_servers while SERVER_IDLE on a loop */
 	uint64_t id;                /* "s7" in logs */
 	struct runtime *rt;
 	struct worker *w;           /* owning worker, NULL while parked */
@@ -67,6 +76,13 @@ struct server {
 	bool unsynced;              /* extended-query messages sent since the last Sync */
 	bool copy_in;               /* in COPY FROM STDIN: Syncs are ignored by PostgreSQL */
 	uint32_t syncs_since_execute; /* Syncs after the last Execute or Query */
+	uint64_t born_ms;           /* uv_now at connect, for server_lifetime */
+	uint64_t idle_since_ms;     /* uv_now when it last went idle */
+	uint64_t settings_of;       /* client whose non-reported settings it carries, 0 if none */
+	bool setup_for_client;      /* the running internal query applies the client's settings */
+	bool params_checked;        /* reval is current (cleared by server_set_param) */
+	const char *reval[NREAPPLIED]; /* values of server_reapplied[] in params, or NULL */
+	struct pool_handoff *moving_to; /* where it goes once its handles are closed; owned */
 
 	const char *deadline_what;  /* what the timer's expiry means, for the log */
 	server_done_fn done;        /* continuation of the running internal query */
@@ -77,11 +93,20 @@ struct server {
 	int nparams;                /* reported parameters, kept current */
 };
 
-/* Opens a new server for client c (state CLIENT_LOGIN) on c's worker. The
- * pool slot was reserved by the caller. */
+/* Opens a new server for client c (state CLIENT_LOGIN) on w, or a spare one
+ * for the pool when c is NULL (min_pool_size). The pool slot was reserved
+ * by the caller. */
 void server_connect(struct worker *w, struct pool *pool, struct client *c);
-/* Adopts a parked server on w for client c and starts its setup. */
+/* Adopts a server for client c on w and starts its setup: one idle on w
+ * itself, or one that arrived from another worker without handles. */
 void server_adopt(struct worker *w, struct server *s, struct client *c);
+/* The client's transaction is over and s is clean: back to the pool (idle
+ * here, or straight to the head waiter). s is unlinked from its client. */
+void server_done(struct server *s);
+/* MSG_MIGRATE: s, idle on w, was acquired for a client elsewhere (h). */
+void server_migrate(struct worker *w, struct server *s, const struct pool_handoff *h);
+/* Janitor: closes idle servers past server_idle_timeout or server_lifetime. */
+void server_sweep_idle(struct worker *w, uint64_t now);
 /* Runs sql as a simple Query; done(s, ok) is called at ReadyForQuery. */
 void server_query(struct server *s, const char *sql, server_done_fn done);
 /* The client is leaving: make the server clean (drain, rollback, reset) and
@@ -96,11 +121,13 @@ void server_close(struct server *s, const char *reason);
 void server_free_parked(void *server);
 /* Delivers a pool handoff, falling through to the next waiter when the
  * target worker no longer takes messages. */
-void server_handoff(struct runtime *rt, struct pool *pool, struct pool_handoff *h);
+void server_handoff(struct runtime *rt, struct pool_handoff *h);
 /* Runs PQcancel for the server's current query on the thread pool. */
 void server_cancel(struct server *s);
 
 const char *server_param(const struct server *s, const char *name);
+/* Index of name (any case) in server_reapplied, or -1. */
+int server_reapplied_index(const char *name);
 /* Records a ParameterStatus; returns -1 on out-of-memory. */
 int server_set_param(struct server *s, const char *name, const char *value);
 

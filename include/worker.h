@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "buf.h"
 #include "list.h"
 
 struct runtime;
@@ -23,6 +24,7 @@ struct pool;
 enum msg_type {
 	MSG_CLIENT_FD,              /* a new accepted connection: fd */
 	MSG_GRANT,                  /* pool handoff: server (or NULL = may connect) for client_id */
+	MSG_MIGRATE,                /* a client elsewhere acquired server, idle on this loop: hand it over */
 	MSG_CANCEL,                 /* CancelRequest for the client with pid/key */
 	MSG_STOP,                   /* close everything and end the loop */
 };
@@ -56,6 +58,14 @@ struct worker {
 	struct list servers;        /* every struct server with handles on this loop */
 	struct list logins;         /* clients not logged in yet, oldest (first deadline) first */
 	uv_timer_t login_timer;     /* due at the first deadline in logins */
+	struct list waits;          /* CLIENT_WAITING clients, by wait_since */
+	struct list idle_clients;   /* clients with nothing to do, by wait_since (client_idle_timeout) */
+	struct list idle_tx;        /* clients idle inside a transaction, by wait_since */
+	struct list idle_servers;   /* SERVER_IDLE servers on this loop, least recently used first */
+	uv_timer_t janitor;         /* every JANITOR_MS: the timeouts above, reserve and min pool */
+	uint64_t last_sweep;        /* uv_now of the last walk over every idle server */
+	struct buf_cache bufs;      /* relay blocks for this worker's connections */
+	struct buf scratch;         /* SQL being built for a server; used within one call */
 	struct client **slots;      /* client by slot, for cancel keys and grants */
 	uint32_t nslots;
 	uint32_t free_slot;         /* head of the free slot chain, UINT32_MAX if none */
@@ -77,6 +87,9 @@ struct msg *msg_new(enum msg_type type);
 
 /* Starts the login deadline of a newly accepted client. */
 void worker_login_start(struct worker *w, struct client *c);
+
+/* Janitor period: the granularity of every timeout but the login one. */
+#define JANITOR_MS 100
 
 /* Client slot table. A slot is the worker-local index behind the pid a
  * client is given in BackendKeyData. */

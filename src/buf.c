@@ -63,3 +63,48 @@ void buf_free(struct buf *b)
 	b->data = NULL;
 	b->cap = b->start = b->end = 0;
 }
+
+int buf_cache_init(struct buf_cache *bc, size_t size, int max)
+{
+	bc->blocks = calloc((size_t)max, sizeof(*bc->blocks));
+	if (bc->blocks == NULL)
+		return -ENOMEM;
+	bc->n = 0;
+	bc->max = max;
+	bc->size = size;
+	return 0;
+}
+
+void buf_cache_destroy(struct buf_cache *bc)
+{
+	for (int i = 0; i < bc->n; i++)
+		free(bc->blocks[i]);
+	free(bc->blocks);
+	bc->blocks = NULL;
+	bc->n = 0;
+}
+
+int buf_take_block(struct buf *b, struct buf_cache *bc)
+{
+	if (b->data != NULL)
+		return 0;
+	uint8_t *p = bc->n > 0 ? bc->blocks[--bc->n] : malloc(bc->size);
+	if (p == NULL)
+		return -ENOMEM;
+	b->data = p;
+	b->cap = bc->size;
+	b->start = b->end = 0;
+	return 0;
+}
+
+void buf_give_block(struct buf *b, struct buf_cache *bc)
+{
+	if (b->data == NULL || buf_len(b) != 0)
+		return;
+	if (b->cap == bc->size && bc->n < bc->max)
+		bc->blocks[bc->n++] = b->data;
+	else
+		free(b->data);
+	b->data = NULL;
+	b->cap = b->start = b->end = 0;
+}

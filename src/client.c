@@ -5,11 +5,21 @@
  *
  *   STARTUP --startup packet--> WAITING (pool->waiters) --grant--> LOGIN
  *   LOGIN --server ready and settings applied--> ACTIVE (relay)
+ *   ACTIVE --transaction over (transaction/statement mode)--> IDLE
+ *   IDLE --a message--> WAITING --grant--> LOGIN --> ACTIVE ...
  *   any --client_close(reason)--> gone
  *
- * The client's startup parameters become SET statements run on whatever
- * server it gets, so servers stay shareable (they all log in with the
- * pool's own conninfo) and DISCARD ALL undoes them when the client leaves.
+ * In transaction and statement mode a client whose pool already knows what
+ * a fresh server reports (pool_defaults) is greeted at once, without a
+ * server: it goes straight from STARTUP to IDLE. logged_in tells a client
+ * waiting for its first server from one waiting for its next.
+ *
+ * Settings: the client's startup parameters become SET statements run on
+ * whatever server it gets, so servers stay shareable (they all log in with
+ * the pool's own conninfo). Parameters the server reports are tracked per
+ * client (view) and re-applied on a server that differs; unreported ones
+ * (extra) are applied once per server, after a RESET ALL if the server
+ * carries another client's (server->settings_of).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -61,7 +71,9 @@ void client_accept(struct worker *w, int fd)
 	c->fd = fd;
 	c->state = CLIENT_STARTUP;
 	list_init(&c->waiter.node);
+	list_init(&c->wait_node);
 	list_add_tail(&w->clients, &c->node);
+	atomic_fetch_add(&w->rt->nclients, 1);
 	worker_login_start(w, c);
 	log_debug("c%llu/w%d: accepted", (unsigned long long)c->id, w->id);
 	client_update_poll(c);
@@ -111,16 +123,20 @@ void client_close(struct client *c, const char *reason)
 
 	list_del(&c->node);
 	list_del(&c->login_node);
+	list_del(&c->wait_node);
 	worker_slot_free(w, c->slot);
+	atomic_fetch_sub(&w->rt->nclients, 1);
 	c->poll->data = (void *)(intptr_t)c->fd;
 	uv_close((uv_handle_t *)c->poll, client_poll_closed);
-	buf_free(&c->in);
+	buf_reset(&c->in);
+	buf_give_block(&c->in, &w->bufs);
 	buf_free(&c->out);
 	free(c->user);
 	free(c->dbname);
 	free(c->startup);
 	free(c->st);
-	buf_free(&c->setup);
+	free(c->view);
+	free(c->extra);
 	free(c);
 }
 
@@ -155,15 +171,18 @@ int client_flush(struct client *c)
 			goto pending;
 		buf_consume(&c->out, (size_t)n);
 	}
+	buf_free(&c->out);      /* pgberth's own messages are rare: keep no block */
 	struct server *s = c->server;
 	if (c->state == CLIENT_ACTIVE && s->fwd > 0) {
 		n = relay_write(c->fd, buf_head(&s->in), s->fwd);
 		if (n < 0)
 			goto gone;
 		buf_consume(&s->in, (size_t)n);
+		buf_give_block(&s->in, &c->w->bufs);
 		s->fwd -= (size_t)n;
 		if (server_update_poll(s) < 0)
 			return -1;      /* the server failed and took the client with it */
+		client_maybe_done(c);
 	}
 pending:
 	client_update_poll(c);
@@ -199,49 +218,170 @@ static bool is_protocol_param(const char *name)
 	       strncmp(name, "_pq_.", 5) == 0;
 }
 
-/* Appends one SET to sql unless the server already has that value (for the
- * parameters it reports, we know). */
-static int add_setting(const char *name, const char *value, void *arg)
+static const char *reapplied_name(const char *name)
 {
-	struct client *c = arg;
-	const char *have = c->server ? server_param(c->server, name) : NULL;
-
-	if (have != NULL && strcmp(have, value) == 0)
-		return 0;
-	if (proto_sql_set(&c->setup, name, value) < 0)
-		return -1;
-	return buf_append(&c->setup, ";", 1);
+	int i = server_reapplied_index(name);
+	return i < 0 ? NULL : server_reapplied[i];
 }
 
-const char *client_setup_sql(struct client *c)
+/* Looks name up in a "name\0value\0"... blob. */
+static const char *blob_get(const char *blob, size_t len, const char *name)
+{
+	for (const char *p = blob, *end = blob + len; p != NULL && p < end;) {
+		const char *v = p + strlen(p) + 1;
+		if (strcmp(p, name) == 0)
+			return v;
+		p = v + strlen(v) + 1;
+	}
+	return NULL;
+}
+
+static const char *client_default(struct client *c, const char *name)
+{
+	if (c->defaults == NULL && c->pool != NULL)
+		c->defaults = pool_defaults(&c->w->rt->pools, c->pool, &c->defaults_len);
+	return c->defaults ? blob_get(c->defaults, c->defaults_len, name) : NULL;
+}
+
+/* The value the client has for a reapplied parameter, or NULL if unknown. */
+static const char *client_view_get(struct client *c, const char *name)
+{
+	const char *v = c->view ? blob_get(c->view, c->view_len, name) : NULL;
+	return v ? v : client_default(c, name);
+}
+
+/* Records the client's value of a reapplied parameter (name canonical):
+ * only a value other than the default is stored. */
+static int client_view_set(struct client *c, const char *name, const char *value)
+{
+	const char *def = client_default(c, name);
+	const char *cur = c->view ? blob_get(c->view, c->view_len, name) : NULL;
+	bool keep = def == NULL || strcmp(def, value) != 0;
+
+	if (cur != NULL ? keep && strcmp(cur, value) == 0 : !keep)
+		return 0;
+	size_t nlen = strlen(name) + 1, vlen = strlen(value) + 1;
+	size_t len = keep ? nlen + vlen : 0;
+	char *view = malloc(c->view_len + len + 1), *q = view;
+	if (view == NULL)
+		return -1;
+	for (const char *p = c->view, *end = c->view + c->view_len; p != NULL && p < end;) {
+		const char *v = p + strlen(p) + 1, *next = v + strlen(v) + 1;
+		if (strcmp(p, name) != 0) {
+			memcpy(q, p, (size_t)(next - p));
+			q += next - p;
+		}
+		p = next;
+	}
+	if (keep) {
+		memcpy(q, name, nlen);
+		memcpy(q + nlen, value, vlen);
+		q += len;
+	}
+	free(c->view);
+	c->view_len = (uint32_t)(q - view);
+	c->view = view;
+	c->want_ok = false;
+	if (c->view_len == 0) {
+		free(c->view);
+		c->view = NULL;
+	}
+	return 0;
+}
+
+int client_param_changed(struct client *c, const char *name, const char *value)
+{
+	const char *canon = reapplied_name(name);
+	return canon ? client_view_set(c, canon, value) : 0;
+}
+
+/* Is name a parameter the pool's servers report? Before the first login
+ * of the pool, the ones PostgreSQL 15 reports. */
+static bool client_reported(struct client *c, const char *canon)
+{
+	if (client_default(c, "server_version") != NULL)
+		return client_default(c, canon) != NULL;
+	return strcmp(canon, "search_path") != 0;
+}
+
+/* One startup setting: tracked if reported, else SET on every server. */
+static int client_take_setting(const char *name, const char *value, void *arg)
+{
+	struct client *c = arg;
+	const char *canon = reapplied_name(name);
+	struct buf *sql = &c->w->scratch;
+
+	if (canon != NULL && client_reported(c, canon))
+		return client_view_set(c, canon, value);
+	if (proto_sql_set(sql, name, value) < 0)
+		return -1;
+	return buf_append(sql, ";", 1);
+}
+
+/* Turns the startup packet's settings into view and extra. */
+static int client_take_settings(struct client *c)
 {
 	const struct startup *st = c->st;
+	struct buf *sql = &c->w->scratch;
 	const char *err;
 
-	buf_reset(&c->setup);
+	buf_reset(sql);
 	for (int i = 0; i < st->nparams; i++) {
 		const char *name = st->params[i].name;
 		if (is_protocol_param(name))
 			continue;
-		if (add_setting(name, st->params[i].value, c) < 0)
-			return NULL;
+		if (client_take_setting(name, st->params[i].value, c) < 0)
+			return -1;
 	}
 	for (int i = 0; i < st->nparams; i++) {
 		if (strcmp(st->params[i].name, "options") != 0)
 			continue;
 		char *scratch = malloc(strlen(st->params[i].value) + 1);
 		if (scratch == NULL)
-			return NULL;
-		int rc = proto_parse_options(st->params[i].value, scratch, add_setting, c, &err);
+			return -1;
+		int rc = proto_parse_options(st->params[i].value, scratch, client_take_setting, c, &err);
 		free(scratch);
 		if (rc != 0)
+			return -1;
+	}
+	if (buf_len(sql) == 0)
+		return 0;
+	c->extra = strndup((const char *)buf_head(sql), buf_len(sql));
+	return c->extra ? 0 : -1;
+}
+
+const char *client_setup_sql(struct client *c, struct server *s, bool *reset_first)
+{
+	struct buf *sql = &c->w->scratch;
+
+	*reset_first = s->settings_of != 0 && s->settings_of != c->id;
+	if (*reset_first)
+		return "";
+	if (!s->params_checked) {
+		for (int i = 0; i < NREAPPLIED; i++)
+			s->reval[i] = server_param(s, server_reapplied[i]);
+		s->params_checked = true;
+	}
+	if (!c->want_ok) {
+		for (int i = 0; i < NREAPPLIED; i++)
+			c->want[i] = client_view_get(c, server_reapplied[i]);
+		c->want_ok = c->defaults != NULL;
+	}
+	buf_reset(sql);
+	for (int i = 0; i < NREAPPLIED; i++) {
+		const char *want = c->want[i], *have = s->reval[i];
+		if (want == NULL || have == NULL || want == have || strcmp(want, have) == 0)
+			continue;
+		if (proto_sql_set(sql, server_reapplied[i], want) < 0 || buf_append(sql, ";", 1) < 0)
 			return NULL;
 	}
-	if (buf_len(&c->setup) == 0)
-		return "";
-	if (buf_append(&c->setup, "", 1) < 0)
+	if (c->extra != NULL && s->settings_of != c->id && buf_append(sql, c->extra, strlen(c->extra)) < 0)
 		return NULL;
-	return (const char *)buf_head(&c->setup);
+	if (buf_len(sql) == 0)
+		return "";
+	if (buf_append(sql, "", 1) < 0)
+		return NULL;
+	return (const char *)buf_head(sql);
 }
 
 /* For the options walk at startup: remembers the first bad name. */
@@ -335,33 +475,46 @@ static const char *db_forced_user(const struct db_config *db)
 	return NULL;
 }
 
-/* A v3 startup packet is in c->st: find the pool and ask it for a server. */
-static void client_login(struct client *c)
+/* Hands the client a server idle on another worker: that worker closes the
+ * server's handles and sends it on in a MSG_GRANT. */
+static void client_migrate(struct client *c, struct server *s)
 {
 	struct worker *w = c->w;
-	const struct db_config *db;
+	struct msg *m = msg_new(MSG_MIGRATE);
+
+	if (m != NULL) {
+		m->server = s;
+		m->pool = c->pool;
+		m->slot = c->slot;
+		m->client_id = c->id;
+		m->pid = w->id;
+		if (worker_post(&w->rt->workers[c->waiter.idle_owner], m) == 0)
+			return;
+		free(m);
+		/* Its worker stopped: it closes the server itself. */
+		client_fatal(c, "57P01", "shutdown", "pgberth is shutting down");
+		return;
+	}
+	client_fatal(c, "53200", "acquire", "out of memory");
+}
+
+/* Asks the pool for a server: now, or as a waiter (worker->waits). */
+static void client_acquire(struct client *c)
+{
+	struct worker *w = c->w;
 	void *server = NULL;
 
-	if (!client_check_startup(c, &db))
-		return;
-	if (client_negotiate(c) < 0) {
-		client_fatal(c, "53200", "startup", "out of memory");
-		return;
-	}
-	const char *pool_user = db->forced_user ? db_forced_user(db) : c->user;
-	c->pool = pool_attach(&w->rt->pools, db, pool_user, db->pool_size);
-	if (c->pool == NULL) {
-		client_fatal(c, "53200", "startup", "out of memory");
-		return;
-	}
-	c->waiter.worker = w->id;
-	c->waiter.slot = c->slot;
-	c->waiter.client_id = c->id;
+	list_del(&c->wait_node);
 	c->state = CLIENT_WAITING;
-	log_debug("c%llu/w%d: login %s@%s", (unsigned long long)c->id, w->id, c->user, c->dbname);
+	c->waiter.since_ms = uv_hrtime() / 1000000;
+	c->wait_since = uv_now(&w->loop);
+	list_add_tail(&w->waits, &c->wait_node);
 	switch (pool_acquire(&w->rt->pools, c->pool, &c->waiter, &server)) {
 	case POOL_GOT_IDLE:
-		client_granted(c, server);
+		if (c->waiter.idle_owner == w->id)
+			client_granted(c, server);
+		else
+			client_migrate(c, server);
 		break;
 	case POOL_MAY_CONNECT:
 		client_granted(c, NULL);
@@ -370,6 +523,99 @@ static void client_login(struct client *c)
 		log_debug("c%llu/w%d: waiting for a server", (unsigned long long)c->id, w->id);
 		break;
 	}
+}
+
+/* AuthenticationOk, the parameters, BackendKeyData and ReadyForQuery: what
+ * the server's own login ends with. Without a server (s NULL) the pool's
+ * defaults stand in, with the client's own settings over them. */
+static int client_greet(struct client *c, struct server *s)
+{
+	struct worker *w = c->w;
+	int32_t pid = (int32_t)(((uint32_t)w->id + 1) << 24 | c->slot);
+	int rc = proto_put_auth_ok(&c->out);
+
+	if (s != NULL) {
+		for (int i = 0; i < s->nparams && rc == 0; i++) {
+			rc = proto_put_param_status(&c->out, s->params[i].name, s->params[i].value);
+			if (rc == 0)
+				rc = client_param_changed(c, s->params[i].name, s->params[i].value);
+		}
+	} else {
+		for (const char *p = c->defaults, *end = c->defaults + c->defaults_len; p < end && rc == 0;) {
+			const char *v = p + strlen(p) + 1;
+			rc = proto_put_param_status(&c->out, p, client_view_get(c, p));
+			p = v + strlen(v) + 1;
+		}
+	}
+	if (rc == 0)
+		rc = proto_put_backend_key(&c->out, pid, c->cancel_key);
+	if (rc == 0)
+		rc = proto_put_ready(&c->out, s ? s->txstatus : 'I');
+	if (rc < 0)
+		return -1;
+	c->logged_in = true;
+	list_del(&c->login_node);
+	log_info("c%llu/w%d: %s@%s logged in (%s mode)", (unsigned long long)c->id, w->id,
+	         c->user, c->dbname, pool_mode_name(c->mode));
+	return 0;
+}
+
+/* Idle without a server: waits for its next message. */
+static void client_go_idle(struct client *c)
+{
+	struct worker *w = c->w;
+
+	c->state = CLIENT_IDLE;
+	list_del(&c->wait_node);
+	c->wait_since = uv_now(&w->loop);
+	list_add_tail(&w->idle_clients, &c->wait_node);
+}
+
+/* A v3 startup packet is in c->st: find the pool, then greet the client at
+ * once or ask the pool for a server. */
+static void client_login(struct client *c)
+{
+	struct worker *w = c->w;
+	const struct config *cfg = w->rt->cfg;
+	const struct db_config *db;
+
+	if (!client_check_startup(c, &db))
+		return;
+	if (atomic_load(&w->rt->nclients) > cfg->max_client_conn) {
+		client_fatal(c, "53300", "max_client_conn", "no more connections allowed (max_client_conn %d)",
+		             cfg->max_client_conn);
+		return;
+	}
+	if (client_negotiate(c) < 0) {
+		client_fatal(c, "53200", "startup", "out of memory");
+		return;
+	}
+	const char *pool_user = db->forced_user ? db_forced_user(db) : c->user;
+	c->mode = config_pool_mode(db, c->user);
+	c->pool = pool_attach(&w->rt->pools, db, pool_user, config_pool_size(db, pool_user));
+	if (c->pool == NULL || client_take_settings(c) < 0) {
+		client_fatal(c, "53200", "startup", "out of memory");
+		return;
+	}
+	free(c->startup);
+	free(c->st);
+	c->startup = NULL;
+	c->st = NULL;
+	c->waiter.worker = w->id;
+	c->waiter.slot = c->slot;
+	c->waiter.client_id = c->id;
+	log_debug("c%llu/w%d: login %s@%s", (unsigned long long)c->id, w->id, c->user, c->dbname);
+	if (c->mode == POOL_SESSION || client_default(c, "server_version") == NULL) {
+		client_acquire(c);  /* greeted once its server is ready */
+		return;
+	}
+	if (client_greet(c, NULL) < 0) {
+		client_fatal(c, "53200", "login", "out of memory");
+		return;
+	}
+	client_go_idle(c);
+	if (client_flush(c) == 0 && buf_len(&c->in) > 0)
+		client_acquire(c);  /* the first query came with the startup packet */
 }
 
 static void client_post_cancel(struct client *c, const struct startup *st)
@@ -453,12 +699,24 @@ static void client_active_input(struct client *c)
 	}
 }
 
+/* An idle client whose next message is Terminate needs no server for it. */
+static bool client_sent_terminate(const struct client *c)
+{
+	char type;
+	uint32_t len;
+
+	return proto_msg_header(buf_head(&c->in), buf_len(&c->in), PROTO_MAX_MESSAGE, &type, &len) > 0 &&
+	       type == 'X';
+}
+
 static void client_read(struct client *c)
 {
-	ssize_t n = relay_read(c->fd, &c->in);
+	ssize_t n = relay_read(c->fd, &c->in, &c->w->bufs);
 
-	if (n == -EAGAIN)
+	if (n == -EAGAIN) {
+		buf_give_block(&c->in, &c->w->bufs);
 		return client_update_poll(c);
+	}
 	if (n == 0) {
 		client_close(c, "client closed the connection");
 		return;
@@ -473,11 +731,19 @@ static void client_read(struct client *c)
 			return;
 		break;
 	case CLIENT_ACTIVE:
+		list_del(&c->wait_node);    /* not idle any more */
 		client_active_input(c);
+		return;
+	case CLIENT_IDLE:
+		if (client_sent_terminate(c)) {
+			client_close(c, "client sent Terminate");
+			return;
+		}
+		client_acquire(c);
 		return;
 	case CLIENT_WAITING:
 	case CLIENT_LOGIN:
-		break;  /* kept until the login is done; reading stops when full */
+		break;  /* kept until the server is ready; reading stops when full */
 	}
 	client_update_poll(c);
 }
@@ -498,6 +764,7 @@ static void client_on_io(uv_poll_t *handle, int status, int events)
 
 void client_granted(struct client *c, struct server *s)
 {
+	list_del(&c->wait_node);
 	c->state = CLIENT_LOGIN;
 	if (s != NULL)
 		server_adopt(c->w, s, c);
@@ -505,39 +772,82 @@ void client_granted(struct client *c, struct server *s)
 		server_connect(c->w, c->pool, c);
 }
 
-void client_login_done(struct client *c)
+void client_server_ready(struct client *c)
 {
 	struct server *s = c->server;
-	struct worker *w = c->w;
-	int32_t pid = (int32_t)(((uint32_t)w->id + 1) << 24 | c->slot);
-	int rc = proto_put_auth_ok(&c->out);
 
-	for (int i = 0; i < s->nparams && rc == 0; i++)
-		rc = proto_put_param_status(&c->out, s->params[i].name, s->params[i].value);
-	if (rc == 0)
-		rc = proto_put_backend_key(&c->out, pid, c->cancel_key);
-	if (rc == 0)
-		rc = proto_put_ready(&c->out, s->txstatus);
-	if (rc < 0) {
+	if (!c->logged_in && client_greet(c, s) < 0) {
 		client_fatal(c, "53200", "login", "out of memory");
 		return;
 	}
-	free(c->startup);
-	free(c->st);
-	buf_free(&c->setup);
-	c->startup = NULL;
-	c->st = NULL;
 	c->state = CLIENT_ACTIVE;
 	s->state = SERVER_ACTIVE;
-	list_del(&c->login_node);
-	log_info("c%llu/w%d: %s@%s logged in on s%llu", (unsigned long long)c->id, w->id,
-	         c->user, c->dbname, (unsigned long long)s->id);
+	log_debug("c%llu/w%d: on s%llu", (unsigned long long)c->id, c->w->id, (unsigned long long)s->id);
+	if (buf_len(&c->in) > 0) {
+		if (buf_len(&c->out) > 0 && client_flush(c) < 0)
+			return;
+		client_active_input(c);
+		return;
+	}
 	if (client_flush(c) < 0)
 		return;
-	if (buf_len(&c->in) > 0)
-		client_active_input(c);
-	else
-		server_update_poll(s);
+	client_maybe_done(c);
+	if (c->state == CLIENT_ACTIVE)
+		server_update_poll(c->server);
+}
+
+void client_maybe_done(struct client *c)
+{
+	struct server *s = c->server;
+	struct worker *w = c->w;
+
+	if (c->state != CLIENT_ACTIVE || s->replies_owed > 0 || s->unsynced || s->copy_in ||
+	    s->fwd > 0 || s->msg_remain > 0 || buf_len(&s->in) > 0 || s->cancel != NULL ||
+	    buf_len(&c->in) > 0 || c->msg_remain > 0)
+		return;
+	if (s->txstatus != 'I') {
+		if (c->mode == POOL_STATEMENT) {
+			client_fatal(c, "0A000", "statement mode",
+			             "transaction blocks are not allowed in statement pooling mode");
+			return;
+		}
+		list_del(&c->wait_node);
+		c->wait_since = uv_now(&w->loop);
+		list_add_tail(&w->idle_tx, &c->wait_node);
+		return;
+	}
+	if (c->mode == POOL_SESSION) {
+		list_del(&c->wait_node);
+		c->wait_since = uv_now(&w->loop);
+		list_add_tail(&w->idle_clients, &c->wait_node);
+		return;
+	}
+	client_go_idle(c);
+	server_done(s);     /* unlinks c; may hand s to a client waiting here */
+	client_update_poll(c);
+}
+
+/* Lists are in wait_since order, so only their heads can have expired. */
+static void client_sweep_list(struct list *l, uint64_t now, uint64_t timeout, const char *sqlstate,
+                              const char *what)
+{
+	while (timeout > 0 && !list_empty(l)) {
+		struct client *c = list_first(l, struct client, wait_node);
+		if (now - c->wait_since < timeout)
+			break;
+		client_fatal(c, sqlstate, what, "terminating connection due to %s (%llu ms)", what,
+		             (unsigned long long)timeout);
+	}
+}
+
+void client_sweep(struct worker *w, uint64_t now)
+{
+	const struct config *cfg = w->rt->cfg;
+
+	client_sweep_list(&w->waits, now, cfg->query_wait_timeout_ms, "57014", "query_wait_timeout");
+	client_sweep_list(&w->idle_clients, now, cfg->client_idle_timeout_ms, "57P05", "client_idle_timeout");
+	client_sweep_list(&w->idle_tx, now, cfg->idle_transaction_timeout_ms, "25P03",
+	                  "idle_transaction_timeout");
 }
 
 void client_cancel(struct client *c, int32_t key)

@@ -82,9 +82,5 @@ int main(int argc, char **argv)
 		return EXIT_SUCCESS;
 	}
 	log_set_level(cfg->log_level);
-	for (size_t i = 0; i < cfg->ndbs; i++)
-		if (cfg->dbs[i].pool_mode != POOL_SESSION)
-			log_warn("database \"%s\": pool_mode %s is not implemented yet; pooling by session",
-			         cfg->dbs[i].name, pool_mode_name(cfg->dbs[i].pool_mode));
 	return lifecycle_run(cfg);
 }

@@ -17,15 +17,53 @@ void pool_registry_init(struct pool_registry *reg)
 {
 	pthread_mutex_init(&reg->mtx, NULL);
 	list_init(&reg->pools);
+	list_init(&reg->dbs);
 }
 
 static void pool_free(struct pool *pool)
 {
 	list_del(&pool->node);
+	if (pool->dbc != NULL && --pool->dbc->npools == 0) {
+		list_del(&pool->dbc->node);
+		free(pool->dbc->dbname);
+		free(pool->dbc);
+	}
 	free(pool->idle);
+	free(pool->defaults);
 	free(pool->dbname);
 	free(pool->user);
 	free(pool);
+}
+
+/* The per-database server count shared by the database's pools. Lock held. */
+static struct pool_dbcount *dbcount_get_locked(struct pool_registry *reg, const char *dbname)
+{
+	struct list *pos, *tmp;
+
+	list_for_each_safe(pos, tmp, &reg->dbs) {
+		struct pool_dbcount *d = list_entry(pos, struct pool_dbcount, node);
+		if (strcmp(d->dbname, dbname) == 0)
+			return d;
+	}
+	struct pool_dbcount *d = calloc(1, sizeof(*d));
+	if (d == NULL || (d->dbname = strdup(dbname)) == NULL) {
+		free(d);
+		return NULL;
+	}
+	list_add_tail(&reg->dbs, &d->node);
+	return d;
+}
+
+/* May the pool open one more server? Lock held. */
+static bool pool_can_grow_locked(const struct pool *pool, int cap)
+{
+	return pool->nservers < cap && (pool->max_db == 0 || pool->dbc->nservers < pool->max_db);
+}
+
+static void pool_count_server_locked(struct pool *pool, int delta)
+{
+	pool->nservers += delta;
+	pool->dbc->nservers += delta;
 }
 
 /* Frees the pool once nothing refers to it. Lock held. */
@@ -42,7 +80,7 @@ void pool_registry_destroy(struct pool_registry *reg, void (*free_server)(void *
 	list_for_each_safe(pos, tmp, &reg->pools) {
 		struct pool *pool = list_entry(pos, struct pool, node);
 		for (int i = 0; i < pool->nidle; i++)
-			free_server(pool->idle[i]);
+			free_server(pool->idle[i].server);
 		pool_free(pool);
 	}
 	pthread_mutex_destroy(&reg->mtx);
@@ -57,16 +95,25 @@ static struct pool *pool_create_locked(struct pool_registry *reg,
 		return NULL;
 	pool->dbname = strdup(dbname);
 	pool->user = strdup(user);
-	pool->idle = calloc((size_t)size, sizeof(void *));
-	if (pool->dbname == NULL || pool->user == NULL || pool->idle == NULL) {
+	pool->reserve = db->reserve_pool_size;
+	pool->idle = calloc((size_t)(size + pool->reserve), sizeof(*pool->idle));
+	pool->dbc = dbcount_get_locked(reg, dbname);
+	if (pool->dbname == NULL || pool->user == NULL || pool->idle == NULL || pool->dbc == NULL) {
+		if (pool->dbc != NULL && pool->dbc->npools == 0) {
+			list_del(&pool->dbc->node);
+			free(pool->dbc->dbname);
+			free(pool->dbc);
+		}
 		free(pool->dbname);
 		free(pool->user);
 		free(pool->idle);
 		free(pool);
 		return NULL;
 	}
+	pool->dbc->npools++;
 	pool->db = db;
 	pool->size = size;
+	pool->max_db = db->max_db_connections;
 	list_init(&pool->waiters);
 	list_add_tail(&reg->pools, &pool->node);
 	return pool;
@@ -112,10 +159,20 @@ enum pool_result pool_acquire(struct pool_registry *reg, struct pool *pool,
 
 	pthread_mutex_lock(&reg->mtx);
 	if (pool->nidle > 0 && pool->nwaiters == 0) {
-		*server = pool->idle[--pool->nidle];
+		/* The asking worker's own idle server if it has one: it is reused
+		 * without leaving its loop. Else the most recently parked. */
+		int i = pool->nidle - 1;
+		while (i > 0 && pool->idle[i].worker != waiter->worker)
+			i--;
+		if (pool->idle[i].worker != waiter->worker)
+			i = pool->nidle - 1;
+		*server = pool->idle[i].server;
+		waiter->idle_owner = pool->idle[i].worker;
+		memmove(&pool->idle[i], &pool->idle[i + 1], (size_t)(pool->nidle - 1 - i) * sizeof(*pool->idle));
+		pool->nidle--;
 		res = POOL_GOT_IDLE;
-	} else if (pool->nservers < pool->size && pool->nwaiters == 0) {
-		pool->nservers++;
+	} else if (pool->nwaiters == 0 && pool_can_grow_locked(pool, pool->size)) {
+		pool_count_server_locked(pool, 1);
 		res = POOL_MAY_CONNECT;
 	} else {
 		list_add_tail(&pool->waiters, &waiter->node);
@@ -149,6 +206,7 @@ static bool pool_pop_waiter_locked(struct pool *pool, void *server, struct pool_
 	struct pool_waiter *w = list_first(&pool->waiters, struct pool_waiter, node);
 	list_del(&w->node);
 	pool->nwaiters--;
+	out->pool = pool;
 	out->worker = w->worker;
 	out->slot = w->slot;
 	out->client_id = w->client_id;
@@ -156,17 +214,66 @@ static bool pool_pop_waiter_locked(struct pool *pool, void *server, struct pool_
 	return true;
 }
 
-bool pool_release(struct pool_registry *reg, struct pool *pool, void *server,
-                  struct pool_handoff *out)
+enum pool_release_result pool_release(struct pool_registry *reg, struct pool *pool, void *server,
+                                      int worker, struct pool_handoff *out)
 {
-	bool handed;
+	enum pool_release_result res = POOL_HANDED;
 
 	pthread_mutex_lock(&reg->mtx);
-	handed = pool_pop_waiter_locked(pool, server, out);
-	if (!handed)
-		pool->idle[pool->nidle++] = server;
+	if (!pool_pop_waiter_locked(pool, server, out)) {
+		if (pool->nservers > pool->size || pool->nidle >= pool->size + pool->reserve) {
+			res = POOL_SURPLUS;
+		} else {
+			pool->idle[pool->nidle].server = server;
+			pool->idle[pool->nidle].worker = worker;
+			pool->nidle++;
+			res = POOL_PARKED;
+		}
+	}
 	pthread_mutex_unlock(&reg->mtx);
-	return handed;
+	return res;
+}
+
+bool pool_take_idle(struct pool_registry *reg, struct pool *pool, void *server)
+{
+	bool found = false;
+
+	pthread_mutex_lock(&reg->mtx);
+	for (int i = 0; i < pool->nidle; i++) {
+		if (pool->idle[i].server != server)
+			continue;
+		memmove(&pool->idle[i], &pool->idle[i + 1], (size_t)(pool->nidle - 1 - i) * sizeof(*pool->idle));
+		pool->nidle--;
+		found = true;
+		break;
+	}
+	pthread_mutex_unlock(&reg->mtx);
+	return found;
+}
+
+/* A slot freed in a database at its max_db_connections cap goes to the
+ * pool of that database whose head waiter has waited longest. Lock held. */
+static bool pool_pass_db_slot_locked(struct pool_registry *reg, struct pool *from,
+                                     struct pool_handoff *out)
+{
+	struct list *pos, *tmp;
+	struct pool *best = NULL;
+	uint64_t since = UINT64_MAX;
+
+	list_for_each_safe(pos, tmp, &reg->pools) {
+		struct pool *p = list_entry(pos, struct pool, node);
+		if (p == from || p->dbc != from->dbc || p->nwaiters == 0 || !pool_can_grow_locked(p, p->size))
+			continue;
+		struct pool_waiter *w = list_first(&p->waiters, struct pool_waiter, node);
+		if (w->since_ms < since) {
+			since = w->since_ms;
+			best = p;
+		}
+	}
+	if (best == NULL || !pool_pop_waiter_locked(best, NULL, out))
+		return false;
+	pool_count_server_locked(best, 1);
+	return true;
 }
 
 bool pool_server_closed(struct pool_registry *reg, struct pool *pool,
@@ -175,14 +282,77 @@ bool pool_server_closed(struct pool_registry *reg, struct pool *pool,
 	bool handed;
 
 	pthread_mutex_lock(&reg->mtx);
-	pool->nservers--;
-	handed = pool->nservers < pool->size && pool_pop_waiter_locked(pool, NULL, out);
+	pool_count_server_locked(pool, -1);
+	handed = pool_can_grow_locked(pool, pool->size) && pool_pop_waiter_locked(pool, NULL, out);
 	if (handed)
-		pool->nservers++;
-	else
-		pool_maybe_free_locked(pool);
+		pool_count_server_locked(pool, 1);
+	else if (pool->max_db > 0)
+		handed = pool_pass_db_slot_locked(reg, pool, out);
+	pool_maybe_free_locked(pool);
 	pthread_mutex_unlock(&reg->mtx);
 	return handed;
+}
+
+void pool_set_defaults(struct pool_registry *reg, struct pool *pool, char *blob, size_t len)
+{
+	pthread_mutex_lock(&reg->mtx);
+	if (pool->defaults == NULL) {
+		pool->defaults = blob;
+		pool->defaults_len = len;
+		blob = NULL;
+	}
+	pthread_mutex_unlock(&reg->mtx);
+	free(blob);
+}
+
+const char *pool_defaults(struct pool_registry *reg, struct pool *pool, size_t *len)
+{
+	pthread_mutex_lock(&reg->mtx);
+	const char *blob = pool->defaults;
+	*len = pool->defaults_len;
+	pthread_mutex_unlock(&reg->mtx);
+	return blob;
+}
+
+int pool_reserve_sweep(struct pool_registry *reg, uint64_t cutoff_ms,
+                       struct pool_handoff *out, int max)
+{
+	struct list *pos, *tmp;
+	int n = 0;
+
+	pthread_mutex_lock(&reg->mtx);
+	list_for_each_safe(pos, tmp, &reg->pools) {
+		struct pool *p = list_entry(pos, struct pool, node);
+		while (n < max && p->nwaiters > 0 && p->reserve > 0 &&
+		       pool_can_grow_locked(p, p->size + p->reserve)) {
+			struct pool_waiter *w = list_first(&p->waiters, struct pool_waiter, node);
+			if (w->since_ms > cutoff_ms)
+				break;
+			pool_pop_waiter_locked(p, NULL, &out[n++]);
+			pool_count_server_locked(p, 1);
+		}
+	}
+	pthread_mutex_unlock(&reg->mtx);
+	return n;
+}
+
+struct pool *pool_spare_needed(struct pool_registry *reg)
+{
+	struct list *pos, *tmp;
+	struct pool *found = NULL;
+
+	pthread_mutex_lock(&reg->mtx);
+	list_for_each_safe(pos, tmp, &reg->pools) {
+		struct pool *p = list_entry(pos, struct pool, node);
+		int min = p->db->min_pool_size < p->size ? p->db->min_pool_size : p->size;
+		if (p->nservers < min && pool_can_grow_locked(p, p->size)) {
+			pool_count_server_locked(p, 1);
+			found = p;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&reg->mtx);
+	return found;
 }
 
 void pool_counts(struct pool_registry *reg, struct pool *pool,

@@ -84,6 +84,8 @@ static int scan_server_message(struct server *s, char type, const uint8_t *body,
 	const char *name, *value;
 	if (proto_parse_param_status(body, blen, &name, &value) < 0)
 		return -1;
+	if (s->client != NULL && client_param_changed(s->client, name, value) < 0)
+		return -1;
 	return server_set_param(s, name, value);
 }
 
@@ -129,12 +131,12 @@ int relay_scan_server(struct server *s)
 	return 0;
 }
 
-ssize_t relay_read(int fd, struct buf *b)
+ssize_t relay_read(int fd, struct buf *b, struct buf_cache *bc)
 {
 	size_t len = buf_len(b);
 	if (len >= RELAY_BUF)
 		return -EAGAIN;
-	if (buf_reserve(b, RELAY_BUF - len) < 0)
+	if (buf_take_block(b, bc) < 0 || buf_reserve(b, RELAY_BUF - len) < 0)
 		return -ENOMEM;
 	for (;;) {
 		ssize_t n = read(fd, b->data + b->end, RELAY_BUF - len);

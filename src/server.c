@@ -3,11 +3,20 @@
  * and the bytes read from PostgreSQL. Life of a server:
  *
  *   CONNECTING --login ok--> INTERNAL (client's settings) --> ACTIVE (relay)
+ *   ACTIVE --transaction over (transaction/statement mode)--> IDLE
  *   ACTIVE --client leaves--> DRAIN (if replies are owed: cancel, read them)
  *          --> INTERNAL (ROLLBACK if in a transaction, then the reset query)
- *          --> IDLE: handles closed, parked in the pool or handed straight
- *              to the head waiter, possibly on another worker.
+ *          --> IDLE
+ *   IDLE: parked in the pool on this worker, handles kept (the poll watches
+ *         for the server hanging up), or handed straight to the head waiter.
+ *         A waiter on this worker adopts it as it is; one elsewhere gets it
+ *         after its handles are closed here (server_detach), as does a
+ *         client elsewhere that acquires it from the pool (MSG_MIGRATE).
  *   any --server_close(reason)--> PQfinish after the poll handle closed.
+ *
+ * A server that another worker took from the pool stays here, untouched,
+ * until that worker's MSG_MIGRATE arrives: the registry, not this loop,
+ * says who may use an idle server.
  *
  * Every step that waits on PostgreSQL has a deadline (server_connect_timeout
  * for login and for the pooler's own queries and drains), so a frozen
@@ -86,6 +95,8 @@ static struct server *server_new(struct worker *w, struct pool *pool)
 	s->pool = pool;
 	s->fd = -1;
 	s->txstatus = 'I';
+	s->born_ms = uv_now(&w->loop);
+	list_init(&s->idle_node);
 	list_init(&s->node);
 	list_add_tail(&w->servers, &s->node);
 	return s;
@@ -108,6 +119,7 @@ static void server_free_fields(struct server *s)
 	buf_free(&s->in);
 	buf_free(&s->out);
 	free(s->error);
+	free(s->moving_to);
 	for (int i = 0; i < s->nparams; i++) {
 		free(s->params[i].name);
 		free(s->params[i].value);
@@ -129,12 +141,13 @@ static void server_close_handles(struct server *s)
 		s->timer = NULL;
 	}
 	list_del(&s->node);
+	list_del(&s->idle_node);
 }
 
-void server_close(struct server *s, const char *reason)
+/* Closes s without giving its pool slot back: the caller reuses it. */
+static void server_close_keep_slot(struct server *s, const char *reason)
 {
 	struct client *c = s->client;
-	struct pool_handoff h;
 
 	log_info("s%llu: closing: %s", SID(s), reason);
 	if (s->connecting != NULL)
@@ -153,11 +166,18 @@ void server_close(struct server *s, const char *reason)
 	} else if (s->conn != NULL) {
 		PQfinish(s->conn);
 	}
+	server_free_fields(s);
+}
+
+void server_close(struct server *s, const char *reason)
+{
 	struct pool *pool = s->pool;
 	struct runtime *rt = s->rt;
-	server_free_fields(s);
+	struct pool_handoff h;
+
+	server_close_keep_slot(s, reason);
 	if (pool_server_closed(&rt->pools, pool, &h))
-		server_handoff(rt, pool, &h);
+		server_handoff(rt, &h);
 }
 
 /* The server failed or was lost: its client, if any, gets an error with
@@ -297,6 +317,26 @@ static void split_connect_error(const char *text, char *sqlstate, char *msg, siz
 		*nl = '\0';
 }
 
+/* The first login of a pool records what a fresh server reports, which is
+ * what a client that logs in without a server is told. */
+static void server_keep_defaults(struct server *s)
+{
+	size_t len = 0, n;
+
+	if (pool_defaults(&s->rt->pools, s->pool, &n) != NULL)
+		return;
+	for (int i = 0; i < s->nparams; i++)
+		len += strlen(s->params[i].name) + strlen(s->params[i].value) + 2;
+	char *blob = malloc(len + 1), *p = blob;
+	if (blob == NULL)
+		return;     /* clients keep logging in through a server */
+	for (int i = 0; i < s->nparams; i++) {
+		p = stpcpy(p, s->params[i].name) + 1;
+		p = stpcpy(p, s->params[i].value) + 1;
+	}
+	pool_set_defaults(&s->rt->pools, s->pool, blob, len);
+}
+
 static void server_connected(struct server *s)
 {
 	server_deadline_clear(s);
@@ -315,8 +355,12 @@ static void server_connected(struct server *s)
 	}
 	log_info("s%llu/w%d: connected to %s as %s (backend pid %d)", SID(s), s->w->id,
 	         PQdb(s->conn), PQuser(s->conn), PQbackendPID(s->conn));
+	server_keep_defaults(s);
 	s->state = SERVER_INTERNAL;
-	server_setup(s);
+	if (s->client == NULL)
+		server_done(s);     /* a spare for min_pool_size */
+	else
+		server_setup(s);
 }
 
 static void server_connect_step(struct server *s)
@@ -450,25 +494,28 @@ void server_connect(struct worker *w, struct pool *pool, struct client *c)
 {
 	const struct db_config *db = pool->db;
 	struct server *s = server_new(w, pool);
-	struct connect_req *r = s ? connect_req_new(db, c->user) : NULL;
+	struct connect_req *r = s ? connect_req_new(db, c ? c->user : pool->user) : NULL;
 
 	if (r == NULL) {
 		if (s != NULL) {
 			s->client = c;
-			c->server = s;
+			if (c != NULL)
+				c->server = s;
 			server_fail(s, "53200", "out of memory");
 			return;
 		}
 		struct pool_handoff h;
 		if (pool_server_closed(&w->rt->pools, pool, &h))
-			server_handoff(w->rt, pool, &h);
-		client_fatal(c, "53200", "connect", "out of memory");
+			server_handoff(w->rt, &h);
+		if (c != NULL)
+			client_fatal(c, "53200", "connect", "out of memory");
 		return;
 	}
 	s->state = SERVER_CONNECTING;
 	s->client = c;
-	c->server = s;
-	log_debug("s%llu/w%d: connecting for c%llu", SID(s), w->id, (unsigned long long)c->id);
+	if (c != NULL)
+		c->server = s;
+	log_debug("s%llu/w%d: connecting for c%llu", SID(s), w->id, c ? (unsigned long long)c->id : 0ULL);
 	server_deadline(s, "could not log in to the server");
 	if (needs_dns(db)) {
 		r->s = s;
@@ -490,22 +537,51 @@ static bool server_is_dead(const struct server *s)
 	return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
-void server_adopt(struct worker *w, struct server *s, struct client *c)
+static void server_check_done(struct server *s, bool ok)
 {
-	if (server_is_dead(s)) {
-		/* Its slot stays counted: use it for a fresh connection. */
-		log_info("s%llu: idle server connection was closed by the server", SID(s));
-		server_free_parked(s);
-		server_connect(w, c->pool, c);
+	if (!ok) {
+		/* Its slot stays with the client: connect a fresh one. */
+		struct client *c = s->client;
+		struct pool *pool = s->pool;
+		struct worker *w = s->w;
+		s->client = NULL;
+		c->server = NULL;
+		server_close_keep_slot(s, "server_check_query failed");
+		server_connect(w, pool, c);
 		return;
 	}
-	s->w = w;
+	server_setup(s);
+}
+
+void server_adopt(struct worker *w, struct server *s, struct client *c)
+{
+	if (s->w == w) {
+		list_del(&s->idle_node);    /* idle on this loop: handles and all */
+	} else {
+		if (server_is_dead(s)) {
+			/* Its slot stays counted: use it for a fresh connection. */
+			log_info("s%llu: idle server connection was closed by the server", SID(s));
+			server_free_parked(s);
+			server_connect(w, c->pool, c);
+			return;
+		}
+		s->w = w;
+		list_add_tail(&w->servers, &s->node);
+		if (server_watch(s, 0, false) < 0) {
+			s->state = SERVER_INTERNAL;
+			s->client = c;
+			c->server = s;
+			server_fail(s, "53200", "cannot watch the server socket");
+			return;
+		}
+	}
 	s->state = SERVER_INTERNAL;
 	s->client = c;
 	c->server = s;
-	list_add_tail(&w->servers, &s->node);
-	if (server_watch(s, 0, false) < 0) {
-		server_fail(s, "53200", "cannot watch the server socket");
+	const struct config *cfg = s->rt->cfg;
+	if (cfg->server_check_query[0] != '\0' &&
+	    uv_now(&w->loop) - s->idle_since_ms >= cfg->server_check_delay_ms) {
+		server_query(s, cfg->server_check_query, server_check_done);
 		return;
 	}
 	server_setup(s);
@@ -515,8 +591,11 @@ static void server_setup_done(struct server *s, bool ok)
 {
 	struct client *c = s->client;
 
+	s->setup_for_client = false;
 	if (ok) {
-		client_login_done(c);
+		if (c->extra != NULL)
+			s->settings_of = c->id;
+		client_server_ready(c);
 		return;
 	}
 	const uint8_t *body = (const uint8_t *)s->error;
@@ -526,18 +605,34 @@ static void server_setup_done(struct server *s, bool ok)
 	             "%s", msg ? msg : "could not apply the startup parameters");
 }
 
-/* Applies the client's startup parameters, then lets it in. */
+static void server_reset_all_done(struct server *s, bool ok)
+{
+	if (!ok) {
+		server_fail(s, "08P01", "RESET ALL failed");
+		return;
+	}
+	s->settings_of = 0;
+	server_setup(s);
+}
+
+/* Brings the server's settings to what the client has (its startup
+ * parameters and what it SET since), then lets the client in. */
 static void server_setup(struct server *s)
 {
 	struct client *c = s->client;
-	const char *sql = client_setup_sql(c);
+	bool reset_first = false;
+	const char *sql = client_setup_sql(c, s, &reset_first);
 
-	if (sql == NULL)
+	if (sql == NULL) {
 		client_fatal(c, "53200", "startup parameters", "out of memory");
-	else if (*sql == '\0')
-		client_login_done(c);
-	else
+	} else if (reset_first) {
+		server_query(s, "RESET ALL", server_reset_all_done);
+	} else if (*sql == '\0') {
+		client_server_ready(c);
+	} else {
+		s->setup_for_client = true;
 		server_query(s, sql, server_setup_done);
+	}
 }
 
 void server_query(struct server *s, const char *sql, server_done_fn done)
@@ -584,8 +679,10 @@ static void server_internal_input(struct server *s)
 			}
 			break;
 		case 'S':
-			if (proto_parse_param_status(body, blen, &name, &value) == 0 &&
-			    server_set_param(s, name, value) < 0) {
+			if (proto_parse_param_status(body, blen, &name, &value) < 0)
+				break;
+			if (server_set_param(s, name, value) < 0 ||
+			    (s->setup_for_client && client_param_changed(s->client, name, value) < 0)) {
 				server_fail(s, "53200", "out of memory");
 				return;
 			}
@@ -632,7 +729,7 @@ static void server_drain_input(struct server *s)
 
 static void server_read(struct server *s)
 {
-	ssize_t n = relay_read(s->fd, &s->in);
+	ssize_t n = relay_read(s->fd, &s->in, &s->w->bufs);
 
 	if (n == -EAGAIN) {
 		server_update_poll(s);
@@ -659,8 +756,23 @@ static void server_read(struct server *s)
 		return;
 	case SERVER_CONNECTING:
 	case SERVER_IDLE:
+	case SERVER_MOVING:
 		break;
 	}
+}
+
+/* An idle server has something to say: PostgreSQL hung up on it (a
+ * terminated backend, a restart), or a notification for a LISTEN that a
+ * client left behind. Either way it is not worth keeping. */
+static void server_idle_event(struct server *s)
+{
+	if (!pool_take_idle(&s->rt->pools, s->pool, s)) {
+		/* Acquired by another worker: it decides, once it has it. */
+		s->state = SERVER_MOVING;
+		server_watch(s, 0, false);
+		return;
+	}
+	server_close(s, "the server sent data while idle (closed by the server?)");
 }
 
 int server_flush(struct server *s)
@@ -681,6 +793,7 @@ int server_flush(struct server *s)
 		if (n < 0)
 			goto lost;
 		buf_consume(&c->in, (size_t)n);
+		buf_give_block(&c->in, &c->w->bufs);
 		c->fwd -= (size_t)n;
 		client_update_poll(c);
 	}
@@ -699,6 +812,10 @@ static void server_on_io(uv_poll_t *handle, int status, int events)
 		server_connect_step(s);
 		return;
 	}
+	if (s->state == SERVER_IDLE) {
+		server_idle_event(s);
+		return;
+	}
 	if (status < 0) {
 		server_fail(s, "08006", relay_socket_error(s->fd, status));
 		return;
@@ -709,31 +826,32 @@ static void server_on_io(uv_poll_t *handle, int status, int events)
 		server_read(s);
 }
 
-/* Handles closed: the server belongs to the pool again, or goes straight
- * to the head waiter. */
-static void server_parked(uv_handle_t *handle)
+/* Handles closed: the server goes to the worker of s->moving_to. */
+static void server_detached(uv_handle_t *handle)
 {
 	struct server *s = handle->data;
-	struct pool_handoff h;
+	struct pool_handoff h = *s->moving_to;
 
 	free(handle);
-	if (pool_release(&s->rt->pools, s->pool, s, &h))
-		server_handoff(s->rt, s->pool, &h);
+	free(s->moving_to);
+	s->moving_to = NULL;
+	server_handoff(s->rt, &h);
 }
 
-static void server_park(struct server *s)
+/* Leaves this loop for another worker's: every handle is closed here and
+ * the server crosses over in a MSG_GRANT, as a plain PGconn. */
+static void server_detach(struct server *s, const struct pool_handoff *h)
 {
-	log_debug("s%llu: back to the pool", SID(s));
-	if (s->fwd != 0 || s->msg_remain != 0 || s->replies_owed != 0 || s->cancel != NULL ||
-	    buf_len(&s->in) != 0 || s->unsynced) {
-		/* Cannot happen; if it does, a dirty server must not be shared. */
-		log_error("s%llu: not clean at park (fwd %zu, remain %u, owed %u); closing", SID(s),
-		          s->fwd, s->msg_remain, s->replies_owed);
-		server_close(s, "not clean");
+	s->moving_to = malloc(sizeof(*s->moving_to));
+	if (s->moving_to == NULL) {
+		server_close(s, "out of memory");
 		return;
 	}
+	*s->moving_to = *h;
+	s->moving_to->server = s;
 	server_close_handles(s);
-	buf_free(&s->in);
+	struct worker *w = s->w;
+	buf_give_block(&s->in, &w->bufs);
 	buf_free(&s->out);
 	s->state = SERVER_IDLE;
 	s->w = NULL;
@@ -741,15 +859,140 @@ static void server_park(struct server *s)
 	uv_poll_t *poll = s->poll;
 	s->poll = NULL;
 	s->poll_events = 0;
-	uv_close((uv_handle_t *)poll, server_parked);
+	uv_close((uv_handle_t *)poll, server_detached);
+}
+
+/* Idle on this loop: in the pool, watched for the server hanging up. */
+static void server_idle_here(struct server *s)
+{
+	struct worker *w = s->w;
+
+	s->state = SERVER_IDLE;
+	buf_give_block(&s->in, &w->bufs);
+	buf_free(&s->out);
+	server_deadline_clear(s);
+	list_add_tail(&w->idle_servers, &s->idle_node);
+	if (server_watch(s, UV_READABLE, false) < 0) {
+		if (pool_take_idle(&s->rt->pools, s->pool, s))
+			server_close(s, "cannot watch the server socket");
+		else
+			s->state = SERVER_MOVING;
+	}
+}
+
+void server_done(struct server *s)
+{
+	struct worker *w = s->w;
+	struct runtime *rt = s->rt;
+	struct pool_handoff h;
+	uint64_t lifetime = rt->cfg->server_lifetime_ms;
+
+	if (s->client != NULL) {
+		s->client->server = NULL;
+		s->client = NULL;
+	}
+	if (s->fwd != 0 || s->msg_remain != 0 || s->replies_owed != 0 || s->cancel != NULL ||
+	    buf_len(&s->in) != 0 || s->unsynced || s->copy_in || s->txstatus != 'I') {
+		/* Cannot happen; if it does, a dirty server must not be shared. */
+		log_error("s%llu: not clean at release (fwd %zu, remain %u, owed %u, status %c); closing",
+		          SID(s), s->fwd, s->msg_remain, s->replies_owed, s->txstatus);
+		server_close(s, "not clean");
+		return;
+	}
+	if (w->stopping) {
+		server_close(s, "shutdown");
+		return;
+	}
+	if (lifetime > 0 && uv_now(&w->loop) - s->born_ms >= lifetime) {
+		server_close(s, "server_lifetime reached");
+		return;
+	}
+	s->state = SERVER_IDLE;
+	s->idle_since_ms = uv_now(&w->loop);
+	switch (pool_release(&rt->pools, s->pool, s, w->id, &h)) {
+	case POOL_PARKED:
+		server_idle_here(s);
+		return;
+	case POOL_SURPLUS:
+		server_close(s, "more servers than pool_size, none waited for");
+		return;
+	case POOL_HANDED:
+		break;
+	}
+	if (h.worker != w->id) {
+		server_detach(s, &h);
+		return;
+	}
+	/* A waiter on this loop: it adopts the server as it is. */
+	struct client *c = worker_client_by_slot(w, h.slot);
+	if (c != NULL && c->id == h.client_id && c->state == CLIENT_WAITING) {
+		client_granted(c, s);
+		return;
+	}
+	/* The waiter left: on to the next one, or back to the pool. */
+	server_done(s);
+}
+
+void server_migrate(struct worker *w, struct server *s, const struct pool_handoff *h)
+{
+	if (w->stopping) {
+		server_close(s, "shutdown");
+		return;
+	}
+	list_del(&s->idle_node);
+	server_detach(s, h);
+}
+
+/* The least recently used idle servers come first: stop at the first one
+ * that may stay, but walk them all once a second for server_lifetime. */
+void server_sweep_idle(struct worker *w, uint64_t now)
+{
+	const struct config *cfg = w->rt->cfg;
+	uint64_t idle_to = cfg->server_idle_timeout_ms, life = cfg->server_lifetime_ms;
+	bool full = now - w->last_sweep >= 1000;
+	struct list *pos, *tmp;
+
+	if (full)
+		w->last_sweep = now;
+	list_for_each_safe(pos, tmp, &w->idle_servers) {
+		struct server *s = list_entry(pos, struct server, idle_node);
+		const char *why = NULL;
+		if (idle_to > 0 && now - s->idle_since_ms >= idle_to) {
+			int n, nidle, nw;
+			pool_counts(&w->rt->pools, s->pool, &n, &nidle, &nw);
+			if (n > s->pool->db->min_pool_size)
+				why = "server_idle_timeout reached";
+		} else if (!full) {
+			break;
+		}
+		if (why == NULL && life > 0 && now - s->born_ms >= life)
+			why = "server_lifetime reached";
+		if (why == NULL)
+			continue;
+		if (pool_take_idle(&w->rt->pools, s->pool, s)) {
+			server_close(s, why);
+		} else {
+			list_del(&s->idle_node);
+			s->state = SERVER_MOVING;
+			server_watch(s, 0, false);
+		}
+	}
+}
+
+static bool reset_clears_settings(const char *q)
+{
+	return strcasecmp(q, "DISCARD ALL") == 0 || strcasecmp(q, "RESET ALL") == 0;
 }
 
 static void server_reset_done(struct server *s, bool ok)
 {
-	if (!ok)
+	if (!ok) {
 		server_close(s, "the reset query failed");
-	else
-		server_park(s);
+		return;
+	}
+	if (reset_clears_settings(s->rt->cfg->server_reset_query))
+		s->settings_of = 0;
+	server_done(s);
 }
 
 static void server_rollback_done(struct server *s, bool ok)
@@ -770,7 +1013,7 @@ static void server_reset(struct server *s)
 	else if (reset[0] != '\0')
 		server_query(s, reset, server_reset_done);
 	else
-		server_park(s);
+		server_done(s);
 }
 
 void server_release(struct server *s, bool cancel)
@@ -821,7 +1064,7 @@ void server_release(struct server *s, bool cancel)
 	server_reset(s);
 }
 
-void server_handoff(struct runtime *rt, struct pool *pool, struct pool_handoff *h)
+void server_handoff(struct runtime *rt, struct pool_handoff *h)
 {
 	for (;;) {
 		struct msg *m = msg_new(MSG_GRANT);
@@ -829,7 +1072,7 @@ void server_handoff(struct runtime *rt, struct pool *pool, struct pool_handoff *
 			m->slot = h->slot;
 			m->client_id = h->client_id;
 			m->server = h->server;
-			m->pool = pool;
+			m->pool = h->pool;
 			if (worker_post(&rt->workers[h->worker], m) == 0)
 				return;
 			free(m);
@@ -837,7 +1080,7 @@ void server_handoff(struct runtime *rt, struct pool *pool, struct pool_handoff *
 		/* The waiter's worker has stopped: the slot goes to the next one. */
 		if (h->server != NULL)
 			server_free_parked(h->server);
-		if (!pool_server_closed(&rt->pools, pool, h))
+		if (!pool_server_closed(&rt->pools, h->pool, h))
 			return;
 	}
 }
@@ -862,6 +1105,8 @@ static void cancel_done(uv_work_t *req, int status)
 		s->cancel = NULL;
 		if (s->state == SERVER_DRAIN)
 			server_drain_input(s);
+		else if (s->state == SERVER_ACTIVE && s->client != NULL)
+			client_maybe_done(s->client);
 	}
 }
 
@@ -888,6 +1133,19 @@ void server_cancel(struct server *s)
 	s->cancel = r;
 }
 
+const char *const server_reapplied[NREAPPLIED] = {
+	"client_encoding", "DateStyle", "IntervalStyle", "TimeZone", "application_name",
+	"standard_conforming_strings", "search_path", "default_transaction_read_only",
+};
+
+int server_reapplied_index(const char *name)
+{
+	for (int i = 0; i < NREAPPLIED; i++)
+		if (strcasecmp(server_reapplied[i], name) == 0)
+			return i;
+	return -1;
+}
+
 const char *server_param(const struct server *s, const char *name)
 {
 	for (int i = 0; i < s->nparams; i++)
@@ -905,6 +1163,9 @@ int server_set_param(struct server *s, const char *name, const char *value)
 			break;
 	if (i == SERVER_MAX_PARAMS)
 		return 0;   /* more than we track: the client still gets it relayed */
+	if (i < s->nparams && strcmp(s->params[i].value, value) == 0)
+		return 0;
+	s->params_checked = false;
 	char *v = strdup(value);
 	if (v == NULL)
 		return -1;

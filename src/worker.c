@@ -12,6 +12,7 @@
 #include "config.h"
 #include "log.h"
 #include "pool.h"
+#include "relay.h"
 #include "runtime.h"
 #include "server.h"
 #include "worker.h"
@@ -138,12 +139,61 @@ static void worker_grant_refused(struct worker *w, struct msg *m)
 	struct pool_handoff h;
 	bool handed;
 
-	if (m->server != NULL)
-		handed = pool_release(&w->rt->pools, m->pool, m->server, &h);
-	else
+	if (m->server == NULL) {
 		handed = pool_server_closed(&w->rt->pools, m->pool, &h);
+	} else if (w->stopping) {
+		server_free_parked(m->server);
+		handed = pool_server_closed(&w->rt->pools, m->pool, &h);
+	} else {
+		/* Adopted here with no client, it parks on this loop. */
+		struct server *s = m->server;
+		s->w = w;
+		list_add_tail(&w->servers, &s->node);
+		server_done(s);
+		return;
+	}
 	if (handed)
-		server_handoff(w->rt, m->pool, &h);
+		server_handoff(w->rt, &h);
+}
+
+/* Closes every server on this loop. One that another worker took from the
+ * pool is left (unless all) for its MSG_MIGRATE, which will close it. */
+static void worker_close_servers(struct worker *w, bool all)
+{
+	struct list *pos, *tmp;
+
+	list_for_each_safe(pos, tmp, &w->servers) {
+		struct server *s = list_entry(pos, struct server, node);
+		if (s->state == SERVER_IDLE && !pool_take_idle(&w->rt->pools, s->pool, s))
+			s->state = SERVER_MOVING;
+		if (s->state != SERVER_MOVING || all)
+			server_close(s, "shutdown");
+	}
+}
+
+/* Every JANITOR_MS: client and server timeouts on this loop; worker 0 also
+ * grants reserve slots and opens min_pool_size spares for every pool. */
+static void worker_janitor(uv_timer_t *timer)
+{
+	struct worker *w = timer->data;
+	struct runtime *rt = w->rt;
+	uint64_t now = uv_now(&w->loop);
+
+	client_sweep(w, now);
+	server_sweep_idle(w, now);
+	if (w->id != 0)
+		return;
+	struct pool_handoff h[16];
+	uint64_t timeout = rt->cfg->reserve_pool_timeout_ms, hr = uv_hrtime() / 1000000;
+	int n = pool_reserve_sweep(&rt->pools, hr > timeout ? hr - timeout : 0, h, 16);
+	for (int i = 0; i < n; i++) {
+		log_info("w%d: reserve pool: a connection for c%llu after %llu ms", w->id,
+		         (unsigned long long)h[i].client_id, (unsigned long long)timeout);
+		server_handoff(rt, &h[i]);
+	}
+	struct pool *pool;
+	for (int i = 0; i < 16 && (pool = pool_spare_needed(&rt->pools)) != NULL; i++)
+		server_connect(w, pool, NULL);
 }
 
 static void worker_stop(struct worker *w)
@@ -155,10 +205,10 @@ static void worker_stop(struct worker *w)
 		struct client *c = list_entry(pos, struct client, node);
 		client_fatal(c, "57P01", "shutdown", "pgberth is shutting down");
 	}
-	list_for_each_safe(pos, tmp, &w->servers)
-		server_close(list_entry(pos, struct server, node), "shutdown");
+	worker_close_servers(w, false);
 	uv_close((uv_handle_t *)&w->doorbell, NULL);
 	uv_close((uv_handle_t *)&w->login_timer, NULL);
+	uv_close((uv_handle_t *)&w->janitor, NULL);
 }
 
 static void worker_handle(struct worker *w, struct msg *m)
@@ -179,6 +229,14 @@ static void worker_handle(struct worker *w, struct msg *m)
 		else
 			worker_grant_refused(w, m);
 		break;
+	case MSG_MIGRATE: {
+		struct pool_handoff h = {
+			.pool = m->pool, .worker = m->pid, .slot = m->slot, .client_id = m->client_id,
+			.server = m->server,
+		};
+		server_migrate(w, m->server, &h);
+		break;
+	}
 	case MSG_CANCEL:
 		c = worker_client_by_slot(w, (uint32_t)m->pid & (MAX_SLOTS - 1));
 		if (c != NULL)
@@ -208,6 +266,8 @@ static void worker_doorbell(uv_async_t *handle)
 			next = m->next;
 			worker_handle(w, m);
 		}
+		/* No MSG_MIGRATE can come any more. */
+		worker_close_servers(w, true);
 	}
 }
 
@@ -232,6 +292,8 @@ static void worker_main(void *arg)
 	}
 	free(w->slots);
 	free(w->slot_next);
+	buf_cache_destroy(&w->bufs);
+	buf_free(&w->scratch);
 	w->slots = NULL;
 	w->slot_next = NULL;
 	log_debug("w%d: finished", w->id);
@@ -253,8 +315,14 @@ int worker_start(struct worker *w, struct runtime *rt, int id)
 	list_init(&w->clients);
 	list_init(&w->servers);
 	list_init(&w->logins);
-	if ((rc = uv_loop_init(&w->loop)) != 0)
+	list_init(&w->waits);
+	list_init(&w->idle_clients);
+	list_init(&w->idle_tx);
+	list_init(&w->idle_servers);
+	if ((rc = buf_cache_init(&w->bufs, RELAY_BUF, 64)) != 0)
 		return rc;
+	if ((rc = uv_loop_init(&w->loop)) != 0)
+		goto err_cache;
 	if ((rc = uv_mutex_init(&w->inbox_mtx)) != 0)
 		goto err_loop;
 	if ((rc = uv_async_init(&w->loop, &w->doorbell, worker_doorbell)) != 0)
@@ -262,6 +330,9 @@ int worker_start(struct worker *w, struct runtime *rt, int id)
 	w->doorbell.data = w;
 	uv_timer_init(&w->loop, &w->login_timer);
 	w->login_timer.data = w;
+	uv_timer_init(&w->loop, &w->janitor);
+	w->janitor.data = w;
+	uv_timer_start(&w->janitor, worker_janitor, JANITOR_MS, JANITOR_MS);
 	if ((rc = uv_thread_create(&w->thread, worker_main, w)) != 0)
 		goto err_async;
 	return 0;
@@ -269,10 +340,13 @@ int worker_start(struct worker *w, struct runtime *rt, int id)
 err_async:
 	uv_close((uv_handle_t *)&w->doorbell, NULL);
 	uv_close((uv_handle_t *)&w->login_timer, NULL);
+	uv_close((uv_handle_t *)&w->janitor, NULL);
 	uv_run(&w->loop, UV_RUN_NOWAIT);
 err_mtx:
 	uv_mutex_destroy(&w->inbox_mtx);
 err_loop:
 	uv_loop_close(&w->loop);
+err_cache:
+	buf_cache_destroy(&w->bufs);
 	return rc;
 }

@@ -186,7 +186,7 @@ START_TEST(release_parks_most_recent_first)
 
 	take_slots(pool, 3);
 	for (int i = 0; i < 3; i++) {
-		ck_assert(!pool_release(&reg, pool, &srv[i], &h));
+		ck_assert(!pool_release(&reg, pool, &srv[i], 0, &h));
 		expect_counts(pool, 3, i + 1, 0);
 	}
 	for (int i = 2; i >= 0; i--) {
@@ -203,11 +203,11 @@ START_TEST(release_parks_most_recent_first)
 	ck_assert(pool_cancel_wait(&reg, pool, &w));
 
 	/* A server parked again is the one handed out next. */
-	ck_assert(!pool_release(&reg, pool, &srv[1], &h));
-	ck_assert(!pool_release(&reg, pool, &srv[0], &h));
+	ck_assert(!pool_release(&reg, pool, &srv[1], 0, &h));
+	ck_assert(!pool_release(&reg, pool, &srv[0], 0, &h));
 	ck_assert_int_eq(pool_acquire(&reg, pool, &w, &server), POOL_GOT_IDLE);
 	ck_assert_ptr_eq(server, &srv[0]);
-	ck_assert(!pool_release(&reg, pool, &srv[0], &h));
+	ck_assert(!pool_release(&reg, pool, &srv[0], 0, &h));
 	expect_counts(pool, 3, 2, 0);
 
 	pool_detach(&reg, pool);
@@ -231,23 +231,23 @@ START_TEST(release_hands_to_head_waiter_fifo)
 	expect_counts(pool, 1, 0, 4);
 
 	memset(&h, 0xa5, sizeof(h));
-	ck_assert(pool_release(&reg, pool, &srv[7], &h));
+	ck_assert(pool_release(&reg, pool, &srv[7], 0, &h));
 	expect_handoff(&h, &w[0], &srv[7]);
 	expect_counts(pool, 1, 0, 3);
 	/* Once popped, a waiter cannot be cancelled: the handoff is on its way. */
 	ck_assert(!pool_cancel_wait(&reg, pool, &w[0]));
 
 	/* The same server goes round, always to the head, never parked. */
-	ck_assert(pool_release(&reg, pool, &srv[7], &h));
+	ck_assert(pool_release(&reg, pool, &srv[7], 0, &h));
 	expect_handoff(&h, &w[1], &srv[7]);
-	ck_assert(pool_release(&reg, pool, &srv[7], &h));
+	ck_assert(pool_release(&reg, pool, &srv[7], 0, &h));
 	expect_handoff(&h, &w[2], &srv[7]);
-	ck_assert(pool_release(&reg, pool, &srv[7], &h));
+	ck_assert(pool_release(&reg, pool, &srv[7], 0, &h));
 	expect_handoff(&h, &w[3], &srv[7]);
 	expect_counts(pool, 1, 0, 0);
 
 	/* No one left waiting: now it parks. */
-	ck_assert(!pool_release(&reg, pool, &srv[7], &h));
+	ck_assert(!pool_release(&reg, pool, &srv[7], 0, &h));
 	expect_counts(pool, 1, 1, 0);
 	pool_detach(&reg, pool);
 }
@@ -276,7 +276,7 @@ START_TEST(server_closed_hands_slot_to_head_waiter)
 	expect_counts(pool, 2, 0, 1);
 
 	/* A released server still goes to the head after slots were handed. */
-	ck_assert(pool_release(&reg, pool, &srv[3], &h));
+	ck_assert(pool_release(&reg, pool, &srv[3], 0, &h));
 	expect_handoff(&h, &w[2], &srv[3]);
 	expect_counts(pool, 2, 0, 0);
 
@@ -336,13 +336,13 @@ START_TEST(cancel_wait)
 	ck_assert(!pool_cancel_wait(&reg, pool, &w[1]));
 	expect_counts(pool, 1, 0, 2);
 
-	ck_assert(pool_release(&reg, pool, &srv[0], &h));
+	ck_assert(pool_release(&reg, pool, &srv[0], 0, &h));
 	expect_handoff(&h, &w[0], &srv[0]);
 	ck_assert(!pool_cancel_wait(&reg, pool, &w[0]));
 	expect_counts(pool, 1, 0, 1);
 
 	/* The receiver of a cancelled client passes the server on. */
-	ck_assert(pool_release(&reg, pool, h.server, &h));
+	ck_assert(pool_release(&reg, pool, h.server, 0, &h));
 	expect_handoff(&h, &w[2], &srv[0]);
 	ck_assert(!pool_cancel_wait(&reg, pool, &w[2]));
 	expect_counts(pool, 1, 0, 0);
@@ -378,7 +378,7 @@ START_TEST(unused_pool_is_freed)
 	expect_counts(pool, 0, 0, 0);
 	ck_assert_int_eq(pool->nclients, 1);
 	take_slots(pool, 2);
-	ck_assert(!pool_release(&reg, pool, &srv[0], &h));
+	ck_assert(!pool_release(&reg, pool, &srv[0], 0, &h));
 	pool_detach(&reg, pool);
 	ck_assert(pool_listed(pool));
 	expect_counts(pool, 2, 1, 0);
@@ -401,7 +401,7 @@ START_TEST(unused_pool_is_freed)
 	pool = pool_attach(&reg, &db_app, "alice", 2);
 	expect_counts(pool, 0, 0, 0);
 	ck_assert_int_eq(pool->nclients, 1);
-	ck_assert_ptr_null(pool->idle[0]);
+	ck_assert_ptr_null(pool->idle[0].server);
 	waiter_init(&w, 0, 0, 1);
 	ck_assert_int_eq(pool_acquire(&reg, pool, &w, &server), POOL_MAY_CONNECT);
 	ck_assert(!pool_server_closed(&reg, pool, &h));
@@ -430,9 +430,9 @@ START_TEST(destroy_frees_parked_servers)
 
 	take_slots(a, 3);
 	take_slots(b, 2);
-	ck_assert(!pool_release(&reg, a, &srv[1], &h));
-	ck_assert(!pool_release(&reg, a, &srv[2], &h));
-	ck_assert(!pool_release(&reg, b, &srv[5], &h));
+	ck_assert(!pool_release(&reg, a, &srv[1], 0, &h));
+	ck_assert(!pool_release(&reg, a, &srv[2], 0, &h));
+	ck_assert(!pool_release(&reg, b, &srv[5], 0, &h));
 	/* a's third slot and b's second are in use: not the registry's to free. */
 	pool_detach(&reg, a);
 	pool_detach(&reg, b);
@@ -570,7 +570,7 @@ static void model_release(int p, void *server)
 {
 	struct mpool *m = &mp[p];
 	struct pool_handoff h;
-	bool handed = pool_release(&reg, m->pool, server, &h);
+	bool handed = pool_release(&reg, m->pool, server, 0, &h);
 
 	ck_assert_msg(handed == (m->qlen > 0), "step %lu: release handed=%d, %d waiting",
 	              step, handed, m->qlen);
@@ -622,7 +622,7 @@ static void model_check(void)
 		              "step %lu: %d waiting with %d idle, %d/%d servers",
 		              step, w, i, s, m->size);
 		for (int k = 0; k < i; k++)
-			ck_assert_msg(m->pool->idle[k] == m->idle[k],
+			ck_assert_msg(m->pool->idle[k].server == m->idle[k],
 			              "step %lu: idle[%d] differs", step, k);
 		for (int k = 0; k < MCLIENTS; k++)
 			if (mc[k].mpool == p && (mc[k].state == M_INFLIGHT ||
