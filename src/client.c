@@ -614,6 +614,7 @@ static void client_login(struct client *c)
 		return;
 	}
 	client_go_idle(c);
+	buf_give_block(&c->in, &w->bufs);
 	if (client_flush(c) == 0 && buf_len(&c->in) > 0)
 		client_acquire(c);  /* the first query came with the startup packet */
 }
@@ -745,6 +746,7 @@ static void client_read(struct client *c)
 	case CLIENT_LOGIN:
 		break;  /* kept until the server is ready; reading stops when full */
 	}
+	buf_give_block(&c->in, &c->w->bufs);    /* if it is empty */
 	client_update_poll(c);
 }
 

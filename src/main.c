@@ -2,7 +2,9 @@
  * pgberth: PostgreSQL connection pooler. Command line and configuration
  * loading; the daemon itself runs in lifecycle.c.
  */
+#include <errno.h>
 #include <getopt.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,29 @@ static void usage(FILE *out)
 	        "\n"
 	        "Signals: SIGTERM, SIGINT, SIGQUIT stop the daemon within shutdown_timeout.\n",
 	        PGBERTH_VERSION);
+}
+
+/* Every client and server is an fd: the soft limit (often 1024) goes up to
+ * the hard one, and a hard limit below what max_client_conn needs is
+ * worth a warning at start rather than EMFILE under load. */
+static void raise_fd_limit(const struct config *cfg)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			log_warn("cannot raise the open files limit: %s", strerror(errno));
+	}
+	rlim_t need = (rlim_t)cfg->max_client_conn + 64;
+	for (size_t i = 0; i < cfg->ndbs; i++)
+		need += (rlim_t)cfg->dbs[i].pool_size + (rlim_t)cfg->dbs[i].reserve_pool_size;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need)
+		log_warn("open files limit %llu is below what max_client_conn and the pools need (%llu); "
+		         "raise LimitNOFILE or ulimit -n", (unsigned long long)rl.rlim_cur,
+		         (unsigned long long)need);
 }
 
 int main(int argc, char **argv)
@@ -82,5 +107,6 @@ int main(int argc, char **argv)
 		return EXIT_SUCCESS;
 	}
 	log_set_level(cfg->log_level);
+	raise_fd_limit(cfg);
 	return lifecycle_run(cfg);
 }

@@ -855,6 +855,14 @@ static void server_detach(struct server *s, const struct pool_handoff *h)
 	buf_free(&s->out);
 	s->state = SERVER_IDLE;
 	s->w = NULL;
+	if (s->poll == NULL) {
+		/* It arrived from another worker and never got a handle here. */
+		struct pool_handoff to = *s->moving_to;
+		free(s->moving_to);
+		s->moving_to = NULL;
+		server_handoff(s->rt, &to);
+		return;
+	}
 	s->poll->data = s;
 	uv_poll_t *poll = s->poll;
 	s->poll = NULL;
