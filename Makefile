@@ -3,6 +3,7 @@
 #   make check        unit and end-to-end tests against a real PostgreSQL
 #   make check-asan   the same, built with ASan + LSan + UBSan
 #   make demo         throwaway PostgreSQL + pgberth, psql and pgbench through it
+#   make bench        pgberth vs PgBouncer vs PostgreSQL (scripts/bench.sh; build/bench/)
 #   make install      PREFIX (/usr/local) and DESTDIR honoured
 
 PREFIX  ?= /usr/local
@@ -69,7 +70,14 @@ demo: all
 	@scripts/demo.sh $(BUILD)
 
 bench: all
+	@$(MAKE) --no-print-directory $(BUILD)/bench/idle_clients
 	@scripts/bench.sh $(BUILD)
+
+# The idle-connection client that scripts/bench.sh drives: libpq only.
+$(BUILD)/bench/idle_clients: bench/idle_clients.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SAN) $(shell pkg-config --cflags libpq) \
+		-o $@ $< $(shell pkg-config --libs libpq)
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/pgberth

@@ -100,6 +100,9 @@ void config_unref(struct config *cfg);
 size_t config_reload_changes(const struct config *cur, const struct config *next,
                              struct config_errors *errs);
 
+/* Default worker count for ncpu CPUs: one on one or two, else ncpu (at most 64). */
+int config_default_workers(unsigned ncpu);
+
 const struct db_config *config_find_db(const struct config *cfg, const char *name);
 /* A database's overrides for a user name (exact match), or NULL. The pool
  * of (db, user) uses config_pool_mode() and config_pool_size(): the user's

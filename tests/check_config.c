@@ -259,7 +259,7 @@ START_TEST(good_defaults)
 	ck_assert_str_eq(cfg->socket_dir, "/tmp");
 	ck_assert_int_eq(cfg->port, 6432);
 	ck_assert_uint_eq(cfg->socket_mode, 0777);
-	ck_assert_int_eq(cfg->workers, ncpu > 64 ? 64 : (int)ncpu);
+	ck_assert_int_eq(cfg->workers, ncpu <= 2 ? 1 : ncpu > 64 ? 64 : (int)ncpu);
 	ck_assert_int_ge(cfg->workers, 1);
 	ck_assert_int_eq(cfg->log_level, LOG_INFO);
 	ck_assert_uint_eq(cfg->drain_timeout_ms, 30000);
