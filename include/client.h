@@ -90,8 +90,9 @@ void client_granted(struct client *c, struct server *s);
 void client_server_ready(struct client *c);
 /* Checks whether the client's server has answered everything: then, by
  * pool mode, the server goes back to the pool, or the client is idle (in a
- * transaction or not) for the timeouts. */
-void client_maybe_done(struct client *c);
+ * transaction or not) for the timeouts. -1 if the client was closed (a
+ * transaction block in statement mode). */
+int client_maybe_done(struct client *c);
 /* The server reported a parameter while applying or running the client's
  * statements: it is the client's setting now. -1 on out-of-memory. */
 int client_param_changed(struct client *c, const char *name, const char *value);

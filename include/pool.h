@@ -125,6 +125,11 @@ enum pool_release_result {
 /* A clean server comes back from worker. */
 enum pool_release_result pool_release(struct pool_registry *reg, struct pool *pool, void *server,
                                       int worker, struct pool_handoff *out);
+/* For a pool whose waiters are held back by max_db_connections: takes an
+ * idle server of another pool of the same database out of its pool, to be
+ * closed by its owner worker (*owner), which frees a slot for the waiters.
+ * NULL if there is none. */
+void *pool_evict_idle(struct pool_registry *reg, struct pool *pool, int *owner);
 /* Takes a particular idle server out of the pool (to close or check it).
  * False if it is not idle any more: someone acquired it and a MSG_MIGRATE
  * for it is on its way to the owner. */

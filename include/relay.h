@@ -21,12 +21,16 @@ struct server;
 #define RELAY_BUF (32 * 1024)
 
 #define RELAY_TERMINATE 1
+#define RELAY_STMT_BLOCK 2
 
 /* Clears the client's bytes for sending to s. Returns 0, RELAY_TERMINATE
  * when the client sent Terminate (not cleared), or -1 on a malformed stream. */
 int relay_scan_client(struct client *c, struct server *s);
 /* Clears the server's bytes, tracking transaction status and parameters.
- * Returns 0, or -1 on a malformed stream or out-of-memory. */
+ * Returns 0, or -1 on a malformed stream or out-of-memory, or
+ * RELAY_STMT_BLOCK when a statement-mode client's statement left a
+ * transaction open: everything before that ReadyForQuery is cleared, the
+ * ReadyForQuery is not. */
 int relay_scan_server(struct server *s);
 
 /* Reads what fits under RELAY_BUF from fd into b, which takes a block from

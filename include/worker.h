@@ -25,6 +25,7 @@ enum msg_type {
 	MSG_CLIENT_FD,              /* a new accepted connection: fd */
 	MSG_GRANT,                  /* pool handoff: server (or NULL = may connect) for client_id */
 	MSG_MIGRATE,                /* a client elsewhere acquired server, idle on this loop: hand it over */
+	MSG_EVICT,                  /* server, idle on this loop, was taken out of its pool: close it */
 	MSG_CANCEL,                 /* CancelRequest for the client with pid/key */
 	MSG_STOP,                   /* close everything and end the loop */
 };

@@ -182,7 +182,8 @@ int client_flush(struct client *c)
 		s->fwd -= (size_t)n;
 		if (server_update_poll(s) < 0)
 			return -1;      /* the server failed and took the client with it */
-		client_maybe_done(c);
+		if (client_maybe_done(c) < 0)
+			return -1;
 	}
 pending:
 	client_update_poll(c);
@@ -498,6 +499,28 @@ static void client_migrate(struct client *c, struct server *s)
 	client_fatal(c, "53200", "acquire", "out of memory");
 }
 
+/* Waiting only because the database is at max_db_connections: an idle
+ * server of another of its pools is closed to make room. */
+static void client_evict_for(struct client *c)
+{
+	struct worker *w = c->w;
+	int owner;
+	struct server *s = pool_evict_idle(&w->rt->pools, c->pool, &owner);
+
+	if (s == NULL)
+		return;
+	if (owner == w->id) {
+		server_close(s, "max_db_connections: room for another pool of the database");
+		return;
+	}
+	struct msg *m = msg_new(MSG_EVICT);
+	if (m == NULL)
+		return;     /* it stays idle until server_idle_timeout */
+	m->server = s;
+	if (worker_post(&w->rt->workers[owner], m) < 0)
+		free(m);    /* that worker stopped: it closes its servers itself */
+}
+
 /* Asks the pool for a server: now, or as a waiter (worker->waits). */
 static void client_acquire(struct client *c)
 {
@@ -521,6 +544,7 @@ static void client_acquire(struct client *c)
 		break;
 	case POOL_MUST_WAIT:
 		log_debug("c%llu/w%d: waiting for a server", (unsigned long long)c->id, w->id);
+		client_evict_for(c);
 		break;
 	}
 }
@@ -571,6 +595,24 @@ static void client_go_idle(struct client *c)
 	list_add_tail(&w->idle_clients, &c->wait_node);
 }
 
+/* Can the client be greeted from the pool's defaults? Only if they are
+ * known and the client set nothing the server might spell differently in
+ * its ParameterStatus (DateStyle=german is reported as "German, DMY");
+ * application_name comes back as sent. Other clients log in through a
+ * server, which reports their values. */
+static bool client_greet_without_server(struct client *c)
+{
+	if (client_default(c, "server_version") == NULL)
+		return false;
+	for (const char *p = c->view, *end = c->view + c->view_len; p != NULL && p < end;) {
+		const char *v = p + strlen(p) + 1;
+		if (strcmp(p, "application_name") != 0)
+			return false;
+		p = v + strlen(v) + 1;
+	}
+	return true;
+}
+
 /* A v3 startup packet is in c->st: find the pool, then greet the client at
  * once or ask the pool for a server. */
 static void client_login(struct client *c)
@@ -605,7 +647,7 @@ static void client_login(struct client *c)
 	c->waiter.slot = c->slot;
 	c->waiter.client_id = c->id;
 	log_debug("c%llu/w%d: login %s@%s", (unsigned long long)c->id, w->id, c->user, c->dbname);
-	if (c->mode == POOL_SESSION || client_default(c, "server_version") == NULL) {
+	if (c->mode == POOL_SESSION || !client_greet_without_server(c)) {
 		client_acquire(c);  /* greeted once its server is ready */
 		return;
 	}
@@ -791,14 +833,13 @@ void client_server_ready(struct client *c)
 		client_active_input(c);
 		return;
 	}
-	if (client_flush(c) < 0)
+	if (client_flush(c) < 0 || client_maybe_done(c) < 0)
 		return;
-	client_maybe_done(c);
 	if (c->state == CLIENT_ACTIVE)
 		server_update_poll(c->server);
 }
 
-void client_maybe_done(struct client *c)
+int client_maybe_done(struct client *c)
 {
 	struct server *s = c->server;
 	struct worker *w = c->w;
@@ -806,27 +847,28 @@ void client_maybe_done(struct client *c)
 	if (c->state != CLIENT_ACTIVE || s->replies_owed > 0 || s->unsynced || s->copy_in ||
 	    s->fwd > 0 || s->msg_remain > 0 || buf_len(&s->in) > 0 || s->cancel != NULL ||
 	    buf_len(&c->in) > 0 || c->msg_remain > 0)
-		return;
+		return 0;
 	if (s->txstatus != 'I') {
 		if (c->mode == POOL_STATEMENT) {
 			client_fatal(c, "0A000", "statement mode",
 			             "transaction blocks are not allowed in statement pooling mode");
-			return;
+			return -1;
 		}
 		list_del(&c->wait_node);
 		c->wait_since = uv_now(&w->loop);
 		list_add_tail(&w->idle_tx, &c->wait_node);
-		return;
+		return 0;
 	}
 	if (c->mode == POOL_SESSION) {
 		list_del(&c->wait_node);
 		c->wait_since = uv_now(&w->loop);
 		list_add_tail(&w->idle_clients, &c->wait_node);
-		return;
+		return 0;
 	}
 	client_go_idle(c);
 	server_done(s);     /* unlinks c; may hand s to a client waiting here */
 	client_update_poll(c);
+	return 0;
 }
 
 /* Lists are in wait_since order, so only their heads can have expired. */

@@ -214,6 +214,46 @@ static bool pool_pop_waiter_locked(struct pool *pool, void *server, struct pool_
 	return true;
 }
 
+/* Is the database at its cap while another of its pools has a waiter that
+ * a closed server of this pool would let in? Lock held. */
+static bool pool_db_wanted_locked(struct pool_registry *reg, const struct pool *pool)
+{
+	struct list *pos, *tmp;
+
+	if (pool->max_db == 0 || pool->dbc->nservers < pool->max_db)
+		return false;
+	list_for_each_safe(pos, tmp, &reg->pools) {
+		struct pool *p = list_entry(pos, struct pool, node);
+		if (p != pool && p->dbc == pool->dbc && p->nwaiters > 0 && p->nservers < p->size)
+			return true;
+	}
+	return false;
+}
+
+void *pool_evict_idle(struct pool_registry *reg, struct pool *pool, int *owner)
+{
+	struct list *pos, *tmp;
+	void *server = NULL;
+
+	pthread_mutex_lock(&reg->mtx);
+	if (pool->max_db == 0 || pool->nwaiters == 0 || pool->dbc->nservers < pool->max_db ||
+	    pool->nservers >= pool->size)
+		goto out;
+	list_for_each_safe(pos, tmp, &reg->pools) {
+		struct pool *p = list_entry(pos, struct pool, node);
+		if (p == pool || p->dbc != pool->dbc || p->nidle == 0)
+			continue;
+		server = p->idle[0].server;     /* the least recently parked */
+		*owner = p->idle[0].worker;
+		memmove(&p->idle[0], &p->idle[1], (size_t)(p->nidle - 1) * sizeof(*p->idle));
+		p->nidle--;
+		break;
+	}
+out:
+	pthread_mutex_unlock(&reg->mtx);
+	return server;
+}
+
 enum pool_release_result pool_release(struct pool_registry *reg, struct pool *pool, void *server,
                                       int worker, struct pool_handoff *out)
 {
@@ -221,7 +261,8 @@ enum pool_release_result pool_release(struct pool_registry *reg, struct pool *po
 
 	pthread_mutex_lock(&reg->mtx);
 	if (!pool_pop_waiter_locked(pool, server, out)) {
-		if (pool->nservers > pool->size || pool->nidle >= pool->size + pool->reserve) {
+		if (pool->nservers > pool->size || pool->nidle >= pool->size + pool->reserve ||
+		    pool_db_wanted_locked(reg, pool)) {
 			res = POOL_SURPLUS;
 		} else {
 			pool->idle[pool->nidle].server = server;

@@ -125,6 +125,9 @@ int relay_scan_server(struct server *s)
 				break;  /* wait for the whole message */
 			if (scan_server_message(s, type, p + s->fwd + 5, mlen - 4) < 0)
 				return -1;
+			if (type == 'Z' && s->txstatus != 'I' && s->replies_owed == 0 && s->client != NULL &&
+			    s->client->mode == POOL_STATEMENT && s->state == SERVER_ACTIVE)
+				return RELAY_STMT_BLOCK;    /* this ReadyForQuery is not cleared */
 		}
 		s->msg_remain = mlen + 1;
 	}

@@ -727,6 +727,25 @@ static void server_drain_input(struct server *s)
 	server_update_poll(s);
 }
 
+/* Statement mode and the statement opened a transaction: the client gets
+ * what came before the ReadyForQuery, then an error in its place (libpq
+ * turns the statement's result into that error), and is disconnected; the
+ * server is rolled back on its way to the pool. */
+static void server_stmt_block(struct server *s)
+{
+	struct client *c = s->client;
+
+	if (buf_len(&c->out) == 0 && relay_write(c->fd, buf_head(&s->in), s->fwd) == (ssize_t)s->fwd) {
+		buf_consume(&s->in, s->fwd);
+		s->fwd = 0;
+		buf_reset(&s->in);      /* the ReadyForQuery, the last thing owed */
+		client_fatal(c, "0A000", "statement mode",
+		             "transaction blocks are not allowed in statement pooling mode");
+		return;
+	}
+	client_close(c, "statement mode: a transaction block (the client's socket was full)");
+}
+
 static void server_read(struct server *s)
 {
 	ssize_t n = relay_read(s->fd, &s->in, &s->w->bufs);
@@ -742,8 +761,12 @@ static void server_read(struct server *s)
 	}
 	switch (s->state) {
 	case SERVER_ACTIVE:
-		if (relay_scan_server(s) < 0) {
+		switch (relay_scan_server(s)) {
+		case -1:
 			server_fail(s, "08P01", "invalid message from the server");
+			return;
+		case RELAY_STMT_BLOCK:
+			server_stmt_block(s);
 			return;
 		}
 		client_flush(s->client);   /* may close the client and release s */

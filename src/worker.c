@@ -237,6 +237,9 @@ static void worker_handle(struct worker *w, struct msg *m)
 		server_migrate(w, m->server, &h);
 		break;
 	}
+	case MSG_EVICT:
+		server_close(m->server, "max_db_connections: room for another pool of the database");
+		break;
 	case MSG_CANCEL:
 		c = worker_client_by_slot(w, (uint32_t)m->pid & (MAX_SLOTS - 1));
 		if (c != NULL)
