@@ -319,7 +319,9 @@ static int client_take_setting(const char *name, const char *value, void *arg)
 	return buf_append(sql, ";", 1);
 }
 
-/* Turns the startup packet's settings into view and extra. */
+/* Turns the startup packet's settings into view and extra. As in
+ * PostgreSQL, options (-c name=value) come first and a parameter sent on
+ * its own overrides them. */
 static int client_take_settings(struct client *c)
 {
 	const struct startup *st = c->st;
@@ -327,13 +329,6 @@ static int client_take_settings(struct client *c)
 	const char *err;
 
 	buf_reset(sql);
-	for (int i = 0; i < st->nparams; i++) {
-		const char *name = st->params[i].name;
-		if (is_protocol_param(name))
-			continue;
-		if (client_take_setting(name, st->params[i].value, c) < 0)
-			return -1;
-	}
 	for (int i = 0; i < st->nparams; i++) {
 		if (strcmp(st->params[i].name, "options") != 0)
 			continue;
@@ -343,6 +338,13 @@ static int client_take_settings(struct client *c)
 		int rc = proto_parse_options(st->params[i].value, scratch, client_take_setting, c, &err);
 		free(scratch);
 		if (rc != 0)
+			return -1;
+	}
+	for (int i = 0; i < st->nparams; i++) {
+		const char *name = st->params[i].name;
+		if (is_protocol_param(name))
+			continue;
+		if (client_take_setting(name, st->params[i].value, c) < 0)
 			return -1;
 	}
 	if (buf_len(sql) == 0)
