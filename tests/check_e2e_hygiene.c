@@ -110,10 +110,19 @@ static int settled_fd_count(pid_t pid, int target, int timeout_ms)
 	}
 }
 
+/* _i: 0 session mode, 1 transaction mode (clients log in without a server
+ * and release it at every ReadyForQuery), 2 transaction mode on a pool
+ * smaller than the client threads (waiters and handoffs all the time). */
+static const char *const cycle_modes[] = {"session", "transaction", "transaction"};
+
 START_TEST(test_ten_thousand_cycles)
 {
 	struct h_daemon d;
-	struct h_daemon_opts o = { .pool_size = THREADS };
+	struct h_daemon_opts o = {
+		.pool_size = _i == 2 ? THREADS / 2 : THREADS,
+		.pool_mode = cycle_modes[_i],
+	};
+	fprintf(stderr, "e2e_hygiene: %s mode, pool_size %d\n", o.pool_mode, o.pool_size);
 	static struct cycler cy;
 	PGconn *direct;
 	int fd_base, fd_after, failed;
@@ -170,7 +179,7 @@ static Suite *e2e_hygiene_suite(void)
 	TCase *tc = h_tcase("cycles", 240);
 
 	h_tcase_add_pg(tc);
-	tcase_add_test(tc, test_ten_thousand_cycles);
+	tcase_add_loop_test(tc, test_ten_thousand_cycles, 0, 3);
 	suite_add_tcase(s, tc);
 	return s;
 }

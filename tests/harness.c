@@ -945,6 +945,8 @@ void h_daemon_prepare(struct h_daemon *d, const struct h_pg *pg,
 		    "    pool_mode: %s\n",
 		    pghost, pgport, opts->pool_size ? opts->pool_size : 5,
 		    opts->pool_mode ? opts->pool_mode : "session");
+	if (opts->extra_appdb)
+		sbuf_add_subst(&b, opts->extra_appdb, pghost, pgport);
 	if (opts->extra_dbs)
 		sbuf_add_subst(&b, opts->extra_dbs, pghost, pgport);
 	ck_assert_msg(h_write_file(d->config, b.p), "write %s: %s", d->config, strerror(errno));

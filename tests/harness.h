@@ -156,6 +156,12 @@ struct h_daemon_opts {
 	 */
 	const char *extra_top;
 	const char *extra_dbs;
+	/*
+	 * Raw YAML added inside the appdb entry, after its pool_mode (indent
+	 * keys by four spaces), e.g. "    users:\n      bob: {pool_mode: session}\n".
+	 * Same substitutions as above.
+	 */
+	const char *extra_appdb;
 };
 
 struct h_daemon {
