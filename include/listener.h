@@ -1,7 +1,7 @@
 /*
  * The listening socket <socket_dir>/.s.PGSQL.<port> and its lock file, on
- * the main loop. Accepted connections are handed to workers round-robin as
- * raw fds. Owns the listening fd, the lock fd and both file names.
+ * the main thread. Each worker accepts on a dup of the listening fd. Owns
+ * the listening fd, the lock fd and both file names.
  */
 #ifndef PGBERTH_LISTENER_H
 #define PGBERTH_LISTENER_H
@@ -15,13 +15,10 @@ struct config;
 
 struct listener {
 	struct runtime *rt;
-	uv_poll_t poll;             /* readable = connections to accept */
-	uv_timer_t backoff;         /* pauses accepting after EMFILE */
 	int fd;                     /* listening socket, -1 when closed */
 	int lock_fd;                /* holds flock on lock_path, -1 when closed */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char lock_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
-	unsigned next_worker;
 	bool open;
 };
 
@@ -29,9 +26,10 @@ struct listener {
  * logged) when a live server holds the socket. Does not accept yet. */
 int listener_open(struct listener *l, uv_loop_t *loop, struct runtime *rt,
                   const struct config *cfg);
-/* Starts accepting and handing connections to workers. */
+/* Gives every worker a dup of the listening fd to accept on. */
 void listener_start(struct listener *l);
-/* Stops accepting; removes the socket and lock files. Safe to call twice. */
+/* Removes the socket and lock files, so new clients fail at once, and
+ * closes the main fd (workers close theirs at STOP). Safe to call twice. */
 void listener_close(struct listener *l);
 
 #endif

@@ -22,7 +22,7 @@ struct client;
 struct pool;
 
 enum msg_type {
-	MSG_CLIENT_FD,              /* a new accepted connection: fd */
+	MSG_LISTEN,                 /* fd: a dup of the listening socket, to accept on */
 	MSG_GRANT,                  /* pool handoff: server (or NULL = may connect) for client_id */
 	MSG_MIGRATE,                /* a client elsewhere acquired server, idle on this loop: hand it over */
 	MSG_EVICT,                  /* server, idle on this loop, was taken out of its pool: close it */
@@ -63,6 +63,11 @@ struct worker {
 	struct list idle_clients;   /* clients with nothing to do, by wait_since (client_idle_timeout) */
 	struct list idle_tx;        /* clients idle inside a transaction, by wait_since */
 	struct list idle_servers;   /* SERVER_IDLE servers on this loop, least recently used first */
+	uv_poll_t *accept_poll;     /* on the dup of the listening fd; owned, or NULL */
+	int accept_fd;              /* that dup; closed with the poll */
+	uv_timer_t accept_backoff;  /* pauses accepting after EMFILE */
+	int32_t keys[64];           /* random cancel keys, taken from the end */
+	int nkeys;
 	uv_timer_t janitor;         /* every JANITOR_MS: the timeouts above, reserve and min pool */
 	uint64_t last_sweep;        /* uv_now of the last walk over every idle server */
 	struct buf_cache bufs;      /* relay blocks for this worker's connections */
@@ -85,6 +90,9 @@ int worker_start(struct worker *w, struct runtime *rt, int id);
 int worker_post(struct worker *w, struct msg *m);
 /* Allocates a message; NULL on out-of-memory. */
 struct msg *msg_new(enum msg_type type);
+
+/* A random cancel key (getrandom, in batches). */
+int32_t worker_cancel_key(struct worker *w);
 
 /* Starts the login deadline of a newly accepted client. */
 void worker_login_start(struct worker *w, struct client *c);

@@ -28,7 +28,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -41,14 +40,6 @@
 #include "worker.h"
 
 static void client_on_io(uv_poll_t *handle, int status, int events);
-
-static int32_t client_new_key(void)
-{
-	int32_t key;
-	if (getrandom(&key, sizeof(key), 0) != (ssize_t)sizeof(key))
-		key = (int32_t)random();
-	return key;
-}
 
 void client_accept(struct worker *w, int fd)
 {
@@ -66,7 +57,7 @@ void client_accept(struct worker *w, int fd)
 	}
 	c->poll->data = c;
 	c->id = runtime_next_id(w->rt);
-	c->cancel_key = client_new_key();
+	c->cancel_key = worker_cancel_key(w);
 	c->w = w;
 	c->fd = fd;
 	c->state = CLIENT_STARTUP;

@@ -7,9 +7,9 @@
  * file is taken (flock, so a crashed daemon's lock is free again), a stale
  * socket file is removed and ours is bound. On exit both files go.
  *
- * Accepting: on readable, accept until EAGAIN and post each fd to the next
- * worker. Out of fds (EMFILE/ENFILE) pauses accepting for a moment instead
- * of spinning on a listener that stays readable.
+ * Accepting is the workers' (worker.c): each gets its own dup of the
+ * listening fd and polls it on its loop, so a new connection is read by the
+ * thread that serves it, with no hop through the main loop.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -119,11 +119,7 @@ int listener_open(struct listener *l, uv_loop_t *loop, struct runtime *rt,
 		log_error("listen on \"%s\": %s", l->path, strerror(errno));
 		goto err_unlink;
 	}
-	if (uv_poll_init(loop, &l->poll, l->fd) != 0)
-		goto err_unlink;
-	l->poll.data = l;
-	uv_timer_init(loop, &l->backoff);
-	l->backoff.data = l;
+	(void)loop;
 	l->open = true;
 	return 0;
 
@@ -137,75 +133,25 @@ err:
 	return -1;
 }
 
-static void listener_on_readable(uv_poll_t *handle, int status, int events);
-
-static void listener_resume(uv_timer_t *timer)
-{
-	struct listener *l = timer->data;
-	uv_poll_start(&l->poll, UV_READABLE, listener_on_readable);
-}
-
-static void listener_hand_over(struct listener *l, int fd)
-{
-	struct runtime *rt = l->rt;
-	struct msg *m = msg_new(MSG_CLIENT_FD);
-
-	if (m != NULL) {
-		m->fd = fd;
-		if (worker_post(&rt->workers[l->next_worker++ % (unsigned)rt->nworkers], m) == 0)
-			return;
-		free(m);
-	}
-	close(fd);
-}
-
-static void listener_on_readable(uv_poll_t *handle, int status, int events)
-{
-	struct listener *l = handle->data;
-	(void)events;
-
-	if (status < 0) {
-		log_error("listener: %s", uv_strerror(status));
-		return;
-	}
-	for (;;) {
-		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd >= 0) {
-			listener_hand_over(l, fd);
-			continue;
-		}
-		switch (errno) {
-		case EINTR:
-		case ECONNABORTED:
-			continue;
-		case EAGAIN:
-			return;
-		case EMFILE:
-		case ENFILE:
-		case ENOBUFS:
-		case ENOMEM:
-			log_warn("accept: %s; pausing new connections for %d ms",
-			         strerror(errno), ACCEPT_BACKOFF_MS);
-			uv_poll_stop(&l->poll);
-			uv_timer_start(&l->backoff, listener_resume, ACCEPT_BACKOFF_MS, 0);
-			return;
-		default:
-			log_error("accept: %s", strerror(errno));
-			return;
-		}
-	}
-}
-
 void listener_start(struct listener *l)
 {
-	uv_poll_start(&l->poll, UV_READABLE, listener_on_readable);
-}
+	struct runtime *rt = l->rt;
 
-static void listener_poll_closed(uv_handle_t *handle)
-{
-	struct listener *l = handle->data;
-	close(l->fd);
-	l->fd = -1;
+	for (int i = 0; i < rt->nworkers; i++) {
+		struct msg *m = msg_new(MSG_LISTEN);
+		int fd = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
+		if (m == NULL || fd < 0) {
+			log_error("w%d: cannot hand it the listening socket: %s", i,
+			          m ? strerror(errno) : "out of memory");
+			free(m);
+			continue;
+		}
+		m->fd = fd;
+		if (worker_post(&rt->workers[i], m) < 0) {
+			close(fd);
+			free(m);
+		}
+	}
 }
 
 void listener_close(struct listener *l)
@@ -215,7 +161,7 @@ void listener_close(struct listener *l)
 	l->open = false;
 	unlink(l->path);
 	listener_unlock(l);
-	uv_close((uv_handle_t *)&l->backoff, NULL);
-	uv_close((uv_handle_t *)&l->poll, listener_poll_closed);
+	close(l->fd);
+	l->fd = -1;
 	log_info("stopped listening on \"%s\"", l->path);
 }

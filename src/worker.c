@@ -5,7 +5,11 @@
  * has closed every handle on its loop; the main thread waits for that with
  * a deadline (see lifecycle.c) and never joins a worker that did not finish.
  */
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -196,6 +200,8 @@ static void worker_janitor(uv_timer_t *timer)
 		server_connect(w, pool, NULL);
 }
 
+static void worker_accept_closed(uv_handle_t *handle);
+
 static void worker_stop(struct worker *w)
 {
 	struct list *pos, *tmp;
@@ -206,9 +212,105 @@ static void worker_stop(struct worker *w)
 		client_fatal(c, "57P01", "shutdown", "pgberth is shutting down");
 	}
 	worker_close_servers(w, false);
+	if (w->accept_poll != NULL) {
+		w->accept_poll->data = (void *)(intptr_t)w->accept_fd;
+		uv_close((uv_handle_t *)w->accept_poll, worker_accept_closed);
+		w->accept_poll = NULL;
+	}
+	uv_close((uv_handle_t *)&w->accept_backoff, NULL);
 	uv_close((uv_handle_t *)&w->doorbell, NULL);
 	uv_close((uv_handle_t *)&w->login_timer, NULL);
 	uv_close((uv_handle_t *)&w->janitor, NULL);
+}
+
+#define ACCEPT_BACKOFF_MS 100
+#define ACCEPT_BATCH 64             /* then other ready sockets get a turn */
+
+static void worker_on_accept(uv_poll_t *handle, int status, int events);
+
+static void worker_accept_resume(uv_timer_t *timer)
+{
+	struct worker *w = timer->data;
+	if (w->accept_poll != NULL)
+		uv_poll_start(w->accept_poll, UV_READABLE, worker_on_accept);
+}
+
+/* Every worker polls the listening socket; whichever accepts a connection
+ * serves it. Out of fds (EMFILE) pauses accepting for a moment instead of
+ * spinning on a listener that stays readable. */
+static void worker_on_accept(uv_poll_t *handle, int status, int events)
+{
+	struct worker *w = handle->data;
+	(void)events;
+
+	if (status < 0) {
+		log_error("w%d: listener: %s", w->id, uv_strerror(status));
+		return;
+	}
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		int fd = accept4(w->accept_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			client_accept(w, fd);
+			continue;
+		}
+		switch (errno) {
+		case EINTR:
+		case ECONNABORTED:
+			continue;
+		case EAGAIN:
+			return;
+		case EMFILE:
+		case ENFILE:
+		case ENOBUFS:
+		case ENOMEM:
+			log_warn("w%d: accept: %s; pausing new connections for %d ms", w->id,
+			         strerror(errno), ACCEPT_BACKOFF_MS);
+			uv_poll_stop(handle);
+			uv_timer_start(&w->accept_backoff, worker_accept_resume, ACCEPT_BACKOFF_MS, 0);
+			return;
+		default:
+			log_error("w%d: accept: %s", w->id, strerror(errno));
+			return;
+		}
+	}
+}
+
+static void worker_accept_closed(uv_handle_t *handle)
+{
+	close((int)(intptr_t)handle->data);
+	free(handle);
+}
+
+static void worker_listen(struct worker *w, int fd)
+{
+	if (w->stopping || w->accept_poll != NULL) {
+		close(fd);
+		return;
+	}
+	w->accept_poll = malloc(sizeof(*w->accept_poll));
+	if (w->accept_poll == NULL || uv_poll_init(&w->loop, w->accept_poll, fd) != 0) {
+		log_error("w%d: cannot watch the listening socket", w->id);
+		free(w->accept_poll);
+		w->accept_poll = NULL;
+		close(fd);
+		return;
+	}
+	w->accept_poll->data = w;
+	w->accept_fd = fd;
+	uv_poll_start(w->accept_poll, UV_READABLE, worker_on_accept);
+}
+
+int32_t worker_cancel_key(struct worker *w)
+{
+	if (w->nkeys == 0) {
+		if (getrandom(w->keys, sizeof(w->keys), 0) == (ssize_t)sizeof(w->keys)) {
+			w->nkeys = (int)(sizeof(w->keys) / sizeof(w->keys[0]));
+		} else {
+			log_warn("w%d: getrandom: %s", w->id, strerror(errno));
+			return (int32_t)random();
+		}
+	}
+	return w->keys[--w->nkeys];
 }
 
 static void worker_handle(struct worker *w, struct msg *m)
@@ -216,11 +318,8 @@ static void worker_handle(struct worker *w, struct msg *m)
 	struct client *c;
 
 	switch (m->type) {
-	case MSG_CLIENT_FD:
-		if (w->stopping)
-			close(m->fd);
-		else
-			client_accept(w, m->fd);
+	case MSG_LISTEN:
+		worker_listen(w, m->fd);
 		break;
 	case MSG_GRANT:
 		c = worker_client_by_slot(w, m->slot);
@@ -335,6 +434,8 @@ int worker_start(struct worker *w, struct runtime *rt, int id)
 	w->login_timer.data = w;
 	uv_timer_init(&w->loop, &w->janitor);
 	w->janitor.data = w;
+	uv_timer_init(&w->loop, &w->accept_backoff);
+	w->accept_backoff.data = w;
 	uv_timer_start(&w->janitor, worker_janitor, JANITOR_MS, JANITOR_MS);
 	if ((rc = uv_thread_create(&w->thread, worker_main, w)) != 0)
 		goto err_async;
@@ -344,6 +445,7 @@ err_async:
 	uv_close((uv_handle_t *)&w->doorbell, NULL);
 	uv_close((uv_handle_t *)&w->login_timer, NULL);
 	uv_close((uv_handle_t *)&w->janitor, NULL);
+	uv_close((uv_handle_t *)&w->accept_backoff, NULL);
 	uv_run(&w->loop, UV_RUN_NOWAIT);
 err_mtx:
 	uv_mutex_destroy(&w->inbox_mtx);
