@@ -19,8 +19,12 @@
  *
  * Limits: pool_size per pool, plus reserve_pool_size for a client that has
  * waited reserve_pool_timeout (pool_reserve_sweep), and max_db_connections
- * over all pools of one database; a slot freed under the database cap goes
- * to the pool of that database whose head waiter has waited longest.
+ * over all pools of one database. A freed slot goes to its own pool's head
+ * waiter first, else (under the database cap) to the pool of that database
+ * whose head waiter has waited longest.
+ *
+ * min_pool_size keeps a pool's spare servers open, and so the pool alive,
+ * after its last client left, as PgBouncer keeps its pools.
  */
 #ifndef PGBERTH_POOL_H
 #define PGBERTH_POOL_H
@@ -131,8 +135,8 @@ enum pool_release_result pool_release(struct pool_registry *reg, struct pool *po
  * NULL if there is none. */
 void *pool_evict_idle(struct pool_registry *reg, struct pool *pool, int *owner);
 /* Takes a particular idle server out of the pool (to close or check it).
- * False if it is not idle any more: someone acquired it and a MSG_MIGRATE
- * for it is on its way to the owner. */
+ * False if it is not idle any more: another worker acquired it (a
+ * MSG_MIGRATE for it is on its way to the owner) or evicted it (MSG_EVICT). */
 bool pool_take_idle(struct pool_registry *reg, struct pool *pool, void *server);
 
 /* Server parameters of a fresh login, for clients that log in without a

@@ -468,10 +468,615 @@ START_TEST(many_users_leave_no_pools)
 }
 END_TEST
 
+/* Databases with the limits the tests below exercise. */
+static struct db_config db_reserve = { .name = "reserve", .reserve_pool_size = 1 };
+static struct db_config db_capped = { .name = "capped", .max_db_connections = 2 };
+static struct db_config db_min = { .name = "min", .min_pool_size = 2 };
+
+static void expect_idle(struct pool *pool, int k, const void *server, int worker)
+{
+	ck_assert_ptr_eq(pool->idle[k].server, server);
+	ck_assert_int_eq(pool->idle[k].worker, worker);
+}
+
+/* Acquires an idle server for a client on worker and checks which one it
+ * got and on whose loop it sits. */
+static void expect_got_idle(struct pool *pool, int worker, const void *server, int owner)
+{
+	struct pool_waiter w;
+	void *got = NULL;
+
+	waiter_init(&w, worker, 0, 1);
+	w.idle_owner = -1;
+	ck_assert_int_eq(pool_acquire(&reg, pool, &w, &got), POOL_GOT_IDLE);
+	ck_assert_ptr_eq(got, server);
+	ck_assert_int_eq(w.idle_owner, owner);
+	ck_assert(!list_linked(&w.node));
+}
+
+/* A client reuses an idle server of its own worker (no migration) when
+ * there is one, the most recently parked of them; otherwise the most
+ * recently parked of all, and it learns which worker holds it. */
+START_TEST(idle_prefers_own_worker)
+{
+	struct pool *pool = pool_attach(&reg, &db_app, "alice", 5);
+	struct pool_handoff h;
+
+	take_slots(pool, 5);
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[0], 1, &h), POOL_PARKED);
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[1], 2, &h), POOL_PARKED);
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[2], 1, &h), POOL_PARKED);
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[3], 3, &h), POOL_PARKED);
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[4], 2, &h), POOL_PARKED);
+	expect_counts(pool, 5, 5, 0);
+	expect_idle(pool, 0, &srv[0], 1);
+	expect_idle(pool, 4, &srv[4], 2);
+
+	/* Worker 1's newest, not the newest overall (srv[4] on worker 2). */
+	expect_got_idle(pool, 1, &srv[2], 1);
+	expect_counts(pool, 5, 4, 0);
+	/* The others keep their order: 0/w1, 1/w2, 3/w3, 4/w2. */
+	expect_idle(pool, 0, &srv[0], 1);
+	expect_idle(pool, 1, &srv[1], 2);
+	expect_idle(pool, 2, &srv[3], 3);
+	expect_idle(pool, 3, &srv[4], 2);
+	/* Worker 1's last one is the oldest of all. */
+	expect_got_idle(pool, 1, &srv[0], 1);
+	/* Worker 1 has none left: the newest of any worker, on worker 2. */
+	expect_got_idle(pool, 1, &srv[4], 2);
+	/* A worker that never parked one gets the newest too. */
+	expect_got_idle(pool, 7, &srv[3], 3);
+	expect_got_idle(pool, 2, &srv[1], 2);
+	expect_counts(pool, 5, 0, 0);
+
+	/* Parked again on another worker, a server follows that worker. */
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[1], 3, &h), POOL_PARKED);
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[3], 0, &h), POOL_PARKED);
+	expect_got_idle(pool, 3, &srv[1], 3);
+	expect_got_idle(pool, 3, &srv[3], 0);
+	pool_detach(&reg, pool);
+}
+END_TEST
+
+START_TEST(release_results)
+{
+	struct pool *pool = pool_attach(&reg, &db_reserve, "alice", 1);
+	struct pool *other = pool_attach(&reg, &db_app, "alice", 1);
+	struct pool_waiter w[3];
+	struct pool_handoff h, sweep[4];
+	void *server = NULL;
+
+	/* Nobody waits: the server parks, and no handoff is made. */
+	take_slots(other, 1);
+	memset(&h, 0xa5, sizeof(h));
+	ck_assert_int_eq(pool_release(&reg, other, &srv[9], 4, &h), POOL_PARKED);
+	expect_counts(other, 1, 1, 0);
+	expect_idle(other, 0, &srv[9], 4);
+
+	/* Waiters: the head one gets it, and the handoff names the pool. */
+	take_slots(pool, 1);
+	for (int i = 0; i < 3; i++) {
+		waiter_init(&w[i], i, 20u + (uint32_t)i, 200u + (uint64_t)i);
+		w[i].since_ms = 100 + 10 * (uint64_t)i;
+		ck_assert_int_eq(pool_acquire(&reg, pool, &w[i], &server), POOL_MUST_WAIT);
+	}
+	memset(&h, 0xa5, sizeof(h));
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[0], 5, &h), POOL_HANDED);
+	ck_assert_ptr_eq(h.pool, pool);
+	expect_handoff(&h, &w[0], &srv[0]);
+	expect_counts(pool, 1, 0, 2);
+
+	/* w[1] has waited long enough for the reserve: a second server. */
+	ck_assert_int_eq(pool_reserve_sweep(&reg, 115, sweep, 4), 1);
+	ck_assert_ptr_eq(sweep[0].pool, pool);
+	expect_handoff(&sweep[0], &w[1], NULL);
+	expect_counts(pool, 2, 0, 1);
+
+	/* Over pool_size, but someone waits: handed, not closed. */
+	memset(&h, 0xa5, sizeof(h));
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[1], 0, &h), POOL_HANDED);
+	ck_assert_ptr_eq(h.pool, pool);
+	expect_handoff(&h, &w[2], &srv[1]);
+	expect_counts(pool, 2, 0, 0);
+
+	/* Over pool_size and nobody waits: the caller must close it. */
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[1], 0, &h), POOL_SURPLUS);
+	expect_counts(pool, 2, 0, 0);
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	expect_counts(pool, 1, 0, 0);
+	/* Back at pool_size, the last one parks. */
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[0], 0, &h), POOL_PARKED);
+	expect_counts(pool, 1, 1, 0);
+	/* Unrelated pools were not touched. */
+	expect_counts(other, 1, 1, 0);
+
+	pool_detach(&reg, pool);
+	pool_detach(&reg, other);
+}
+END_TEST
+
+START_TEST(take_idle)
+{
+	struct pool *pool = pool_attach(&reg, &db_app, "alice", 3);
+	struct pool *other = pool_attach(&reg, &db_app, "bob", 1);
+	struct pool_handoff h;
+
+	take_slots(pool, 3);
+	take_slots(other, 1);
+	ck_assert_int_eq(pool_release(&reg, other, &srv[5], 0, &h), POOL_PARKED);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(pool_release(&reg, pool, &srv[i], i, &h), POOL_PARKED);
+
+	/* Taken out of the middle: still counted, no longer handed out. */
+	ck_assert(pool_take_idle(&reg, pool, &srv[1]));
+	expect_counts(pool, 3, 2, 0);
+	expect_idle(pool, 0, &srv[0], 0);
+	expect_idle(pool, 1, &srv[2], 2);
+	/* A second take finds it gone. */
+	ck_assert(!pool_take_idle(&reg, pool, &srv[1]));
+	/* A server parked in another pool is not this pool's. */
+	ck_assert(!pool_take_idle(&reg, pool, &srv[5]));
+	expect_counts(other, 1, 1, 0);
+
+	/* Once acquired by a client it cannot be taken. */
+	expect_got_idle(pool, 9, &srv[2], 2);
+	ck_assert(!pool_take_idle(&reg, pool, &srv[2]));
+	expect_counts(pool, 3, 1, 0);
+	expect_got_idle(pool, 9, &srv[0], 0);
+	expect_counts(pool, 3, 0, 0);
+
+	/* The taken server is closed by its owner. */
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	expect_counts(pool, 2, 0, 0);
+	pool_detach(&reg, pool);
+	pool_detach(&reg, other);
+}
+END_TEST
+
+static char *blob_new(const char *s, size_t len)
+{
+	char *b = malloc(len);
+
+	ck_assert_ptr_nonnull(b);
+	memcpy(b, s, len);
+	return b;
+}
+
+/* The second blob is freed by the registry; the ASan build (LSan) fails
+ * this test if it is not. */
+START_TEST(defaults_set_once)
+{
+	static const char first[] = "TimeZone\0UTC\0DateStyle\0ISO, MDY";
+	static const char second[] = "TimeZone\0Europe/Paris";
+	struct pool *pool = pool_attach(&reg, &db_app, "alice", 2);
+	struct pool *other = pool_attach(&reg, &db_app, "bob", 2);
+	size_t len = 12345;
+
+	ck_assert_ptr_null(pool_defaults(&reg, pool, &len));
+	ck_assert_uint_eq(len, 0);
+
+	char *b1 = blob_new(first, sizeof(first));
+	pool_set_defaults(&reg, pool, b1, sizeof(first));
+	const char *got = pool_defaults(&reg, pool, &len);
+	ck_assert_ptr_eq(got, b1);
+	ck_assert_uint_eq(len, sizeof(first));
+	ck_assert_mem_eq(got, first, sizeof(first));
+
+	/* A later login's blob does not replace the first. */
+	pool_set_defaults(&reg, pool, blob_new(second, sizeof(second)), sizeof(second));
+	got = pool_defaults(&reg, pool, &len);
+	ck_assert_ptr_eq(got, b1);
+	ck_assert_uint_eq(len, sizeof(first));
+	ck_assert_mem_eq(got, first, sizeof(first));
+
+	/* Each pool has its own. */
+	ck_assert_ptr_null(pool_defaults(&reg, other, &len));
+	pool_set_defaults(&reg, other, blob_new(second, sizeof(second)), sizeof(second));
+	got = pool_defaults(&reg, other, &len);
+	ck_assert_uint_eq(len, sizeof(second));
+	ck_assert_mem_eq(got, second, sizeof(second));
+
+	/* Freeing the pools frees the blobs they kept (LSan again). */
+	pool_detach(&reg, pool);
+	pool_detach(&reg, other);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
+START_TEST(reserve_sweep)
+{
+	struct pool *pool = pool_attach(&reg, &db_reserve, "alice", 1);
+	struct pool *plain = pool_attach(&reg, &db_app, "alice", 1);
+	struct pool_waiter old, young, pw;
+	struct pool_handoff h[4];
+	void *server = NULL;
+
+	take_slots(pool, 1);
+	take_slots(plain, 1);
+	waiter_init(&old, 1, 11, 111);
+	old.since_ms = 1000;
+	waiter_init(&young, 2, 22, 222);
+	young.since_ms = 5000;
+	waiter_init(&pw, 3, 33, 333);
+	pw.since_ms = 10;
+	ck_assert_int_eq(pool_acquire(&reg, pool, &old, &server), POOL_MUST_WAIT);
+	ck_assert_int_eq(pool_acquire(&reg, pool, &young, &server), POOL_MUST_WAIT);
+	ck_assert_int_eq(pool_acquire(&reg, plain, &pw, &server), POOL_MUST_WAIT);
+
+	/* Nobody has waited long enough yet. */
+	ck_assert_int_eq(pool_reserve_sweep(&reg, 999, h, 4), 0);
+	expect_counts(pool, 1, 0, 2);
+
+	/* The old waiter gets a connection of its own; the young one does
+	 * not, and a pool without a reserve grants nothing. */
+	memset(h, 0xa5, sizeof(h));
+	ck_assert_int_eq(pool_reserve_sweep(&reg, 4000, h, 4), 1);
+	ck_assert_ptr_eq(h[0].pool, pool);
+	expect_handoff(&h[0], &old, NULL);
+	ck_assert(!list_linked(&old.node));
+	expect_counts(pool, 2, 0, 1);
+	expect_counts(plain, 1, 0, 1);
+
+	/* Later the young one has waited long too, but size + reserve are
+	 * all in use. */
+	ck_assert_int_eq(pool_reserve_sweep(&reg, 9000, h, 4), 0);
+	expect_counts(pool, 2, 0, 1);
+	/* A new client still waits: the reserve is not a bigger pool. */
+	struct pool_waiter late;
+	waiter_init(&late, 0, 44, 444);
+	late.since_ms = 9500;
+	ck_assert_int_eq(pool_acquire(&reg, pool, &late, &server), POOL_MUST_WAIT);
+	expect_counts(pool, 2, 0, 2);
+
+	/* The reserve server's connect failed: the slot is free again, but
+	 * only for a waiter the sweep finds old enough. */
+	ck_assert(!pool_server_closed(&reg, pool, &h[0]));
+	expect_counts(pool, 1, 0, 2);
+	ck_assert_int_eq(pool_reserve_sweep(&reg, 4000, h, 4), 0);
+	expect_counts(pool, 1, 0, 2);
+	memset(h, 0xa5, sizeof(h));
+	ck_assert_int_eq(pool_reserve_sweep(&reg, 9000, h, 4), 1);
+	expect_handoff(&h[0], &young, NULL);
+	expect_counts(pool, 2, 0, 1);
+
+	ck_assert(pool_cancel_wait(&reg, pool, &late));
+	ck_assert(pool_cancel_wait(&reg, plain, &pw));
+	pool_detach(&reg, pool);
+	pool_detach(&reg, plain);
+}
+END_TEST
+
+/* Several pools with old waiters: the sweep hands out at most max. */
+START_TEST(reserve_sweep_max)
+{
+	struct pool *a = pool_attach(&reg, &db_reserve, "alice", 1);
+	struct pool *b = pool_attach(&reg, &db_reserve, "bob", 1);
+	struct pool_waiter wa, wb;
+	struct pool_handoff h[2];
+	void *server = NULL;
+
+	take_slots(a, 1);
+	take_slots(b, 1);
+	waiter_init(&wa, 0, 1, 1);
+	waiter_init(&wb, 0, 2, 2);
+	ck_assert_int_eq(pool_acquire(&reg, a, &wa, &server), POOL_MUST_WAIT);
+	ck_assert_int_eq(pool_acquire(&reg, b, &wb, &server), POOL_MUST_WAIT);
+	memset(h, 0xa5, sizeof(h));
+	ck_assert_int_eq(pool_reserve_sweep(&reg, 100, h, 1), 1);
+	ck_assert_uint_eq(h[1].client_id, 0xa5a5a5a5a5a5a5a5ULL);
+	ck_assert_int_eq(pool_reserve_sweep(&reg, 100, h, 1), 1);
+	expect_counts(a, 2, 0, 0);
+	expect_counts(b, 2, 0, 0);
+	ck_assert_int_eq(pool_reserve_sweep(&reg, 100, h, 2), 0);
+	pool_detach(&reg, a);
+	pool_detach(&reg, b);
+}
+END_TEST
+
+/* max_db_connections caps the servers of all pools of a database. */
+START_TEST(max_db_caps_database)
+{
+	struct pool *a = pool_attach(&reg, &db_capped, "alice", 2);
+	struct pool *b = pool_attach(&reg, &db_capped, "bob", 2);
+	struct pool *o = pool_attach(&reg, &db_app, "bob", 2);
+	struct pool_waiter w[2];
+	struct pool_handoff h;
+	void *server = NULL;
+
+	take_slots(a, 2);
+	/* b has room of its own, but the database is full. */
+	waiter_init(&w[0], 1, 10, 100);
+	waiter_init(&w[1], 2, 11, 101);
+	ck_assert_int_eq(pool_acquire(&reg, b, &w[0], &server), POOL_MUST_WAIT);
+	ck_assert_int_eq(pool_acquire(&reg, b, &w[1], &server), POOL_MUST_WAIT);
+	expect_counts(b, 0, 0, 2);
+	/* Another database is not affected. */
+	take_slots(o, 2);
+
+	/* a's server is closed and a has no waiter: b's head gets the slot. */
+	memset(&h, 0xa5, sizeof(h));
+	ck_assert(pool_server_closed(&reg, a, &h));
+	ck_assert_ptr_eq(h.pool, b);
+	expect_handoff(&h, &w[0], NULL);
+	expect_counts(a, 1, 0, 0);
+	expect_counts(b, 1, 0, 1);
+
+	/* a's other server comes back while b waits: closing it lets b in,
+	 * so it is surplus rather than parked. */
+	ck_assert_int_eq(pool_release(&reg, a, &srv[0], 0, &h), POOL_SURPLUS);
+	expect_counts(a, 1, 0, 0);
+	memset(&h, 0xa5, sizeof(h));
+	ck_assert(pool_server_closed(&reg, a, &h));
+	ck_assert_ptr_eq(h.pool, b);
+	expect_handoff(&h, &w[1], NULL);
+	expect_counts(a, 0, 0, 0);
+	expect_counts(b, 2, 0, 0);
+
+	/* a is now the one kept out. */
+	struct pool_waiter aw;
+	waiter_init(&aw, 3, 12, 102);
+	ck_assert_int_eq(pool_acquire(&reg, a, &aw, &server), POOL_MUST_WAIT);
+	/* b's server comes back while a waits (b itself has no waiter):
+	 * closing it lets a in, so it is surplus. */
+	ck_assert_int_eq(pool_release(&reg, b, &srv[1], 0, &h), POOL_SURPLUS);
+	ck_assert(pool_server_closed(&reg, b, &h));
+	ck_assert_ptr_eq(h.pool, a);
+	expect_handoff(&h, &aw, NULL);
+	expect_counts(a, 1, 0, 0);
+	expect_counts(b, 1, 0, 0);
+	/* Nobody waits: servers park even with the database at its cap. */
+	ck_assert_int_eq(pool_release(&reg, b, &srv[2], 0, &h), POOL_PARKED);
+	ck_assert_int_eq(pool_release(&reg, a, &srv[3], 0, &h), POOL_PARKED);
+	expect_counts(a, 1, 1, 0);
+	expect_counts(b, 1, 1, 0);
+
+	pool_detach(&reg, a);
+	pool_detach(&reg, b);
+	pool_detach(&reg, o);
+}
+END_TEST
+
+/* The freed slot goes to the pool whose head waiter waited longest, not
+ * to the first pool found. */
+START_TEST(max_db_longest_waiter_first)
+{
+	struct pool *a = pool_attach(&reg, &db_capped, "alice", 2);
+	struct pool *b = pool_attach(&reg, &db_capped, "bob", 2);
+	struct pool *c = pool_attach(&reg, &db_capped, "carol", 2);
+	struct pool_waiter wb, wc, wc2;
+	struct pool_handoff h;
+	void *server = NULL;
+
+	take_slots(a, 2);
+	waiter_init(&wb, 1, 1, 1);
+	wb.since_ms = 200;
+	waiter_init(&wc, 2, 2, 2);
+	wc.since_ms = 100;
+	waiter_init(&wc2, 2, 3, 3);
+	wc2.since_ms = 300;
+	ck_assert_int_eq(pool_acquire(&reg, b, &wb, &server), POOL_MUST_WAIT);
+	ck_assert_int_eq(pool_acquire(&reg, c, &wc, &server), POOL_MUST_WAIT);
+	ck_assert_int_eq(pool_acquire(&reg, c, &wc2, &server), POOL_MUST_WAIT);
+
+	ck_assert(pool_server_closed(&reg, a, &h));
+	ck_assert_ptr_eq(h.pool, c);
+	expect_handoff(&h, &wc, NULL);
+	/* Now c's head has waited since 300: b's (200) is older. */
+	ck_assert(pool_server_closed(&reg, a, &h));
+	ck_assert_ptr_eq(h.pool, b);
+	expect_handoff(&h, &wb, NULL);
+	expect_counts(a, 0, 0, 0);
+	expect_counts(b, 1, 0, 0);
+	expect_counts(c, 1, 0, 1);
+
+	/* b's server goes: c's remaining waiter is the only one. */
+	ck_assert(pool_server_closed(&reg, b, &h));
+	ck_assert_ptr_eq(h.pool, c);
+	expect_handoff(&h, &wc2, NULL);
+	expect_counts(b, 0, 0, 0);
+	expect_counts(c, 2, 0, 0);
+	/* Nobody waits: a close just frees the slot. */
+	ck_assert(!pool_server_closed(&reg, c, &h));
+	expect_counts(c, 1, 0, 0);
+
+	pool_detach(&reg, a);
+	pool_detach(&reg, b);
+	pool_detach(&reg, c);
+}
+END_TEST
+
+/* A pool full on its own is not helped by another pool closing servers. */
+START_TEST(max_db_full_pool_not_wanted)
+{
+	struct pool *a = pool_attach(&reg, &db_capped, "alice", 2);
+	struct pool *b = pool_attach(&reg, &db_capped, "bob", 1);
+	struct pool_waiter wb;
+	struct pool_handoff h;
+	void *server = NULL;
+	int owner = -1;
+
+	take_slots(a, 1);
+	take_slots(b, 1);
+	waiter_init(&wb, 1, 1, 1);
+	ck_assert_int_eq(pool_acquire(&reg, b, &wb, &server), POOL_MUST_WAIT);
+	/* The database is at its cap, but b waits for its own pool_size. */
+	ck_assert_int_eq(pool_release(&reg, a, &srv[0], 0, &h), POOL_PARKED);
+	expect_counts(a, 1, 1, 0);
+	ck_assert_ptr_null(pool_evict_idle(&reg, b, &owner));
+	ck_assert_int_eq(owner, -1);
+	expect_counts(a, 1, 1, 0);
+	/* a's idle server closing does not go to b either. */
+	ck_assert(pool_take_idle(&reg, a, &srv[0]));
+	ck_assert(!pool_server_closed(&reg, a, &h));
+	expect_counts(a, 0, 0, 0);
+	expect_counts(b, 1, 0, 1);
+	/* b's own server does. */
+	ck_assert_int_eq(pool_release(&reg, b, &srv[1], 4, &h), POOL_HANDED);
+	ck_assert_ptr_eq(h.pool, b);
+	expect_handoff(&h, &wb, &srv[1]);
+
+	pool_detach(&reg, a);
+	pool_detach(&reg, b);
+}
+END_TEST
+
+START_TEST(max_db_evict_idle)
+{
+	struct pool *a = pool_attach(&reg, &db_capped, "alice", 2);
+	struct pool *b = pool_attach(&reg, &db_capped, "bob", 2);
+	struct pool *o = pool_attach(&reg, &db_other, "bob", 2);
+	struct pool_waiter wb, wb2;
+	struct pool_handoff h;
+	void *server = NULL;
+	int owner = -1;
+
+	/* Another database's idle servers are never candidates. */
+	take_slots(o, 1);
+	ck_assert_int_eq(pool_release(&reg, o, &srv[9], 9, &h), POOL_PARKED);
+
+	take_slots(a, 2);
+	ck_assert_int_eq(pool_release(&reg, a, &srv[0], 1, &h), POOL_PARKED);
+	ck_assert_int_eq(pool_release(&reg, a, &srv[1], 2, &h), POOL_PARKED);
+
+	/* b has no waiter: nothing to make room for. a neither. */
+	ck_assert_ptr_null(pool_evict_idle(&reg, b, &owner));
+	ck_assert_ptr_null(pool_evict_idle(&reg, a, &owner));
+	ck_assert_int_eq(owner, -1);
+
+	/* b's client waits only because of the database cap: a's oldest idle
+	 * server is given up, to be closed by worker 1. */
+	waiter_init(&wb, 3, 1, 1);
+	ck_assert_int_eq(pool_acquire(&reg, b, &wb, &server), POOL_MUST_WAIT);
+	ck_assert_ptr_eq(pool_evict_idle(&reg, b, &owner), &srv[0]);
+	ck_assert_int_eq(owner, 1);
+	/* Still counted until closed, no longer idle. */
+	expect_counts(a, 2, 1, 0);
+	expect_idle(a, 0, &srv[1], 2);
+	ck_assert(!pool_take_idle(&reg, a, &srv[0]));
+	expect_counts(o, 1, 1, 0);
+
+	/* Worker 1 closes it: the slot goes to b's waiter. */
+	ck_assert(pool_server_closed(&reg, a, &h));
+	ck_assert_ptr_eq(h.pool, b);
+	expect_handoff(&h, &wb, NULL);
+	expect_counts(a, 1, 1, 0);
+	expect_counts(b, 1, 0, 0);
+
+	/* b has no waiter any more. */
+	owner = -1;
+	ck_assert_ptr_null(pool_evict_idle(&reg, b, &owner));
+	ck_assert_int_eq(owner, -1);
+
+	/* A second client of b waits too (cap again): srv[1] goes. */
+	waiter_init(&wb2, 3, 2, 2);
+	ck_assert_int_eq(pool_acquire(&reg, b, &wb2, &server), POOL_MUST_WAIT);
+	ck_assert_ptr_eq(pool_evict_idle(&reg, b, &owner), &srv[1]);
+	ck_assert_int_eq(owner, 2);
+	expect_counts(a, 1, 0, 0);
+	/* a has nothing idle left to give. */
+	owner = -1;
+	ck_assert_ptr_null(pool_evict_idle(&reg, b, &owner));
+	ck_assert_int_eq(owner, -1);
+	ck_assert(pool_server_closed(&reg, a, &h));
+	expect_handoff(&h, &wb2, NULL);
+	expect_counts(a, 0, 0, 0);
+	expect_counts(b, 2, 0, 0);
+
+	/* The other way round: a's client is kept out, b has one idle. */
+	ck_assert_int_eq(pool_release(&reg, b, &srv[2], 5, &h), POOL_PARKED);
+	struct pool_waiter wa;
+	waiter_init(&wa, 4, 3, 3);
+	ck_assert_int_eq(pool_acquire(&reg, a, &wa, &server), POOL_MUST_WAIT);
+	owner = -1;
+	ck_assert_ptr_eq(pool_evict_idle(&reg, a, &owner), &srv[2]);
+	ck_assert_int_eq(owner, 5);
+	expect_counts(b, 2, 0, 0);
+	ck_assert(pool_server_closed(&reg, b, &h));
+	ck_assert_ptr_eq(h.pool, a);
+	expect_handoff(&h, &wa, NULL);
+	expect_counts(a, 1, 0, 0);
+	expect_counts(b, 1, 0, 0);
+	/* The other database's idle server was never touched. */
+	expect_counts(o, 1, 1, 0);
+	expect_idle(o, 0, &srv[9], 9);
+
+	pool_detach(&reg, a);
+	pool_detach(&reg, b);
+	pool_detach(&reg, o);
+}
+END_TEST
+
+START_TEST(spare_up_to_min)
+{
+	struct pool *plain = pool_attach(&reg, &db_app, "alice", 3);
+	struct pool_handoff h;
+
+	/* No min_pool_size: no spares. */
+	ck_assert_ptr_null(pool_spare_needed(&reg));
+
+	struct pool *pool = pool_attach(&reg, &db_min, "alice", 3);
+	ck_assert_ptr_eq(pool_spare_needed(&reg), pool);
+	expect_counts(pool, 1, 0, 0);
+	ck_assert_ptr_eq(pool_spare_needed(&reg), pool);
+	expect_counts(pool, 2, 0, 0);
+	ck_assert_ptr_null(pool_spare_needed(&reg));
+	expect_counts(pool, 2, 0, 0);
+	expect_counts(plain, 0, 0, 0);
+
+	/* The spares park; clients use them and they count to the minimum. */
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[0], 0, &h), POOL_PARKED);
+	ck_assert_int_eq(pool_release(&reg, pool, &srv[1], 1, &h), POOL_PARKED);
+	expect_got_idle(pool, 1, &srv[1], 1);
+	ck_assert_ptr_null(pool_spare_needed(&reg));
+
+	/* One closes: it is replaced. */
+	ck_assert(pool_take_idle(&reg, pool, &srv[0]));
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	expect_counts(pool, 1, 0, 0);
+	ck_assert_ptr_eq(pool_spare_needed(&reg), pool);
+	expect_counts(pool, 2, 0, 0);
+	ck_assert_ptr_null(pool_spare_needed(&reg));
+
+	/* The last client leaves: the servers keep the pool until they close. */
+	pool_detach(&reg, pool);
+	ck_assert(pool_listed(pool));
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	ck_assert(pool_listed(pool));
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	ck_assert(!pool_listed(pool));
+	ck_assert_uint_eq(npools(), 1);
+	ck_assert_ptr_null(pool_spare_needed(&reg));
+
+	pool_detach(&reg, plain);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
+/* min_pool_size above pool_size: pool_size wins. */
+START_TEST(spare_capped_at_size)
+{
+	struct db_config big = { .name = "big", .min_pool_size = 5 };
+	struct pool *pool = pool_attach(&reg, &big, "alice", 2);
+	struct pool_handoff h;
+
+	ck_assert_ptr_eq(pool_spare_needed(&reg), pool);
+	ck_assert_ptr_eq(pool_spare_needed(&reg), pool);
+	ck_assert_ptr_null(pool_spare_needed(&reg));
+	expect_counts(pool, 2, 0, 0);
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	pool_detach(&reg, pool);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
 /*
  * Randomized run against a model. Clients move between the states below;
  * the model predicts every result of the registry, which client each handoff
- * goes to and which server it carries, and the counts after each step.
+ * goes to and which server it carries, which idle server a client gets (its
+ * own worker's first) and on whose loop, and the counts after each step.
+ * Servers are released by the client's worker; idle ones are sometimes
+ * taken out and closed, as the idle timeout does.
  */
 enum mstate {
 	M_DETACHED,                 /* no pool */
@@ -500,6 +1105,7 @@ struct mpool {
 	int queue[MCLIENTS];        /* client indexes, FIFO */
 	int qlen;
 	void *idle[MTOKENS];        /* most recent last */
+	int idle_worker[MTOKENS];   /* the worker that parked idle[i] */
 	int nidle;
 	int nservers;
 	int nclients;
@@ -566,18 +1172,31 @@ static void model_handoff(int p, const struct pool_handoff *h, void *server)
 	c->cancelled = false;
 }
 
-static void model_release(int p, void *server)
+/* A server comes back from the worker that holds it. */
+static void model_release(int p, void *server, int worker)
 {
 	struct mpool *m = &mp[p];
 	struct pool_handoff h;
-	bool handed = pool_release(&reg, m->pool, server, 0, &h);
+	enum pool_release_result res = pool_release(&reg, m->pool, server, worker, &h);
 
-	ck_assert_msg(handed == (m->qlen > 0), "step %lu: release handed=%d, %d waiting",
-	              step, handed, m->qlen);
-	if (handed)
+	ck_assert_msg(res == (m->qlen > 0 ? POOL_HANDED : POOL_PARKED),
+	              "step %lu: release gave %d, %d waiting", step, res, m->qlen);
+	if (res == POOL_HANDED) {
+		ck_assert_msg(h.pool == m->pool, "step %lu: handoff names another pool", step);
 		model_handoff(p, &h, server);
-	else
+	} else {
+		m->idle_worker[m->nidle] = worker;
 		m->idle[m->nidle++] = server;
+	}
+}
+
+/* Takes idle[i] off the model's list. */
+static void model_unpark(struct mpool *m, int i)
+{
+	memmove(&m->idle[i], &m->idle[i + 1], sizeof(m->idle[0]) * (size_t)(m->nidle - 1 - i));
+	memmove(&m->idle_worker[i], &m->idle_worker[i + 1],
+	        sizeof(m->idle_worker[0]) * (size_t)(m->nidle - 1 - i));
+	m->nidle--;
 }
 
 static void model_closed(int p)
@@ -589,6 +1208,7 @@ static void model_closed(int p)
 	ck_assert_msg(handed == (m->qlen > 0), "step %lu: closed handed=%d, %d waiting",
 	              step, handed, m->qlen);
 	if (handed) {
+		ck_assert_msg(h.pool == m->pool, "step %lu: handoff names another pool", step);
 		model_handoff(p, &h, NULL);
 	} else {
 		m->nservers--;
@@ -622,7 +1242,8 @@ static void model_check(void)
 		              "step %lu: %d waiting with %d idle, %d/%d servers",
 		              step, w, i, s, m->size);
 		for (int k = 0; k < i; k++)
-			ck_assert_msg(m->pool->idle[k].server == m->idle[k],
+			ck_assert_msg(m->pool->idle[k].server == m->idle[k] &&
+			              m->pool->idle[k].worker == m->idle_worker[k],
 			              "step %lu: idle[%d] differs", step, k);
 		for (int k = 0; k < MCLIENTS; k++)
 			if (mc[k].mpool == p && (mc[k].state == M_INFLIGHT ||
@@ -669,12 +1290,33 @@ static void model_step(int k)
 			c->state = M_DETACHED;
 			break;
 		}
+		if (m->nidle > 0 && rnd() % 8 == 0) {
+			/* An idle server times out: its worker takes it and closes it. */
+			int i = (int)(rnd() % (uint64_t)m->nidle);
+			server = m->idle[i];
+			ck_assert_msg(pool_take_idle(&reg, m->pool, server),
+			              "step %lu: idle server not taken", step);
+			ck_assert_msg(!pool_take_idle(&reg, m->pool, server),
+			              "step %lu: idle server taken twice", step);
+			model_unpark(m, i);
+			token_put(server);
+			model_closed(c->mpool);
+			break;
+		}
+		c->w.idle_owner = -1;
 		enum pool_result res = pool_acquire(&reg, m->pool, &c->w, &server);
 		if (m->qlen == 0 && m->nidle > 0) {
+			/* The client's own worker's newest, else the newest of all. */
+			int i = m->nidle - 1;
+			while (i > 0 && m->idle_worker[i] != c->w.worker)
+				i--;
+			if (m->idle_worker[i] != c->w.worker)
+				i = m->nidle - 1;
 			ck_assert_msg(res == POOL_GOT_IDLE, "step %lu: got %d, expected idle", step, res);
-			ck_assert_msg(server == m->idle[m->nidle - 1],
-			              "step %lu: idle server is not the most recent", step);
-			m->nidle--;
+			ck_assert_msg(server == m->idle[i] && c->w.idle_owner == m->idle_worker[i],
+			              "step %lu: got idle %p on w%d, expected %p on w%d", step,
+			              server, c->w.idle_owner, m->idle[i], m->idle_worker[i]);
+			model_unpark(m, i);
 			c->server = server;
 			c->state = M_ACTIVE;
 		} else if (m->qlen == 0 && m->nservers < m->size) {
@@ -715,7 +1357,7 @@ static void model_step(int k)
 			/* The client gave up: the receiver passes it on. */
 			c->state = M_ATTACHED;
 			if (c->server != NULL)
-				model_release(c->mpool, c->server);
+				model_release(c->mpool, c->server, c->w.worker);
 			else
 				model_closed(c->mpool);
 		} else if (c->server != NULL) {
@@ -741,7 +1383,7 @@ static void model_step(int k)
 			token_put(server);
 			model_closed(c->mpool);
 		} else {
-			model_release(c->mpool, server);
+			model_release(c->mpool, server, c->w.worker);
 		}
 		break;
 	}
@@ -857,6 +1499,18 @@ static Suite *pool_suite(void)
 	tcase_add_test(unit, unused_pool_is_freed);
 	tcase_add_test(unit, destroy_frees_parked_servers);
 	tcase_add_test(unit, many_users_leave_no_pools);
+	tcase_add_test(unit, idle_prefers_own_worker);
+	tcase_add_test(unit, release_results);
+	tcase_add_test(unit, take_idle);
+	tcase_add_test(unit, defaults_set_once);
+	tcase_add_test(unit, reserve_sweep);
+	tcase_add_test(unit, reserve_sweep_max);
+	tcase_add_test(unit, max_db_caps_database);
+	tcase_add_test(unit, max_db_longest_waiter_first);
+	tcase_add_test(unit, max_db_full_pool_not_wanted);
+	tcase_add_test(unit, max_db_evict_idle);
+	tcase_add_test(unit, spare_up_to_min);
+	tcase_add_test(unit, spare_capped_at_size);
 	suite_add_tcase(s, unit);
 
 	tcase_add_checked_fixture(model, setup, teardown);
