@@ -177,7 +177,7 @@ databases:
   appdb:
     conninfo: "host=$tmp port=$PG_PORT dbname=appdb"
     pool_size: 5
-    pool_mode: session
+    pool_mode: transaction
 EOF
 indent <"$tmp/pgberth.yaml"
 show_cmd "$PGBERTH --check -c $tmp/pgberth.yaml"
@@ -213,8 +213,8 @@ for _ in 1 2; do
 	out=$("$PG_BINDIR/psql" -X "$conn" -c "$query")
 	say "$out"
 	pids+=("$(printf '%s\n' "$out" | awk -F'|' 'NR == 3 { gsub(/ /, "", $2); print $2 }')")
-	# The first session's server is reset (DISCARD ALL) just after psql
-	# leaves; give that a moment so the second psql finds it in the pool.
+	# In transaction mode the server goes back to the pool as soon as the
+	# query's ReadyForQuery has been relayed.
 	sleep 0.2
 done
 if [ "${pids[0]}" = "${pids[1]}" ]; then
@@ -230,15 +230,15 @@ fi
 step "pgbench: initialise directly on PostgreSQL (port $PG_PORT), then read-only load through pgberth (port $PGB_PORT)"
 show_cmd "pgbench -i -q -h $tmp -p $PG_PORT -U pgberth appdb"
 "$PG_BINDIR/pgbench" -i -q -h "$tmp" -p "$PG_PORT" -U pgberth appdb 2>&1
-# Session pooling: a client holds a server for its whole session, so more
-# clients than pool_size (5) would wait for a whole session to end.
-show_cmd "pgbench -n -c 4 -j 2 -T 5 -S -h $tmp -p $PGB_PORT -U pgberth appdb"
-"$PG_BINDIR/pgbench" -n -c 4 -j 2 -T 5 -S -h "$tmp" -p "$PGB_PORT" -U pgberth appdb 2>&1
+# Transaction pooling: 50 clients share pool_size (5) server connections,
+# each holding one only for the length of a transaction.
+show_cmd "pgbench -n -c 50 -j 2 -T 5 -S -h $tmp -p $PGB_PORT -U pgberth appdb"
+"$PG_BINDIR/pgbench" -n -c 50 -j 2 -T 5 -S -h "$tmp" -p "$PGB_PORT" -U pgberth appdb 2>&1
 
 nserv=$("$PG_BINDIR/psql" -X -At -h "$tmp" -p "$PG_PORT" -U pgberth -d appdb -c \
 	"select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()")
 say ""
-say "PostgreSQL now has $nserv connections from pgberth, kept idle in the pool (pool_size 5)."
+say "PostgreSQL now has $nserv connections from pgberth for 50 pgbench clients, kept idle in the pool (pool_size 5)."
 
 step "pgberth's log so far"
 indent <"$tmp/pgberth.log"
