@@ -93,6 +93,9 @@ void client_server_ready(struct client *c);
  * transaction or not) for the timeouts. -1 if the client was closed (a
  * transaction block in statement mode). */
 int client_maybe_done(struct client *c);
+/* The client's bytes are all sent and its server waits for more of an
+ * extended query or COPY: for the timeouts, it is idle in a transaction. */
+void client_note_waiting_on_client(struct client *c);
 /* The server reported a parameter while applying or running the client's
  * statements: it is the client's setting now. -1 on out-of-memory. */
 int client_param_changed(struct client *c, const char *name, const char *value);

@@ -508,7 +508,7 @@ static void client_evict_for(struct client *c)
 	}
 	struct msg *m = msg_new(MSG_EVICT);
 	if (m == NULL)
-		return;     /* it stays idle until server_idle_timeout */
+		return;     /* out of memory: its owner keeps it, out of the pool, until shutdown */
 	m->server = s;
 	if (worker_post(&w->rt->workers[owner], m) < 0)
 		free(m);    /* that worker stopped: it closes its servers itself */
@@ -837,10 +837,14 @@ int client_maybe_done(struct client *c)
 	struct server *s = c->server;
 	struct worker *w = c->w;
 
-	if (c->state != CLIENT_ACTIVE || s->replies_owed > 0 || s->unsynced || s->copy_in ||
+	if (c->state != CLIENT_ACTIVE || s->replies_owed > 0 ||
 	    s->fwd > 0 || s->msg_remain > 0 || buf_len(&s->in) > 0 || s->cancel != NULL ||
 	    buf_len(&c->in) > 0 || c->msg_remain > 0)
 		return 0;
+	if (s->unsynced || s->copy_in) {
+		client_note_waiting_on_client(c);   /* the server waits for the rest */
+		return 0;
+	}
 	if (s->txstatus != 'I') {
 		if (c->mode == POOL_STATEMENT) {
 			client_fatal(c, "0A000", "statement mode",
@@ -862,6 +866,19 @@ int client_maybe_done(struct client *c)
 	server_done(s);     /* unlinks c; may hand s to a client waiting here */
 	client_update_poll(c);
 	return 0;
+}
+
+void client_note_waiting_on_client(struct client *c)
+{
+	struct server *s = c->server;
+
+	/* Parse without Sync, or COPY data still to come: the server waits on
+	 * the client, which is idle inside a transaction as far as timeouts go. */
+	if (c->state == CLIENT_ACTIVE && buf_len(&c->in) == 0 && c->msg_remain == 0 &&
+	    s->replies_owed == 0 && (s->unsynced || s->copy_in) && !list_linked(&c->wait_node)) {
+		c->wait_since = uv_now(&c->w->loop);
+		list_add_tail(&c->w->idle_tx, &c->wait_node);
+	}
 }
 
 /* Lists are in wait_since order, so only their heads can have expired. */

@@ -682,7 +682,8 @@ static void server_internal_input(struct server *s)
 			if (proto_parse_param_status(body, blen, &name, &value) < 0)
 				break;
 			if (server_set_param(s, name, value) < 0 ||
-			    (s->setup_for_client && client_param_changed(s->client, name, value) < 0)) {
+			    (s->setup_for_client && s->client != NULL &&
+			     client_param_changed(s->client, name, value) < 0)) {
 				server_fail(s, "53200", "out of memory");
 				return;
 			}
@@ -743,6 +744,10 @@ static void server_stmt_block(struct server *s)
 		             "transaction blocks are not allowed in statement pooling mode");
 		return;
 	}
+	/* Nothing of it will be sent: drop it with the unscanned ReadyForQuery,
+	 * which the rollback's reply must not be confused with. */
+	buf_reset(&s->in);
+	s->fwd = 0;
 	client_close(c, "statement mode: a transaction block (the client's socket was full)");
 }
 
@@ -818,6 +823,7 @@ int server_flush(struct server *s)
 		buf_consume(&c->in, (size_t)n);
 		buf_give_block(&c->in, &c->w->bufs);
 		c->fwd -= (size_t)n;
+		client_note_waiting_on_client(c);
 		client_update_poll(c);
 	}
 pending:
@@ -1054,6 +1060,7 @@ void server_release(struct server *s, bool cancel)
 		return;
 	}
 	s->done = NULL;
+	s->setup_for_client = false;    /* nobody's settings are being applied now */
 	/* What was read for the client and not sent is nobody's now. */
 	buf_consume(&s->in, s->fwd);
 	s->fwd = 0;

@@ -677,6 +677,76 @@ START_TEST(test_bad_parameter_name)
 }
 END_TEST
 
+/*
+ * Review finding: a transaction-mode client with application_name set
+ * (so its first transaction applies a SET, with setup_for_client on) that
+ * sends a query and hangs up at once: the server's reset then reported
+ * parameters to a client that was gone, and the daemon crashed.
+ */
+START_TEST(test_leave_during_settings)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	PGconn *c;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	c = h_connect(&d, NULL);    /* the pool learns its defaults */
+	h_exec_ok(c, "SELECT 1");
+	PQfinish(c);
+	for (int i = 0; i < 100 && !h_daemon_exited(&d); i++) {
+		c = h_connect(&d, "application_name=leaver");
+		h_assert(PQsendQuery(c, "SELECT 1") == 1, "send: %s", PQerrorMessage(c));
+		PQflush(c);
+		shutdown(PQsocket(c), SHUT_RDWR);
+		PQfinish(c);
+	}
+	h_assert(!h_daemon_exited(&d), "pgberth died while clients left during their settings");
+	c = h_connect(&d, "application_name=stayer");
+	assert_value(c, "SELECT current_setting('application_name')", "stayer");
+	PQfinish(c);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * Review finding: a client that sent Parse without Sync and went quiet held
+ * its server with no timeout at all. It is idle in a transaction: the
+ * idle_transaction_timeout closes it and the server serves the next client.
+ */
+START_TEST(test_unsynced_client_times_out)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = {
+		.pool_size = 1, .pool_mode = "transaction",
+		.extra_top = "idle_transaction_timeout: 500ms\n",
+	};
+	struct h_login l;
+	char buf[256];
+	static const char parse[] = "\0SELECT 1\0\0\0";     /* unnamed, no parameter types */
+	int fd, rc;
+	size_t n;
+	int64_t t0;
+	PGconn *c;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	fd = h_raw_connect(d.sockpath);
+	h_assert(fd >= 0, "connect");
+	rc = h_raw_login(fd, appdb_kv, &l, 10000);
+	h_assert(rc == 0, "raw login: rc %d [%s] %s", rc, l.sqlstate, l.message);
+	n = h_put_msg(buf, 0, 'P', parse, sizeof(parse) - 1);
+	h_assert(h_raw_send(fd, buf, n) == 0, "send Parse");
+	t0 = h_now_ms();
+	h_assert(h_raw_wait_eof(fd, 5000) == 0, "a client idle after Parse without Sync was not closed");
+	h_assert(h_now_ms() - t0 >= 400, "closed after %lld ms, before idle_transaction_timeout",
+		 (long long)(h_now_ms() - t0));
+	close(fd);
+	c = h_connect(&d, NULL);
+	assert_value(c, "SELECT 'served'", "served");
+	PQfinish(c);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 static Suite *e2e_regress_suite(void)
 {
 	Suite *s = suite_create("e2e_regress");
@@ -700,6 +770,12 @@ static Suite *e2e_regress_suite(void)
 	h_tcase_add_pg(tc);
 	tcase_add_test(tc, test_multi_host_conninfo);
 	tcase_add_test(tc, test_bad_parameter_name);
+	suite_add_tcase(s, tc);
+
+	tc = h_tcase("transaction", 60);
+	h_tcase_add_pg(tc);
+	tcase_add_test(tc, test_leave_during_settings);
+	tcase_add_test(tc, test_unsynced_client_times_out);
 	suite_add_tcase(s, tc);
 	return s;
 }
