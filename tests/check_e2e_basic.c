@@ -31,27 +31,6 @@ static long long backend_pid(PGconn *c)
 	return h_query_ll(c, "SELECT pg_backend_pid()");
 }
 
-static void assert_value(PGconn *c, const char *sql, const char *want)
-{
-	char *v = h_query_value(c, sql);
-
-	h_assert(v && strcmp(v, want) == 0, "\"%s\" returned \"%s\", expected \"%s\"", sql,
-		 v ? v : "(null)", want);
-	free(v);
-}
-
-/* What the server says a setting is by default (asked directly, not through pgberth). */
-static char *server_default(const char *setting)
-{
-	PGconn *direct = h_pg_connect(&h_shared_pg, NULL);
-	char sql[128], *v;
-
-	snprintf(sql, sizeof(sql), "SHOW %s", setting);
-	v = h_query_value(direct, sql);
-	PQfinish(direct);
-	return v;
-}
-
 static void notice_receiver(void *arg, const PGresult *r)
 {
 	char *out = arg;
@@ -73,8 +52,8 @@ START_TEST(test_simple_queries)
 	h_daemon_start(&d, &h_shared_pg, NULL);
 	c = h_connect(&d, NULL);
 
-	assert_value(c, "SELECT 1 + 1", "2");
-	assert_value(c, "SELECT current_database() || '/' || current_user", "appdb/" H_SUPERUSER);
+	h_assert_value(c, "SELECT 1 + 1", "2");
+	h_assert_value(c, "SELECT current_database() || '/' || current_user", "appdb/" H_SUPERUSER);
 	v = h_query_value(c, "SELECT NULL::int");
 	h_assert(v == NULL, "SELECT NULL returned \"%s\"", v);
 
@@ -86,7 +65,7 @@ START_TEST(test_simple_queries)
 	PQclear(r);
 
 	/* Several statements in one simple Query: the last result wins. */
-	assert_value(c, "SELECT 1; SELECT 2; SELECT 'three'", "three");
+	h_assert_value(c, "SELECT 1; SELECT 2; SELECT 'three'", "three");
 
 	/* Extended protocol: unnamed statement with parameters... */
 	h_assert(PQsendQueryParams(c, "SELECT $1::int + $2::int", 2, NULL, params, NULL, NULL, 0),
@@ -118,7 +97,7 @@ START_TEST(test_simple_queries)
 	h_exec_ok(c, "BEGIN");
 	h_exec_ok(c, "INSERT INTO t VALUES (4)");
 	h_exec_ok(c, "ROLLBACK");
-	assert_value(c, "SELECT count(*) || ':' || sum(x) FROM t", "3:6");
+	h_assert_value(c, "SELECT count(*) || ':' || sum(x) FROM t", "3:6");
 	h_assert(PQtransactionStatus(c) == PQTRANS_IDLE, "transaction status %d",
 		 PQtransactionStatus(c));
 
@@ -137,7 +116,7 @@ START_TEST(test_simple_queries)
 	strcpy(big, "SELECT length('");
 	memset(big + strlen(big), 'y', 1000000);
 	strcpy(big + strlen("SELECT length('") + 1000000, "')");
-	assert_value(c, big, "1000000");
+	h_assert_value(c, big, "1000000");
 	free(big);
 
 	h_assert(PQstatus(c) == CONNECTION_OK, "connection lost");
@@ -173,7 +152,7 @@ START_TEST(test_copy)
 	h_assert(r && PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(r), "1000") == 0,
 		 "COPY FROM result: %s", r ? PQresultErrorMessage(r) : "timeout");
 	PQclear(r);
-	assert_value(c, "SELECT count(*) || ':' || sum(a) FROM cp", "1000:500500");
+	h_assert_value(c, "SELECT count(*) || ':' || sum(a) FROM cp", "1000:500500");
 
 	r = h_exec(c, "COPY (SELECT a FROM cp ORDER BY a) TO STDOUT");
 	h_assert(PQresultStatus(r) == PGRES_COPY_OUT, "COPY TO: %s %s",
@@ -202,7 +181,7 @@ START_TEST(test_copy)
 		 r ? PQresultErrorMessage(r) : "timeout");
 	PQclear(r);
 	PQsetnonblocking(c, 0);
-	assert_value(c, "SELECT 'still here'", "still here");
+	h_assert_value(c, "SELECT 'still here'", "still here");
 
 	PQfinish(c);
 	h_daemon_stop_ok(&d);
@@ -284,7 +263,7 @@ START_TEST(test_sql_error_keeps_sqlstate)
 			 "message does not name the table: %s", PQresultErrorMessage(r));
 	}
 	PQclear(r);
-	assert_value(c, "SELECT 'usable'", "usable");
+	h_assert_value(c, "SELECT 'usable'", "usable");
 
 	/* In a transaction: failed state, then ROLLBACK brings it back. */
 	h_exec_ok(c, "BEGIN");
@@ -302,7 +281,7 @@ START_TEST(test_sql_error_keeps_sqlstate)
 	h_assert(r && strcmp(h_sqlstate(r), "22012") == 0, "extended error: [%s] %s",
 		 h_sqlstate(r), r ? PQresultErrorMessage(r) : "timeout");
 	PQclear(r);
-	assert_value(c, "SELECT 'in sync'", "in sync");
+	h_assert_value(c, "SELECT 'in sync'", "in sync");
 
 	PQfinish(c);
 	h_daemon_stop_ok(&d);
@@ -333,7 +312,7 @@ START_TEST(test_unknown_database)
 	h_assert(PQstatus(c) == CONNECTION_BAD, "libpq connected to an unconfigured database");
 	PQfinish(c);
 	c = h_connect(&d, NULL);
-	assert_value(c, "SELECT 'fine'", "fine");
+	h_assert_value(c, "SELECT 'fine'", "fine");
 	PQfinish(c);
 	h_daemon_stop_ok(&d);
 }
@@ -374,7 +353,7 @@ START_TEST(test_wrong_server_password)
 	}
 	/* The same user with the right password works: the forced user is used. */
 	c = h_connect(&d, "dbname=goodpw");
-	assert_value(c, "SELECT current_user", H_PW_USER);
+	h_assert_value(c, "SELECT current_user", H_PW_USER);
 	PQfinish(c);
 	h_daemon_stop_ok(&d);
 }
@@ -418,7 +397,7 @@ START_TEST(test_host_name_conninfo)
 		close(fd);
 	}
 	c = h_connect(&d, NULL);
-	assert_value(c, "SELECT 'still serving'", "still serving");
+	h_assert_value(c, "SELECT 'still serving'", "still serving");
 	PQfinish(c);
 	h_daemon_stop_ok(&d);
 }
@@ -455,7 +434,7 @@ START_TEST(test_unreachable_server)
 		close(fd);
 	}
 	c = h_connect(&d, NULL);
-	assert_value(c, "SELECT 'other databases unaffected'", "other databases unaffected");
+	h_assert_value(c, "SELECT 'other databases unaffected'", "other databases unaffected");
 	PQfinish(c);
 	h_daemon_stop_ok(&d);
 	free(dbs);
@@ -482,9 +461,9 @@ START_TEST(test_startup_parameters)
 	h_daemon_start(&d, &h_shared_pg, &o);
 	c = h_connect(&d, "application_name=berth_app options='-c search_path=foo' "
 			  "client_encoding=LATIN1");
-	assert_value(c, "SHOW application_name", "berth_app");
-	assert_value(c, "SHOW search_path", "foo");
-	assert_value(c, "SHOW client_encoding", "LATIN1");
+	h_assert_value(c, "SHOW application_name", "berth_app");
+	h_assert_value(c, "SHOW search_path", "foo");
+	h_assert_value(c, "SHOW client_encoding", "LATIN1");
 	ps = PQparameterStatus(c, "application_name");
 	h_assert(ps && strcmp(ps, "berth_app") == 0, "ParameterStatus application_name %s", ps);
 	ps = PQparameterStatus(c, "client_encoding");
@@ -496,7 +475,7 @@ START_TEST(test_startup_parameters)
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	snprintf(sql, sizeof(sql), "SELECT application_name FROM pg_stat_activity WHERE pid = %lld",
 		 pid);
-	assert_value(direct, sql, "berth_app");
+	h_assert_value(direct, sql, "berth_app");
 	PQfinish(direct);
 	PQfinish(c);
 
@@ -530,25 +509,25 @@ START_TEST(test_startup_parameters_do_not_leak)
 {
 	struct h_daemon d;
 	struct h_daemon_opts o = { .pool_size = 1 };
-	char *def_path = server_default("search_path");
-	char *def_tz = server_default("TimeZone");
-	char *def_ds = server_default("DateStyle");
+	char *def_path = h_pg_setting("search_path");
+	char *def_tz = h_pg_setting("TimeZone");
+	char *def_ds = h_pg_setting("DateStyle");
 	PGconn *c;
 	long long pid;
 
 	h_daemon_start(&d, &h_shared_pg, &o);
 	c = h_connect(&d, "application_name=alpha "
 			  "options='-c search_path=foo -c TimeZone=Asia/Tokyo -c DateStyle=German'");
-	assert_value(c, "SHOW search_path", "foo");
-	assert_value(c, "SHOW TimeZone", "Asia/Tokyo");
+	h_assert_value(c, "SHOW search_path", "foo");
+	h_assert_value(c, "SHOW TimeZone", "Asia/Tokyo");
 	pid = backend_pid(c);
 	PQfinish(c);
 
 	c = h_connect(&d, "application_name=beta options='-c search_path=bar'");
 	h_assert(backend_pid(c) == pid, "pool_size 1 but a new server backend");
-	assert_value(c, "SHOW application_name", "beta");
-	assert_value(c, "SHOW search_path", "bar");
-	assert_value(c, "SHOW TimeZone", def_tz);
+	h_assert_value(c, "SHOW application_name", "beta");
+	h_assert_value(c, "SHOW search_path", "bar");
+	h_assert_value(c, "SHOW TimeZone", def_tz);
 	PQfinish(c);
 
 	/*
@@ -565,9 +544,9 @@ START_TEST(test_startup_parameters_do_not_leak)
 			 "application_name \"%s\" left over from an earlier client", app);
 		free(app);
 	}
-	assert_value(c, "SHOW search_path", def_path);
-	assert_value(c, "SHOW TimeZone", def_tz);
-	assert_value(c, "SHOW DateStyle", def_ds);
+	h_assert_value(c, "SHOW search_path", def_path);
+	h_assert_value(c, "SHOW TimeZone", def_tz);
+	h_assert_value(c, "SHOW DateStyle", def_ds);
 	PQfinish(c);
 	h_daemon_stop_ok(&d);
 	free(def_path);
@@ -580,7 +559,7 @@ START_TEST(test_server_reuse_and_reset)
 {
 	struct h_daemon d;
 	struct h_daemon_opts o = { .pool_size = 1 };
-	char *def_work_mem = server_default("work_mem");
+	char *def_work_mem = h_pg_setting("work_mem");
 	PGconn *c;
 	long long pid;
 
@@ -599,12 +578,12 @@ START_TEST(test_server_reuse_and_reset)
 		h_assert(backend_pid(c) == pid, "client %d: backend %lld, expected the pooled %lld",
 			 i + 2, backend_pid(c), pid);
 		/* DISCARD ALL ran in between. */
-		assert_value(c, "SHOW work_mem", def_work_mem);
-		assert_value(c, "SELECT to_regclass('pg_temp.reuse_tmp') IS NULL", "t");
-		assert_value(c, "SELECT count(*) FROM pg_prepared_statements", "0");
-		assert_value(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+		h_assert_value(c, "SHOW work_mem", def_work_mem);
+		h_assert_value(c, "SELECT to_regclass('pg_temp.reuse_tmp') IS NULL", "t");
+		h_assert_value(c, "SELECT count(*) FROM pg_prepared_statements", "0");
+		h_assert_value(c, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
 			     "AND pid = pg_backend_pid()", "0");
-		assert_value(c, "SELECT count(*) FROM pg_listening_channels()", "0");
+		h_assert_value(c, "SELECT count(*) FROM pg_listening_channels()", "0");
 		PQfinish(c);
 	}
 	h_daemon_stop_ok(&d);
@@ -904,7 +883,7 @@ START_TEST(test_malformed_startup)
 
 	h_daemon_start(&d, &h_shared_pg, NULL);
 	before = h_connect(&d, NULL);
-	assert_value(before, "SELECT 1", "1");
+	h_assert_value(before, "SELECT 1", "1");
 
 	fd = h_raw_connect(d.sockpath);
 	h_assert(fd >= 0, "connect: %s", strerror(errno));
@@ -915,9 +894,9 @@ START_TEST(test_malformed_startup)
 	close(fd);
 
 	h_assert(!h_daemon_exited(&d), "variant %d: pgberth exited", _i);
-	assert_value(before, "SELECT 'client before'", "client before");
+	h_assert_value(before, "SELECT 'client before'", "client before");
 	after = h_connect(&d, NULL);
-	assert_value(after, "SELECT 'client after'", "client after");
+	h_assert_value(after, "SELECT 'client after'", "client after");
 	PQfinish(after);
 	PQfinish(before);
 	h_daemon_stop_ok(&d);
@@ -958,7 +937,7 @@ START_TEST(test_cancel_stops_pg_sleep)
 
 	/* Same session, same server, usable. */
 	h_assert(backend_pid(c) == pid, "the session changed server after the cancel");
-	assert_value(c, "SELECT 'after cancel'", "after cancel");
+	h_assert_value(c, "SELECT 'after cancel'", "after cancel");
 	PQfinish(direct);
 	PQfinish(c);
 	h_daemon_stop_ok(&d);
@@ -1053,7 +1032,7 @@ START_TEST(test_killed_client_does_not_leak_transaction)
 	h_assert(PQtransactionStatus(c) == PQTRANS_IDLE, "next client starts in transaction state %d",
 		 PQtransactionStatus(c));
 	snprintf(sql, sizeof(sql), "SELECT count(*) FROM %s", table);
-	assert_value(c, sql, "0");
+	h_assert_value(c, sql, "0");
 	h_assert(PQtransactionStatus(c) == PQTRANS_IDLE,
 		 "next client is inside the killed client's transaction (status %d)",
 		 PQtransactionStatus(c));
@@ -1064,7 +1043,7 @@ START_TEST(test_killed_client_does_not_leak_transaction)
 	h_assert(h_poll_until(direct, "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = "
 			      "'appdb' AND state LIKE 'idle in transaction%'", 10000),
 		 "an 'idle in transaction' backend is left on the server");
-	assert_value(direct, sql, "0");
+	h_assert_value(direct, sql, "0");
 	snprintf(sql, sizeof(sql), "DROP TABLE %s", table);
 	h_exec_ok(direct, sql);
 	PQfinish(direct);

@@ -51,15 +51,6 @@ static long long backend_pid(PGconn *c)
 	return h_query_ll(c, "SELECT pg_backend_pid()");
 }
 
-static void assert_value(PGconn *c, const char *sql, const char *want)
-{
-	char *v = h_query_value(c, sql);
-
-	h_assert(v && strcmp(v, want) == 0, "\"%s\" returned \"%s\", expected \"%s\"", sql,
-		 v ? v : "(null)", want);
-	free(v);
-}
-
 /* For messages: "PGRES_TUPLES_OK, 1 row(s) [] ", "no result: <libpq's error>". */
 static const char *describe(PGconn *c, const PGresult *r, char *buf, size_t len)
 {
@@ -447,7 +438,7 @@ START_TEST(test_terminate_lets_query_finish)
 
 	int64_t t0 = h_now_ms();
 	c = h_connect(&d, "connect_timeout=5");
-	assert_value(c, "SELECT 1", "1");
+	h_assert_value(c, "SELECT 1", "1");
 	h_assert(h_now_ms() - t0 < 2000, "the next client waited %lld ms for the server",
 		 (long long)(h_now_ms() - t0));
 	PQfinish(c);
@@ -511,7 +502,7 @@ START_TEST(test_extended_copy_in_then_leave)
 			 pid, pid2);
 		PQfinish(c);
 	}
-	assert_value(direct, "SELECT count(*) FROM regress_copy", "15");
+	h_assert_value(direct, "SELECT count(*) FROM regress_copy", "15");
 	h_exec_ok(direct, "DROP TABLE regress_copy");
 	PQfinish(direct);
 	h_daemon_stop_ok(&d);
@@ -579,7 +570,7 @@ START_TEST(test_copy_in_client_vanishes)
 			 (long long)waited);
 		h_assert(pid2 == pid, "round %d: server not reused: backend %lld, then %lld", round,
 			 pid, pid2);
-		assert_value(c, "SELECT count(*) FROM regress_vanish", "0");
+		h_assert_value(c, "SELECT count(*) FROM regress_vanish", "0");
 		PQfinish(c);
 	}
 	h_exec_ok(direct, "DROP TABLE regress_vanish");
@@ -617,7 +608,7 @@ START_TEST(test_multi_host_conninfo)
 				 PQerrorMessage(held[k]));
 			h_assert(h_now_ms() - t0 < 2000, "%s, client %d: login took %lld ms", dbs[i], k,
 				 (long long)(h_now_ms() - t0));
-			assert_value(held[k], "SELECT current_database() || ':' || 6 * 7", "appdb:42");
+			h_assert_value(held[k], "SELECT current_database() || ':' || 6 * 7", "appdb:42");
 		}
 		for (int k = 0; k < 3; k++)
 			PQfinish(held[k]);
@@ -671,7 +662,7 @@ START_TEST(test_bad_parameter_name)
 		close(fd);
 	}
 	c = h_connect(&d, NULL);
-	assert_value(c, "SELECT 'still serving'", "still serving");
+	h_assert_value(c, "SELECT 'still serving'", "still serving");
 	PQfinish(c);
 	h_daemon_stop_ok(&d);
 }
@@ -702,7 +693,7 @@ START_TEST(test_leave_during_settings)
 	}
 	h_assert(!h_daemon_exited(&d), "pgberth died while clients left during their settings");
 	c = h_connect(&d, "application_name=stayer");
-	assert_value(c, "SELECT current_setting('application_name')", "stayer");
+	h_assert_value(c, "SELECT current_setting('application_name')", "stayer");
 	PQfinish(c);
 	h_daemon_stop_ok(&d);
 }
@@ -741,7 +732,7 @@ START_TEST(test_unsynced_client_times_out)
 		 (long long)(h_now_ms() - t0));
 	close(fd);
 	c = h_connect(&d, NULL);
-	assert_value(c, "SELECT 'served'", "served");
+	h_assert_value(c, "SELECT 'served'", "served");
 	PQfinish(c);
 	h_daemon_stop_ok(&d);
 }

@@ -58,15 +58,6 @@ static long long backend_pid(PGconn *c)
 	return h_query_ll(c, "SELECT pg_backend_pid()");
 }
 
-static void assert_value(PGconn *c, const char *sql, const char *want)
-{
-	char *v = h_query_value(c, sql);
-
-	h_assert(v && strcmp(v, want) == 0, "\"%s\" returned \"%s\", expected \"%s\"", sql,
-		 v ? v : "(null)", want);
-	free(v);
-}
-
 /* Runs sql straight on PostgreSQL, as the superuser. */
 static void pg_exec(const char *sql)
 {
@@ -84,18 +75,6 @@ static void create_role(const char *role)
 	snprintf(sql, sizeof(sql), "DO $$ BEGIN CREATE ROLE %s LOGIN; "
 		 "EXCEPTION WHEN duplicate_object THEN NULL; END $$", role);
 	pg_exec(sql);
-}
-
-/* What the server says a setting is by default (asked directly). */
-static char *server_default(const char *setting)
-{
-	PGconn *direct = h_pg_connect(&h_shared_pg, NULL);
-	char sql[128], *v;
-
-	snprintf(sql, sizeof(sql), "SHOW %s", setting);
-	v = h_query_value(direct, sql);
-	PQfinish(direct);
-	return v;
 }
 
 /* Client backends of role in appdb, not counting the asking connection. */
@@ -542,7 +521,7 @@ START_TEST(test_transaction_keeps_server)
 		h_assert(backend_pid(a) == pa, "statement %d of A's transaction ran on backend %lld, "
 			 "the transaction began on %lld", i, backend_pid(a), pa);
 	}
-	assert_value(a, "SELECT count(*) FROM keep_t", "5");
+	h_assert_value(a, "SELECT count(*) FROM keep_t", "5");
 	h_exec_ok(a, "COMMIT");
 	h_assert(PQtransactionStatus(a) == PQTRANS_IDLE, "COMMIT: status %d", PQtransactionStatus(a));
 	PQfinish(a);
@@ -609,7 +588,7 @@ START_TEST(test_failed_transaction_holds_server)
 	v = pending_value(b, "client B after A's ROLLBACK");
 	h_assert(atoll(v) == pa, "B ran on backend %s, the only server is %lld", v, pa);
 	free(v);
-	assert_value(a, "SELECT 'after rollback'", "after rollback");
+	h_assert_value(a, "SELECT 'after rollback'", "after rollback");
 	assert_backend_state(direct, pa, "idle");
 
 	/* A leaves (Terminate) inside a failed transaction: B, waiting, gets the
@@ -759,8 +738,8 @@ START_TEST(test_libpq_pipeline)
 		 pid3, pid4, v);
 	free(v);
 	h_assert(PQexitPipelineMode(a), "exit pipeline mode: %s", PQerrorMessage(a));
-	assert_value(a, "SELECT string_agg(x::text, ',' ORDER BY x) FROM pipe_t", "1,2,5");
-	assert_value(direct, "SELECT string_agg(x::text, ',' ORDER BY x) FROM pipe_t", "1,2,5");
+	h_assert_value(a, "SELECT string_agg(x::text, ',' ORDER BY x) FROM pipe_t", "1,2,5");
+	h_assert_value(direct, "SELECT string_agg(x::text, ',' ORDER BY x) FROM pipe_t", "1,2,5");
 
 	free(pid3);
 	free(pid4);
@@ -937,7 +916,7 @@ START_TEST(test_extended_unnamed)
 		h_assert(strcmp(h_sqlstate(r), "22012") == 0, "extended error: [%s] %s", h_sqlstate(r),
 			 PQresultErrorMessage(r));
 		PQclear(r);
-		assert_value(c[0], "SELECT 'in sync'", "in sync");
+		h_assert_value(c[0], "SELECT 'in sync'", "in sync");
 	}
 	/* Inside BEGIN ... COMMIT, every extended query runs on one backend. */
 	h_exec_ok(c[1], "BEGIN");
@@ -1196,7 +1175,7 @@ START_TEST(test_copy)
 	v = pending_value(b, "client B after the COPY");
 	h_assert(strcmp(v, "1000") == 0, "B counted %s rows after the COPY", v);
 	free(v);
-	assert_value(direct, "SELECT count(*) || ':' || sum(a) FROM copy_t", "1000:500500");
+	h_assert_value(direct, "SELECT count(*) || ':' || sum(a) FROM copy_t", "1000:500500");
 
 	/* A COPY FROM that fails on bad data: error, then the server serves again. */
 	r = h_exec(a, "COPY copy_t FROM STDIN");
@@ -1209,8 +1188,8 @@ START_TEST(test_copy)
 	h_assert(r && strcmp(h_sqlstate(r), "22P02") == 0, "bad COPY data: [%s] %s", h_sqlstate(r),
 		 r ? PQresultErrorMessage(r) : "timeout");
 	PQclear(r);
-	assert_value(b, "SELECT count(*) FROM copy_t", "1000");
-	assert_value(a, "SELECT 'after failed copy'", "after failed copy");
+	h_assert_value(b, "SELECT count(*) FROM copy_t", "1000");
+	h_assert_value(a, "SELECT 'after failed copy'", "after failed copy");
 
 	/* 100k rows out. */
 	r = h_exec(a, "COPY (SELECT g FROM generate_series(1, 100000) g) TO STDOUT");
@@ -1220,7 +1199,7 @@ START_TEST(test_copy)
 	h_assert(lines == 100000 && sum == 5000050000LL, "COPY TO STDOUT: %lld lines, sum %lld",
 		 lines, sum);
 	PQsetnonblocking(a, 0);
-	assert_value(b, "SELECT 'b between'", "b between");
+	h_assert_value(b, "SELECT 'b between'", "b between");
 
 	/* One 20 MB row through COPY, and one 20 MB value through a query. */
 	r = h_exec(a, "COPY (SELECT repeat('y', 20 * 1024 * 1024)) TO STDOUT");
@@ -1242,8 +1221,8 @@ START_TEST(test_copy)
 		h_assert(p[20 * 1024 * 1024 - 1] == 'x', "20 MB value: last byte");
 	}
 	PQclear(r);
-	assert_value(b, "SELECT 'b after'", "b after");
-	assert_value(a, "SELECT 'a after'", "a after");
+	h_assert_value(b, "SELECT 'b after'", "b after");
+	h_assert_value(a, "SELECT 'a after'", "a after");
 
 	PQfinish(a);
 	PQfinish(b);
@@ -1310,7 +1289,7 @@ START_TEST(test_notice_and_notify)
 		 n->relname, n->extra, n->be_pid, pid);
 	PQfreemem(n);
 	h_exec_ok(one, "UNLISTEN *");
-	assert_value(one, "SELECT count(*) FROM pg_listening_channels()", "0");
+	h_assert_value(one, "SELECT count(*) FROM pg_listening_channels()", "0");
 
 	/* Session mode: another connection's NOTIFY reaches the idle client. */
 	s = h_connect(&d, "dbname=sessdb");
@@ -1324,7 +1303,7 @@ START_TEST(test_notice_and_notify)
 		 n->be_pid == pid, "notification %s/%s from %d, expected berth_chan/from-direct "
 		 "from %lld", n->relname, n->extra, n->be_pid, pid);
 	PQfreemem(n);
-	assert_value(s, "SELECT 'still listening'", "still listening");
+	h_assert_value(s, "SELECT 'still listening'", "still listening");
 	h_exec_ok(direct, "NOTIFY berth_chan, 'second'");
 	n = wait_notify(s, 5000);
 	h_assert(n != NULL && strcmp(n->extra, "second") == 0, "second notification: %s",
@@ -1356,7 +1335,7 @@ START_TEST(test_set_follows_client)
 {
 	struct h_daemon d;
 	struct h_daemon_opts o = { .pool_size = 2, .pool_mode = TXN };
-	char *def_ds = server_default("DateStyle"), *def_tz = server_default("TimeZone");
+	char *def_ds = h_pg_setting("DateStyle"), *def_tz = h_pg_setting("TimeZone");
 	char a_want[128], b_want[128], def_want[128], *v;
 	struct pair hp;
 	PGconn *a, *b;
@@ -1430,7 +1409,7 @@ START_TEST(test_startup_parameters_every_server)
 {
 	struct h_daemon d;
 	struct h_daemon_opts o = { .pool_size = 2, .pool_mode = TXN };
-	char *def_ds = server_default("DateStyle"), *def_st = server_default("statement_timeout");
+	char *def_ds = h_pg_setting("DateStyle"), *def_st = h_pg_setting("statement_timeout");
 	struct pair hp;
 	PGconn *c, *t, *e;
 	long long srv[2];
@@ -1466,7 +1445,7 @@ START_TEST(test_startup_parameters_every_server)
 	}
 	/* A statement that runs over the client's own timeout is cancelled by it. */
 	h_exec_fails(t, "SELECT pg_sleep(3)", "57014");
-	assert_value(e, "SELECT pg_sleep(1.3)::text || 'slept'", "slept");
+	h_assert_value(e, "SELECT pg_sleep(1.3)::text || 'slept'", "slept");
 
 	/*
 	 * What the client was told: PostgreSQL's own values, as a direct
@@ -1575,11 +1554,11 @@ START_TEST(test_statement_mode)
 
 	/* Autocommit statements from both clients share the one server. */
 	for (int i = 0; i < 3; i++) {
-		assert_value(a, "SELECT 'a ok'", "a ok");
-		assert_value(other, "SELECT 'other ok'", "other ok");
+		h_assert_value(a, "SELECT 'a ok'", "a ok");
+		h_assert_value(other, "SELECT 'other ok'", "other ok");
 	}
 	h_assert(backend_pid(a) == backend_pid(other), "pool_size 1, yet two backends");
-	assert_value(a, "SELECT 1; SELECT 2", "2");
+	h_assert_value(a, "SELECT 1; SELECT 2", "2");
 
 	/*
 	 * BEGIN: the client is told why, with 0A000, and disconnected. On the
@@ -1626,7 +1605,7 @@ START_TEST(test_statement_mode)
 	PQfinish(a);
 
 	late = h_connect(&d, "user=" STMT_ROLE);
-	assert_value(late, "SELECT 'late ok'", "late ok");
+	h_assert_value(late, "SELECT 'late ok'", "late ok");
 	h_assert(h_poll_until(direct, "SELECT count(*) = 0 FROM pg_stat_activity WHERE usename = '"
 			      STMT_ROLE "' AND state LIKE 'idle in transaction%'", 5000),
 		 "a backend of the statement-mode pool is left idle in transaction");
@@ -1679,7 +1658,7 @@ START_TEST(test_per_user_session_override)
 		h_assert(backend_pid(s1) == p1 && backend_pid(s2) == p2,
 			 "round %d: a session-mode client changed backend", round);
 	}
-	assert_value(s1, "SELECT count(*) FROM sess_t", "5");
+	h_assert_value(s1, "SELECT count(*) FROM sess_t", "5");
 	h_assert(role_backends(direct, SESS_ROLE) == 2, "two idle session clients, %lld backends",
 		 role_backends(direct, SESS_ROLE));
 	h_assert(role_backends(direct, POOLED_ROLE) <= 2, "four transaction clients, %lld backends "
@@ -1838,7 +1817,7 @@ START_TEST(test_stress)
 		"(slowest thread %lld ms), at most %d backends over %d samples\n", STRESS_THREADS,
 		STRESS_TX, (long long)(h_now_ms() - t0), (long long)slowest, sm.max, sm.samples);
 	/* Every transaction committed exactly once. */
-	assert_value(direct, "SELECT count(*) || ':' || min(n) || ':' || max(n) FROM stress_t",
+	h_assert_value(direct, "SELECT count(*) || ':' || min(n) || ':' || max(n) FROM stress_t",
 		     "50:200:200");
 	pthread_barrier_destroy(&start);
 	free(conninfo);
@@ -1855,7 +1834,7 @@ static void terminate_backend(PGconn *direct, long long pid)
 	char sql[160];
 
 	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%lld)", pid);
-	assert_value(direct, sql, "t");
+	h_assert_value(direct, sql, "t");
 	snprintf(sql, sizeof(sql), "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE "
 		 "pid = %lld)", pid);
 	h_assert(h_poll_until(direct, sql, 10000), "backend %lld still there 10 s after "
@@ -1890,7 +1869,7 @@ START_TEST(test_server_terminated)
 	PQclear(r);
 	h_assert(h_now_ms() - t0 < 5000, "error took %lld ms", (long long)(h_now_ms() - t0));
 	PQfinish(a);
-	assert_value(other, "SELECT 'other unaffected'", "other unaffected");
+	h_assert_value(other, "SELECT 'other unaffected'", "other unaffected");
 	c = h_connect(&d, NULL);
 	p = backend_pid(c);
 	h_assert(p != pa, "a new client ran on the terminated backend %lld", pa);
@@ -1915,7 +1894,7 @@ START_TEST(test_server_terminated)
 		 r ? PQresultErrorMessage(r) : PQerrorMessage(a));
 	PQclear(r);
 	PQfinish(a);
-	assert_value(other, "SELECT 'other still unaffected'", "other still unaffected");
+	h_assert_value(other, "SELECT 'other still unaffected'", "other still unaffected");
 
 	/* An idle pooled backend killed: the next transaction gets a fresh one
 	 * (pool_size 1, so the dead one is the only one there was). Alternately
@@ -1994,7 +1973,7 @@ START_TEST(test_psql_script)
 	h_assert(csv && strcmp(csv, "1,row 1\n2,row 2\n3,row 3\n4,row 4\n5,row 5\n6,six\n7,seven\n")
 		 == 0, "\\copy TO wrote:\n%s", csv ? csv : "(nothing)");
 	h_exec_ok(holder, "COMMIT");
-	assert_value(holder, "SELECT count(*) FROM psql_t", "7");
+	h_assert_value(holder, "SELECT count(*) FROM psql_t", "7");
 	h_exec_ok(holder, "DROP TABLE psql_t");
 
 	free(csv);

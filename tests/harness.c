@@ -1628,3 +1628,23 @@ void h_cancel(PGconn *c)
 	PQfreeCancel(job.cancel);
 	h_assert(job.ok == 1, "PQcancel failed: %s", job.err);
 }
+
+void h_assert_value(PGconn *c, const char *sql, const char *want)
+{
+	char *v = h_query_value(c, sql);
+
+	h_assert(v && strcmp(v, want) == 0, "\"%s\" returned \"%s\", expected \"%s\"", sql,
+		 v ? v : "(null)", want);
+	free(v);
+}
+
+char *h_pg_setting(const char *setting)
+{
+	PGconn *direct = h_pg_connect(&h_shared_pg, NULL);
+	char sql[128], *v;
+
+	snprintf(sql, sizeof(sql), "SHOW %s", setting);
+	v = h_query_value(direct, sql);
+	PQfinish(direct);
+	return v;
+}

@@ -230,6 +230,11 @@ void h_exec_ok(PGconn *c, const char *sql);
 void h_exec_fails(PGconn *c, const char *sql, const char *sqlstate);
 /* First column of the first row, asserting success and a row; caller frees. NULL for SQL NULL. */
 char *h_query_value(PGconn *c, const char *sql);
+/* Asserts that sql's first value is want. */
+void h_assert_value(PGconn *c, const char *sql, const char *want);
+/* A setting's value on a fresh direct connection to the shared instance
+ * (SHOW, not through pgberth); caller frees. */
+char *h_pg_setting(const char *setting);
 long long h_query_ll(PGconn *c, const char *sql);
 /* The result's SQLSTATE, or "" if it has none. */
 const char *h_sqlstate(const PGresult *r);
