@@ -16,7 +16,7 @@ struct client;
 struct server;
 
 /* Per-direction input bound: reading stops while this much is unsent. A
- * message the scanners must see whole (ReadyForQuery, ParameterStatus, and
+ * message the scanners must see whole (ReadyForQuery, ParameterStatus, a short CommandComplete, and
  * every reply to the pooler's own queries) must fit. */
 #define RELAY_BUF (32 * 1024)
 

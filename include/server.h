@@ -35,6 +35,7 @@ enum server_state {
 };
 
 #define SERVER_MAX_PARAMS 32
+#define SETTINGS_UNKNOWN UINT64_MAX
 
 /* Reported parameters a client may set, which pgberth re-applies when the
  * client moves to another server. The others a server reports
@@ -78,7 +79,8 @@ struct server {
 	uint32_t syncs_since_execute; /* Syncs after the last Execute or Query */
 	uint64_t born_ms;           /* uv_now at connect, for server_lifetime */
 	uint64_t idle_since_ms;     /* uv_now when it last went idle */
-	uint64_t settings_of;       /* client whose non-reported settings it carries, 0 if none */
+	uint64_t settings_of;       /* client whose non-reported settings it carries, 0 if none,
+	                               SETTINGS_UNKNOWN after a client's own SET or RESET */
 	bool setup_for_client;      /* the running internal query applies the client's settings */
 	bool params_checked;        /* reval is current (cleared by server_set_param) */
 	const char *reval[NREAPPLIED]; /* values of server_reapplied[] in params, or NULL */

@@ -3,7 +3,8 @@
  * advance a "cleared" mark (fwd) over the input buffer: everything before it
  * may be written to the other side as it is. A message body is cleared as
  * it streams in, so rows of any size pass through a fixed buffer; only the
- * small messages the pooler must read (ReadyForQuery, ParameterStatus) are
+ * small messages the pooler must read (ReadyForQuery, ParameterStatus,
+ * CommandComplete) are
  * held until whole.
  */
 #include <errno.h>
@@ -69,9 +70,20 @@ int relay_scan_client(struct client *c, struct server *s)
 	return 0;
 }
 
-/* A message the scanner reads: ReadyForQuery or ParameterStatus. */
+/* A message the scanner reads: ReadyForQuery, ParameterStatus or
+ * CommandComplete. */
 static int scan_server_message(struct server *s, char type, const uint8_t *body, size_t blen)
 {
+	if (type == 'C') {
+		/* A client's own SET or RESET changed settings pgberth cannot see
+		 * (the unreported ones): the next client of this server gets a
+		 * RESET ALL first. DISCARD ALL leaves it clean. */
+		if ((blen == 4 && memcmp(body, "SET", 4) == 0) || (blen == 6 && memcmp(body, "RESET", 6) == 0))
+			s->settings_of = SETTINGS_UNKNOWN;
+		else if (blen == 12 && memcmp(body, "DISCARD ALL", 12) == 0)
+			s->settings_of = 0;
+		return 0;
+	}
 	if (type == 'Z') {
 		if (blen != 1)
 			return -1;
@@ -118,7 +130,7 @@ int relay_scan_server(struct server *s)
 			s->replies_owed -= ignored;
 			s->syncs_since_execute = 0;
 		}
-		if (type == 'Z' || type == 'S') {
+		if (type == 'Z' || type == 'S' || (type == 'C' && mlen <= 64)) {
 			if ((size_t)mlen + 1 > RELAY_BUF)
 				return -1;
 			if (len - s->fwd < (size_t)mlen + 1)

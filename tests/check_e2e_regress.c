@@ -738,6 +738,34 @@ START_TEST(test_unsynced_client_times_out)
 }
 END_TEST
 
+/*
+ * A runtime SET of a parameter the server does not report, in transaction
+ * mode: the next client of that server must not inherit it (the server is
+ * RESET ALL first), as it would with a pooler that only tracks reported
+ * parameters.
+ */
+START_TEST(test_runtime_set_does_not_leak)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	char *def = h_pg_setting("statement_timeout");
+	PGconn *a, *b;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, NULL);
+	b = h_connect(&d, NULL);
+	h_exec_ok(a, "SET statement_timeout = '1234ms'");
+	h_assert_value(b, "SHOW statement_timeout", def);
+	h_exec_ok(a, "RESET statement_timeout");
+	h_exec_ok(b, "SET work_mem = '7MB'");
+	h_assert_value(a, "SHOW statement_timeout", def);
+	PQfinish(a);
+	PQfinish(b);
+	free(def);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 static Suite *e2e_regress_suite(void)
 {
 	Suite *s = suite_create("e2e_regress");
@@ -767,6 +795,7 @@ static Suite *e2e_regress_suite(void)
 	h_tcase_add_pg(tc);
 	tcase_add_test(tc, test_leave_during_settings);
 	tcase_add_test(tc, test_unsynced_client_times_out);
+	tcase_add_test(tc, test_runtime_set_does_not_leak);
 	suite_add_tcase(s, tc);
 	return s;
 }
