@@ -13,7 +13,7 @@ CC      ?= cc
 WERROR  ?= -Werror
 OPT     ?= -O2
 SAN     ?=
-PKGS     = libpq libuv yaml-0.1
+PKGS     = libpq libuv yaml-0.1 libsystemd
 
 # Recursive (=) on purpose: pkg-config runs only after 'deps' has installed it.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))

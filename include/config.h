@@ -100,6 +100,11 @@ void config_unref(struct config *cfg);
 size_t config_reload_changes(const struct config *cur, const struct config *next,
                              struct config_errors *errs);
 
+/* For a reload that goes ahead: gives next the running values of the
+ * restart-only settings, so the snapshot says what is in force. Only
+ * before next is shared. 0, or -1 on out-of-memory. */
+int config_keep_restart_keys(struct config *next, const struct config *cur);
+
 /* Default worker count for ncpu CPUs: one on one or two, else ncpu (at most 64). */
 int config_default_workers(unsigned ncpu);
 

@@ -7,8 +7,9 @@
 
 struct config;
 
-/* Runs the daemon until a stop signal; takes over the reference to cfg.
- * Returns the process exit status. */
-int lifecycle_run(struct config *cfg);
+/* Runs the daemon until a stop signal; takes over the reference to cfg,
+ * which was read from path (read again on SIGHUP). Returns the process
+ * exit status. */
+int lifecycle_run(struct config *cfg, const char *path);
 
 #endif

@@ -1,7 +1,9 @@
 /*
  * The listening socket <socket_dir>/.s.PGSQL.<port> and its lock file, on
  * the main thread. Each worker accepts on a dup of the listening fd. Owns
- * the listening fd, the lock fd and both file names.
+ * the listening fd, the lock fd and both file names. Under socket
+ * activation (LISTEN_FDS) the socket is systemd's: pgberth neither locks
+ * nor removes it, and connections wait in it while pgberth restarts.
  */
 #ifndef PGBERTH_LISTENER_H
 #define PGBERTH_LISTENER_H
@@ -20,6 +22,7 @@ struct listener {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char lock_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
 	bool open;
+	bool activated;             /* the socket came from systemd (LISTEN_FDS) */
 };
 
 /* Takes the lock file, replaces a stale socket and listens. Refuses (-1,

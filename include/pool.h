@@ -30,11 +30,13 @@
 #define PGBERTH_POOL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "list.h"
 
+struct config;
 struct db_config;
 
 /* A client waiting for a server. Embedded in the client; linked only under
@@ -56,6 +58,7 @@ struct pool_handoff {
 	uint32_t slot;
 	uint64_t client_id;
 	void *server;
+	int idle_owner;             /* with server, from pool_serve_waiters: whose loop has it */
 };
 
 struct pool_idle {
@@ -74,13 +77,17 @@ struct pool {
 	struct list node;           /* registry->pools */
 	char *dbname;
 	char *user;
-	const struct db_config *db;
+	const struct db_config *db; /* in reg->cfg, or in hold once retired; read with pool_db */
+	struct config *hold;        /* retired: the snapshot db points into; one reference */
+	bool retired;               /* its database left the config: takes no new clients */
+	atomic_uint gen;            /* bumped when a reload changes the conninfo */
 	int size;                   /* cap on nservers */
 	int reserve;                /* more servers allowed for long waiters */
 	int max_db;                 /* cap on dbc->nservers, 0 for none */
 	struct pool_dbcount *dbc;
 	int nservers;               /* connecting + in use + idle + draining */
-	struct pool_idle *idle;     /* parked servers, most recent last */
+	struct pool_idle *idle;     /* parked servers, most recent last; idle_cap long */
+	int idle_cap;
 	int nidle;
 	char *defaults;             /* server parameters at login, "name\0value\0"...; set once */
 	size_t defaults_len;
@@ -93,6 +100,8 @@ struct pool_registry {
 	pthread_mutex_t mtx;
 	struct list pools;
 	struct list dbs;            /* struct pool_dbcount */
+	struct config *cfg;         /* the snapshot pools follow; one reference, or NULL */
+	bool paused;                /* SIGUSR1: no server or slot goes to a client */
 };
 
 enum pool_result {
@@ -107,7 +116,10 @@ void pool_registry_init(struct pool_registry *reg);
 void pool_registry_destroy(struct pool_registry *reg, void (*free_server)(void *));
 
 /* Finds or creates the pool for (db, user) and counts the client in it.
- * Returns NULL on out-of-memory. */
+ * With a registry config, db is looked up again in it by name (the
+ * caller's snapshot may be a reload behind) and size follows it. Returns
+ * NULL on out-of-memory (errno ENOMEM) or when the database is not in the
+ * registry's config any more (ENOENT). */
 struct pool *pool_attach(struct pool_registry *reg, const struct db_config *db,
                          const char *user, int size);
 /* Uncounts a client; the caller must have cancelled its wait first. */
@@ -156,6 +168,34 @@ struct pool *pool_spare_needed(struct pool_registry *reg);
  * (server NULL) when the freed slot goes to the head waiter. */
 bool pool_server_closed(struct pool_registry *reg, struct pool *pool,
                         struct pool_handoff *out);
+
+/*
+ * Reload. The registry follows cfg from now on: every pool whose database
+ * is still there takes the new limits in place (and a new gen if its
+ * conninfo changed: servers of an older gen are closed, never reused);
+ * a pool whose database is gone is retired. Takes a reference to cfg.
+ * Waiters that the new limits let in are served by pool_serve_waiters.
+ * Returns -1 on out-of-memory (nothing changed).
+ */
+int pool_registry_set_config(struct pool_registry *reg, struct config *cfg);
+/* The pool's database entry and gen, read under the lock. The entry stays
+ * valid until the caller's worker has applied the next reload. */
+const struct db_config *pool_db(struct pool_registry *reg, struct pool *pool, unsigned *gen);
+static inline unsigned pool_gen(struct pool *pool) { return atomic_load(&pool->gen); }
+/* Should an idle server of gen be closed rather than kept: an older gen, a
+ * retired pool with no clients left, or more servers than pool_size? */
+bool pool_idle_unwanted(struct pool_registry *reg, struct pool *pool, unsigned gen);
+
+/* Pause (SIGUSR1): clients queue and nothing is handed out, not even a
+ * released server; resuming leaves the queues to pool_serve_waiters. */
+void pool_set_paused(struct pool_registry *reg, bool paused);
+/* Serves head waiters that may go now: each gets an idle server (server
+ * set, on idle_owner's loop) or a slot to connect (server NULL). Fills up
+ * to max handoffs and returns how many; call again while it returns max. */
+int pool_serve_waiters(struct pool_registry *reg, struct pool_handoff *out, int max);
+
+/* Totals over every pool, for the service status line. */
+void pool_totals(struct pool_registry *reg, int *nservers, int *nidle, int *nwaiters);
 
 /* Counts for tests and status lines. */
 void pool_counts(struct pool_registry *reg, struct pool *pool,

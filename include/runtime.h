@@ -17,7 +17,8 @@ struct config;
 struct worker;
 
 struct runtime {
-	struct config *cfg;         /* current snapshot; one reference held */
+	struct config *cfg;         /* main thread's current snapshot; one reference held.
+	                               Workers use their own (worker->cfg). */
 	struct pool_registry pools;
 	struct worker *workers;
 	int nworkers;
@@ -27,6 +28,8 @@ struct runtime {
 	uv_mutex_t life_mtx;        /* guards worker->finished and nfinished */
 	int nfinished;
 	uv_async_t *worker_done;    /* main loop's doorbell, rung by a finishing worker */
+	uv_async_t *drained;        /* rung by a draining worker whose last client left */
+	uv_async_t *reloaded;       /* rung by a worker that applied a MSG_CONFIG */
 };
 
 static inline uint64_t runtime_next_id(struct runtime *rt)

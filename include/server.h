@@ -77,6 +77,7 @@ struct server {
 	bool unsynced;              /* extended-query messages sent since the last Sync */
 	bool copy_in;               /* in COPY FROM STDIN: Syncs are ignored by PostgreSQL */
 	uint32_t syncs_since_execute; /* Syncs after the last Execute or Query */
+	unsigned gen;               /* pool gen at connect: an older one is never reused */
 	uint64_t born_ms;           /* uv_now at connect, for server_lifetime */
 	uint64_t idle_since_ms;     /* uv_now when it last went idle */
 	uint64_t settings_of;       /* client whose non-reported settings it carries, 0 if none,

@@ -9,6 +9,7 @@
 #ifndef PGBERTH_WORKER_H
 #define PGBERTH_WORKER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -16,6 +17,7 @@
 #include "buf.h"
 #include "list.h"
 
+struct config;
 struct runtime;
 struct server;
 struct client;
@@ -27,6 +29,8 @@ enum msg_type {
 	MSG_MIGRATE,                /* a client elsewhere acquired server, idle on this loop: hand it over */
 	MSG_EVICT,                  /* server, idle on this loop, was taken out of its pool: close it */
 	MSG_CANCEL,                 /* CancelRequest for the client with pid/key */
+	MSG_CONFIG,                 /* cfg: the reloaded snapshot (one reference) */
+	MSG_DRAIN,                  /* stop accepting; close clients at their next boundary */
 	MSG_STOP,                   /* close everything and end the loop */
 };
 
@@ -34,17 +38,21 @@ struct msg {
 	struct msg *next;
 	enum msg_type type;
 	int fd;
-	uint32_t slot;              /* with client_id: who the grant is for */
+	uint32_t slot;              /* with client_id (and, for MIGRATE, worker): who it is for */
 	uint64_t client_id;
+	int worker;                 /* MIGRATE: the acquiring client's worker */
 	struct server *server;
 	struct pool *pool;          /* the pool a grant's server or slot counts in */
-	int32_t pid;
+	int32_t pid;                /* CANCEL: the key pair from the CancelRequest */
 	int32_t key;
+	struct config *cfg;         /* CONFIG */
 };
 
 struct worker {
 	int id;
 	struct runtime *rt;
+	struct config *cfg;         /* the snapshot this loop runs on; one reference */
+	atomic_uint reloads;        /* MSG_CONFIGs applied, read by the main thread */
 	uv_thread_t thread;
 	uv_loop_t loop;
 	uv_async_t doorbell;
@@ -76,6 +84,7 @@ struct worker {
 	uint32_t nslots;
 	uint32_t free_slot;         /* head of the free slot chain, UINT32_MAX if none */
 	uint32_t *slot_next;        /* free chain links */
+	bool draining;              /* MSG_DRAIN seen: no accepting, clients leave at boundaries */
 	bool stopping;
 
 	bool finished;              /* thread is done; guarded by rt->life_mtx */
@@ -93,6 +102,10 @@ struct msg *msg_new(enum msg_type type);
 
 /* A random cancel key (getrandom, in batches). */
 int32_t worker_cancel_key(struct worker *w);
+
+/* A client of a draining worker left: tells the main loop once the last
+ * one has. */
+void worker_client_gone(struct worker *w);
 
 /* Starts the login deadline of a newly accepted client. */
 void worker_login_start(struct worker *w, struct client *c);

@@ -4,7 +4,7 @@
 # tests run as root (postgres refuses to run as root).
 set -e
 PKGS="gcc make pkg-config libpq-dev libuv1-dev libyaml-dev check libssl-dev
-      postgresql postgresql-client pgbouncer procps"
+      postgresql postgresql-client pgbouncer procps libsystemd-dev systemd"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -14,6 +14,7 @@ SUDO=""
 if [ -n "$missing" ]; then
 	echo "deps: installing$missing"
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	# shellcheck disable=SC2086 # $missing is a list of package names
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
 fi
 if [ "$(id -u)" -eq 0 ] && ! id pgberth-test >/dev/null 2>&1; then

@@ -129,6 +129,7 @@ void client_close(struct client *c, const char *reason)
 	free(c->view);
 	free(c->extra);
 	free(c);
+	worker_client_gone(w);
 }
 
 void client_fatal(struct client *c, const char *sqlstate, const char *reason,
@@ -431,7 +432,7 @@ static bool client_check_startup(struct client *c, const struct db_config **db)
 		}
 	}
 	const char *dbname = st->database && st->database[0] ? st->database : st->user;
-	*db = config_find_db(c->w->rt->cfg, dbname);
+	*db = config_find_db(c->w->cfg, dbname);
 	if (*db == NULL) {
 		client_fatal(c, "3D000", "startup", "database \"%s\" is not configured in pgberth", dbname);
 		return false;
@@ -481,7 +482,7 @@ static void client_migrate(struct client *c, struct server *s)
 		m->pool = c->pool;
 		m->slot = c->slot;
 		m->client_id = c->id;
-		m->pid = w->id;
+		m->worker = w->id;
 		if (worker_post(&w->rt->workers[c->waiter.idle_owner], m) == 0)
 			return;
 		free(m);
@@ -611,7 +612,7 @@ static bool client_greet_without_server(struct client *c)
 static void client_login(struct client *c)
 {
 	struct worker *w = c->w;
-	const struct config *cfg = w->rt->cfg;
+	const struct config *cfg = w->cfg;
 	const struct db_config *db;
 
 	if (!client_check_startup(c, &db))
@@ -628,6 +629,10 @@ static void client_login(struct client *c)
 	const char *pool_user = db->forced_user ? db_forced_user(db) : c->user;
 	c->mode = config_pool_mode(db, c->user);
 	c->pool = pool_attach(&w->rt->pools, db, pool_user, config_pool_size(db, pool_user));
+	if (c->pool == NULL && errno == ENOENT) {
+		client_fatal(c, "3D000", "startup", "database \"%s\" is not configured in pgberth", c->dbname);
+		return;
+	}
 	if (c->pool == NULL || client_take_settings(c) < 0) {
 		client_fatal(c, "53200", "startup", "out of memory");
 		return;
@@ -857,6 +862,10 @@ int client_maybe_done(struct client *c)
 		return 0;
 	}
 	if (c->mode == POOL_SESSION) {
+		if (w->draining) {
+			client_fatal(c, "57P01", "shutdown", "pgberth is shutting down");
+			return -1;
+		}
 		list_del(&c->wait_node);
 		c->wait_since = uv_now(&w->loop);
 		list_add_tail(&w->idle_clients, &c->wait_node);
@@ -864,8 +873,38 @@ int client_maybe_done(struct client *c)
 	}
 	client_go_idle(c);
 	server_done(s);     /* unlinks c; may hand s to a client waiting here */
+	if (w->draining) {
+		client_fatal(c, "57P01", "shutdown", "pgberth is shutting down");
+		return -1;
+	}
 	client_update_poll(c);
 	return 0;
+}
+
+bool client_drain(struct client *c)
+{
+	bool busy;
+
+	switch (c->state) {
+	case CLIENT_ACTIVE: {
+		/* A session idle between transactions is on idle_clients; one on
+		 * idle_tx is in a transaction or mid extended query or COPY. */
+		const struct server *s = c->server;
+		busy = !list_linked(&c->wait_node) || s->txstatus != 'I' || s->unsynced || s->copy_in;
+		break;
+	}
+	case CLIENT_WAITING:
+	case CLIENT_LOGIN:
+		busy = c->logged_in;    /* a query waits for its server */
+		break;
+	default:
+		busy = false;
+		break;
+	}
+	if (busy)
+		return false;
+	client_fatal(c, "57P01", "shutdown", "pgberth is shutting down");
+	return true;
 }
 
 void client_note_waiting_on_client(struct client *c)
@@ -896,7 +935,7 @@ static void client_sweep_list(struct list *l, uint64_t now, uint64_t timeout, co
 
 void client_sweep(struct worker *w, uint64_t now)
 {
-	const struct config *cfg = w->rt->cfg;
+	const struct config *cfg = w->cfg;
 
 	client_sweep_list(&w->waits, now, cfg->query_wait_timeout_ms, "57014", "query_wait_timeout");
 	client_sweep_list(&w->idle_clients, now, cfg->client_idle_timeout_ms, "57P05", "client_idle_timeout");

@@ -1195,3 +1195,45 @@ size_t config_reload_changes(const struct config *cur, const struct config *next
 {
 	return reload_diff(top_keys, NKEYS(top_keys), "", cur, next, errs);
 }
+
+static int keep_restart(const struct key *keys, size_t nkeys, struct config *next,
+                        const struct config *cur)
+{
+	for (size_t i = 0; i < nkeys; i++) {
+		const struct key *k = &keys[i];
+		if (k->type == KEY_LISTEN) {
+			if (keep_restart(listen_keys, NKEYS(listen_keys), next, cur) < 0)
+				return -1;
+			continue;
+		}
+		if (k->reload || key_equal(k, cur, next))
+			continue;
+		void *to = (char *)next + k->off;
+		const void *from = (const char *)cur + k->off;
+		switch (k->type) {
+		case KEY_INT:
+			*(int *)to = *(const int *)from;
+			break;
+		case KEY_MODE:
+			*(unsigned *)to = *(const unsigned *)from;
+			break;
+		case KEY_PATH:
+		case KEY_STRING: {
+			char *s = strdup(*(char *const *)from);
+			if (s == NULL)
+				return -1;
+			free(*(char **)to);
+			*(char **)to = s;
+			break;
+		}
+		default:
+			break;
+		}
+	}
+	return 0;
+}
+
+int config_keep_restart_keys(struct config *next, const struct config *cur)
+{
+	return keep_restart(top_keys, NKEYS(top_keys), next, cur);
+}

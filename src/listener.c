@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "config.h"
 #include "listener.h"
 #include "log.h"
@@ -78,6 +80,49 @@ static void listener_unlock(struct listener *l)
 	}
 }
 
+/* LISTEN_FDS: systemd passed the listening socket. Returns 1 when it did
+ * and l now holds it, 0 when it did not, -1 when what it passed is unusable. */
+static int listener_adopt(struct listener *l)
+{
+	int n = sd_listen_fds(1);
+
+	if (n == 0)
+		return 0;
+	if (n < 0) {
+		log_error("LISTEN_FDS: %s", strerror(-n));
+		return -1;
+	}
+	if (n != 1) {
+		log_error("LISTEN_FDS: systemd passed %d sockets; pgberth takes exactly one", n);
+		for (int i = 0; i < n; i++)
+			close(SD_LISTEN_FDS_START + i);
+		return -1;
+	}
+	int fd = SD_LISTEN_FDS_START;
+	if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+		log_error("LISTEN_FDS: fd %d is not a listening Unix stream socket", fd);
+		close(fd);
+		return -1;
+	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		log_error("LISTEN_FDS: fd %d: %s", fd, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	struct sockaddr_un addr;
+	socklen_t len = sizeof(addr);
+	memset(&addr, 0, sizeof(addr));
+	if (getsockname(fd, (struct sockaddr *)&addr, &len) == 0 && addr.sun_path[0] != '\0' &&
+	    strcmp(addr.sun_path, l->path) != 0)
+		log_warn("the socket from systemd is \"%s\", not \"%s\" as listen.socket_dir and "
+		         "listen.port say; clients must use the socket's", addr.sun_path, l->path);
+	l->fd = fd;
+	l->activated = true;
+	l->open = true;
+	return 1;
+}
+
 int listener_open(struct listener *l, uv_loop_t *loop, struct runtime *rt,
                   const struct config *cfg)
 {
@@ -91,6 +136,9 @@ int listener_open(struct listener *l, uv_loop_t *loop, struct runtime *rt,
 		log_error("socket path \"%s/.s.PGSQL.%d\" is too long", cfg->socket_dir, cfg->port);
 		return -1;
 	}
+	int adopted = listener_adopt(l);
+	if (adopted != 0)
+		return adopted < 0 ? -1 : 0;
 	snprintf(l->lock_path, sizeof(l->lock_path), "%s.lock", l->path);
 	if (socket_is_live(l->path)) {
 		log_error("another server is already listening on \"%s\"", l->path);
@@ -159,9 +207,12 @@ void listener_close(struct listener *l)
 	if (!l->open)
 		return;
 	l->open = false;
-	unlink(l->path);
-	listener_unlock(l);
+	if (!l->activated) {
+		unlink(l->path);
+		listener_unlock(l);
+	}
 	close(l->fd);
 	l->fd = -1;
-	log_info("stopped listening on \"%s\"", l->path);
+	log_info("stopped listening on \"%s\"%s", l->path,
+	         l->activated ? " (the socket stays with systemd)" : "");
 }

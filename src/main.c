@@ -26,7 +26,13 @@ static void usage(FILE *out)
 	        "  pgberth --version         print the version\n"
 	        "  pgberth --help            this help\n"
 	        "\n"
-	        "Signals: SIGTERM, SIGINT, SIGQUIT stop the daemon within shutdown_timeout.\n",
+	        "Signals:\n"
+	        "  SIGHUP    reload FILE (a broken file changes nothing)\n"
+	        "  SIGTERM   drain: stop accepting, let transactions finish (drain_timeout),\n"
+	        "            then stop (shutdown_timeout); a second SIGTERM stops at once\n"
+	        "  SIGINT    fast shutdown: no drain, within shutdown_timeout\n"
+	        "  SIGQUIT   the same, at once, also during a drain\n"
+	        "  SIGUSR1   pause: clients wait for servers; SIGUSR2 resumes\n",
 	        PGBERTH_VERSION);
 }
 
@@ -108,5 +114,5 @@ int main(int argc, char **argv)
 	}
 	log_set_level(cfg->log_level);
 	raise_fd_limit(cfg);
-	return lifecycle_run(cfg);
+	return lifecycle_run(cfg, path);
 }

@@ -7,6 +7,7 @@
  * the waiter queue, never to whoever asks next, so waiting clients are
  * served in arrival order whichever worker they are on.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,8 @@ static void pool_free(struct pool *pool)
 	free(pool->defaults);
 	free(pool->dbname);
 	free(pool->user);
+	if (pool->hold != NULL)
+		config_unref(pool->hold);
 	free(pool);
 }
 
@@ -83,6 +86,9 @@ void pool_registry_destroy(struct pool_registry *reg, void (*free_server)(void *
 			free_server(pool->idle[i].server);
 		pool_free(pool);
 	}
+	if (reg->cfg != NULL)
+		config_unref(reg->cfg);
+	reg->cfg = NULL;
 	pthread_mutex_destroy(&reg->mtx);
 }
 
@@ -96,7 +102,8 @@ static struct pool *pool_create_locked(struct pool_registry *reg,
 	pool->dbname = strdup(dbname);
 	pool->user = strdup(user);
 	pool->reserve = db->reserve_pool_size;
-	pool->idle = calloc((size_t)(size + pool->reserve), sizeof(*pool->idle));
+	pool->idle_cap = size + pool->reserve;
+	pool->idle = calloc((size_t)pool->idle_cap, sizeof(*pool->idle));
 	pool->dbc = dbcount_get_locked(reg, dbname);
 	if (pool->dbname == NULL || pool->user == NULL || pool->idle == NULL || pool->dbc == NULL) {
 		if (pool->dbc != NULL && pool->dbc->npools == 0) {
@@ -129,9 +136,18 @@ struct pool *pool_attach(struct pool_registry *reg, const struct db_config *db,
 	struct pool *found = NULL;
 
 	pthread_mutex_lock(&reg->mtx);
+	if (reg->cfg != NULL) {
+		db = config_find_db(reg->cfg, dbname);
+		if (db == NULL) {
+			pthread_mutex_unlock(&reg->mtx);
+			errno = ENOENT;
+			return NULL;
+		}
+		size = config_pool_size(db, user);
+	}
 	list_for_each_safe(pos, tmp, &reg->pools) {
 		struct pool *pool = list_entry(pos, struct pool, node);
-		if (strcmp(pool->dbname, dbname) == 0 && strcmp(pool->user, user) == 0) {
+		if (!pool->retired && strcmp(pool->dbname, dbname) == 0 && strcmp(pool->user, user) == 0) {
 			found = pool;
 			break;
 		}
@@ -141,6 +157,8 @@ struct pool *pool_attach(struct pool_registry *reg, const struct db_config *db,
 	if (found != NULL)
 		found->nclients++;
 	pthread_mutex_unlock(&reg->mtx);
+	if (found == NULL)
+		errno = ENOMEM;
 	return found;
 }
 
@@ -158,7 +176,11 @@ enum pool_result pool_acquire(struct pool_registry *reg, struct pool *pool,
 	enum pool_result res;
 
 	pthread_mutex_lock(&reg->mtx);
-	if (pool->nidle > 0 && pool->nwaiters == 0) {
+	if (reg->paused) {
+		list_add_tail(&pool->waiters, &waiter->node);
+		pool->nwaiters++;
+		res = POOL_MUST_WAIT;
+	} else if (pool->nidle > 0 && pool->nwaiters == 0) {
 		/* The asking worker's own idle server if it has one: it is reused
 		 * without leaving its loop. Else the most recently parked. */
 		int i = pool->nidle - 1;
@@ -260,7 +282,7 @@ enum pool_release_result pool_release(struct pool_registry *reg, struct pool *po
 	enum pool_release_result res = POOL_HANDED;
 
 	pthread_mutex_lock(&reg->mtx);
-	if (!pool_pop_waiter_locked(pool, server, out)) {
+	if (reg->paused || !pool_pop_waiter_locked(pool, server, out)) {
 		if (pool->nservers > pool->size || pool->nidle >= pool->size + pool->reserve ||
 		    pool_db_wanted_locked(reg, pool)) {
 			res = POOL_SURPLUS;
@@ -324,10 +346,11 @@ bool pool_server_closed(struct pool_registry *reg, struct pool *pool,
 
 	pthread_mutex_lock(&reg->mtx);
 	pool_count_server_locked(pool, -1);
-	handed = pool_can_grow_locked(pool, pool->size) && pool_pop_waiter_locked(pool, NULL, out);
+	handed = !reg->paused && pool_can_grow_locked(pool, pool->size) &&
+	         pool_pop_waiter_locked(pool, NULL, out);
 	if (handed)
 		pool_count_server_locked(pool, 1);
-	else if (pool->max_db > 0)
+	else if (pool->max_db > 0 && !reg->paused)
 		handed = pool_pass_db_slot_locked(reg, pool, out);
 	pool_maybe_free_locked(pool);
 	pthread_mutex_unlock(&reg->mtx);
@@ -364,7 +387,7 @@ int pool_reserve_sweep(struct pool_registry *reg, uint64_t cutoff_ms,
 	pthread_mutex_lock(&reg->mtx);
 	list_for_each_safe(pos, tmp, &reg->pools) {
 		struct pool *p = list_entry(pos, struct pool, node);
-		while (n < max && p->nwaiters > 0 && p->reserve > 0 &&
+		while (!reg->paused && n < max && p->nwaiters > 0 && p->reserve > 0 &&
 		       pool_can_grow_locked(p, p->size + p->reserve)) {
 			struct pool_waiter *w = list_first(&p->waiters, struct pool_waiter, node);
 			if (w->since_ms > cutoff_ms)
@@ -386,7 +409,7 @@ struct pool *pool_spare_needed(struct pool_registry *reg)
 	list_for_each_safe(pos, tmp, &reg->pools) {
 		struct pool *p = list_entry(pos, struct pool, node);
 		int min = p->db->min_pool_size < p->size ? p->db->min_pool_size : p->size;
-		if (p->nservers < min && pool_can_grow_locked(p, p->size)) {
+		if (!p->retired && p->nservers < min && pool_can_grow_locked(p, p->size)) {
 			pool_count_server_locked(p, 1);
 			found = p;
 			break;
@@ -403,5 +426,121 @@ void pool_counts(struct pool_registry *reg, struct pool *pool,
 	*nservers = pool->nservers;
 	*nidle = pool->nidle;
 	*nwaiters = pool->nwaiters;
+	pthread_mutex_unlock(&reg->mtx);
+}
+
+int pool_registry_set_config(struct pool_registry *reg, struct config *cfg)
+{
+	struct list *pos, *tmp;
+	struct config *old;
+	int rc = 0;
+
+	pthread_mutex_lock(&reg->mtx);
+	/* Room first, so that nothing below can fail half-way. */
+	list_for_each_safe(pos, tmp, &reg->pools) {
+		struct pool *p = list_entry(pos, struct pool, node);
+		const struct db_config *db = p->retired ? NULL : config_find_db(cfg, p->dbname);
+		if (db == NULL)
+			continue;
+		int cap = config_pool_size(db, p->user) + db->reserve_pool_size;
+		if (cap <= p->idle_cap)
+			continue;
+		struct pool_idle *idle = realloc(p->idle, (size_t)cap * sizeof(*idle));
+		if (idle == NULL) {
+			rc = -1;
+			goto out;
+		}
+		p->idle = idle;
+		p->idle_cap = cap;
+	}
+	old = reg->cfg;
+	list_for_each_safe(pos, tmp, &reg->pools) {
+		struct pool *p = list_entry(pos, struct pool, node);
+		if (p->retired)
+			continue;
+		const struct db_config *db = config_find_db(cfg, p->dbname);
+		if (db == NULL) {
+			p->retired = true;
+			p->hold = old != NULL ? config_ref(old) : NULL;
+			continue;
+		}
+		if (strcmp(db->conninfo, p->db->conninfo) != 0)
+			atomic_fetch_add(&p->gen, 1);
+		p->db = db;
+		p->size = config_pool_size(db, p->user);
+		p->reserve = db->reserve_pool_size;
+		p->max_db = db->max_db_connections;
+	}
+	reg->cfg = config_ref(cfg);
+	if (old != NULL)
+		config_unref(old);  /* the caller still holds it */
+out:
+	pthread_mutex_unlock(&reg->mtx);
+	return rc;
+}
+
+const struct db_config *pool_db(struct pool_registry *reg, struct pool *pool, unsigned *gen)
+{
+	pthread_mutex_lock(&reg->mtx);
+	const struct db_config *db = pool->db;
+	if (gen != NULL)
+		*gen = atomic_load(&pool->gen);
+	pthread_mutex_unlock(&reg->mtx);
+	return db;
+}
+
+bool pool_idle_unwanted(struct pool_registry *reg, struct pool *pool, unsigned gen)
+{
+	pthread_mutex_lock(&reg->mtx);
+	bool unwanted = gen != atomic_load(&pool->gen) || (pool->retired && pool->nclients == 0) ||
+	                pool->nservers > pool->size;
+	pthread_mutex_unlock(&reg->mtx);
+	return unwanted;
+}
+
+void pool_set_paused(struct pool_registry *reg, bool paused)
+{
+	pthread_mutex_lock(&reg->mtx);
+	reg->paused = paused;
+	pthread_mutex_unlock(&reg->mtx);
+}
+
+int pool_serve_waiters(struct pool_registry *reg, struct pool_handoff *out, int max)
+{
+	struct list *pos, *tmp;
+	int n = 0;
+
+	pthread_mutex_lock(&reg->mtx);
+	list_for_each_safe(pos, tmp, &reg->pools) {
+		struct pool *p = list_entry(pos, struct pool, node);
+		while (!reg->paused && n < max && p->nwaiters > 0) {
+			if (p->nidle > 0) {
+				struct pool_idle idle = p->idle[--p->nidle];
+				pool_pop_waiter_locked(p, idle.server, &out[n]);
+				out[n++].idle_owner = idle.worker;
+			} else if (pool_can_grow_locked(p, p->size)) {
+				pool_pop_waiter_locked(p, NULL, &out[n++]);
+				pool_count_server_locked(p, 1);
+			} else {
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&reg->mtx);
+	return n;
+}
+
+void pool_totals(struct pool_registry *reg, int *nservers, int *nidle, int *nwaiters)
+{
+	struct list *pos, *tmp;
+
+	*nservers = *nidle = *nwaiters = 0;
+	pthread_mutex_lock(&reg->mtx);
+	list_for_each_safe(pos, tmp, &reg->pools) {
+		struct pool *p = list_entry(pos, struct pool, node);
+		*nservers += p->nservers;
+		*nidle += p->nidle;
+		*nwaiters += p->nwaiters;
+	}
 	pthread_mutex_unlock(&reg->mtx);
 }

@@ -81,7 +81,7 @@ static void server_reset(struct server *s);
 
 static uint64_t server_step_timeout(const struct server *s)
 {
-	return s->rt->cfg->server_connect_timeout_ms;
+	return s->w->cfg->server_connect_timeout_ms;
 }
 
 static struct server *server_new(struct worker *w, struct pool *pool)
@@ -492,7 +492,8 @@ static void connect_work_done(uv_work_t *req, int status)
 
 void server_connect(struct worker *w, struct pool *pool, struct client *c)
 {
-	const struct db_config *db = pool->db;
+	unsigned gen;
+	const struct db_config *db = pool_db(&w->rt->pools, pool, &gen);
 	struct server *s = server_new(w, pool);
 	struct connect_req *r = s ? connect_req_new(db, c ? c->user : pool->user) : NULL;
 
@@ -512,6 +513,7 @@ void server_connect(struct worker *w, struct pool *pool, struct client *c)
 		return;
 	}
 	s->state = SERVER_CONNECTING;
+	s->gen = gen;
 	s->client = c;
 	if (c != NULL)
 		c->server = s;
@@ -555,6 +557,19 @@ static void server_check_done(struct server *s, bool ok)
 
 void server_adopt(struct worker *w, struct server *s, struct client *c)
 {
+	if (s->gen != pool_gen(s->pool)) {
+		/* Parked before a reload changed the conninfo: its slot goes to
+		 * a connection made the new way. */
+		if (s->w == w) {
+			list_del(&s->idle_node);
+			server_close_keep_slot(s, "conninfo changed by a reload");
+		} else {
+			log_info("s%llu: closing: conninfo changed by a reload", SID(s));
+			server_free_parked(s);
+		}
+		server_connect(w, c->pool, c);
+		return;
+	}
 	if (s->w == w) {
 		list_del(&s->idle_node);    /* idle on this loop: handles and all */
 	} else {
@@ -578,7 +593,7 @@ void server_adopt(struct worker *w, struct server *s, struct client *c)
 	s->state = SERVER_INTERNAL;
 	s->client = c;
 	c->server = s;
-	const struct config *cfg = s->rt->cfg;
+	const struct config *cfg = s->w->cfg;
 	if (cfg->server_check_query[0] != '\0' &&
 	    uv_now(&w->loop) - s->idle_since_ms >= cfg->server_check_delay_ms) {
 		server_query(s, cfg->server_check_query, server_check_done);
@@ -922,7 +937,7 @@ void server_done(struct server *s)
 	struct worker *w = s->w;
 	struct runtime *rt = s->rt;
 	struct pool_handoff h;
-	uint64_t lifetime = rt->cfg->server_lifetime_ms;
+	uint64_t lifetime = w->cfg->server_lifetime_ms;
 
 	if (s->client != NULL) {
 		s->client->server = NULL;
@@ -942,6 +957,10 @@ void server_done(struct server *s)
 	}
 	if (lifetime > 0 && uv_now(&w->loop) - s->born_ms >= lifetime) {
 		server_close(s, "server_lifetime reached");
+		return;
+	}
+	if (s->gen != pool_gen(s->pool)) {
+		server_close(s, "conninfo changed by a reload");
 		return;
 	}
 	s->state = SERVER_IDLE;
@@ -984,7 +1003,7 @@ void server_migrate(struct worker *w, struct server *s, const struct pool_handof
  * that may stay, but walk them all once a second for server_lifetime. */
 void server_sweep_idle(struct worker *w, uint64_t now)
 {
-	const struct config *cfg = w->rt->cfg;
+	const struct config *cfg = w->cfg;
 	uint64_t idle_to = cfg->server_idle_timeout_ms, life = cfg->server_lifetime_ms;
 	bool full = now - w->last_sweep >= 1000;
 	struct list *pos, *tmp;
@@ -997,13 +1016,15 @@ void server_sweep_idle(struct worker *w, uint64_t now)
 		if (idle_to > 0 && now - s->idle_since_ms >= idle_to) {
 			int n, nidle, nw;
 			pool_counts(&w->rt->pools, s->pool, &n, &nidle, &nw);
-			if (n > s->pool->db->min_pool_size)
+			if (n > pool_db(&w->rt->pools, s->pool, NULL)->min_pool_size)
 				why = "server_idle_timeout reached";
 		} else if (!full) {
 			break;
 		}
 		if (why == NULL && life > 0 && now - s->born_ms >= life)
 			why = "server_lifetime reached";
+		if (why == NULL && pool_idle_unwanted(&w->rt->pools, s->pool, s->gen))
+			why = "not wanted after a reload (conninfo, pool_size or database changed)";
 		if (why == NULL)
 			continue;
 		if (pool_take_idle(&w->rt->pools, s->pool, s)) {
@@ -1027,7 +1048,7 @@ static void server_reset_done(struct server *s, bool ok)
 		server_close(s, "the reset query failed");
 		return;
 	}
-	if (reset_clears_settings(s->rt->cfg->server_reset_query))
+	if (reset_clears_settings(s->w->cfg->server_reset_query))
 		s->settings_of = 0;
 	server_done(s);
 }
@@ -1043,7 +1064,7 @@ static void server_rollback_done(struct server *s, bool ok)
 /* The server is between messages with nothing owed: roll back, reset, park. */
 static void server_reset(struct server *s)
 {
-	const char *reset = s->rt->cfg->server_reset_query;
+	const char *reset = s->w->cfg->server_reset_query;
 
 	if (s->txstatus != 'I')
 		server_query(s, "ROLLBACK", server_rollback_done);

@@ -129,11 +129,11 @@ static void worker_login_expired(uv_timer_t *timer)
 
 void worker_login_start(struct worker *w, struct client *c)
 {
-	c->login_deadline = uv_now(&w->loop) + w->rt->cfg->client_login_timeout_ms;
+	c->login_deadline = uv_now(&w->loop) + w->cfg->client_login_timeout_ms;
 	list_add_tail(&w->logins, &c->login_node);
 	if (!uv_is_active((uv_handle_t *)&w->login_timer))
 		uv_timer_start(&w->login_timer, worker_login_expired,
-		               w->rt->cfg->client_login_timeout_ms, 0);
+		               w->cfg->client_login_timeout_ms, 0);
 }
 
 /* A grant whose client is gone, or came to a stopping worker: pass the
@@ -188,7 +188,7 @@ static void worker_janitor(uv_timer_t *timer)
 	if (w->id != 0)
 		return;
 	struct pool_handoff h[16];
-	uint64_t timeout = rt->cfg->reserve_pool_timeout_ms, hr = uv_hrtime() / 1000000;
+	uint64_t timeout = w->cfg->reserve_pool_timeout_ms, hr = uv_hrtime() / 1000000;
 	int n = pool_reserve_sweep(&rt->pools, hr > timeout ? hr - timeout : 0, h, 16);
 	for (int i = 0; i < n; i++) {
 		log_info("w%d: reserve pool: a connection for c%llu after %llu ms", w->id,
@@ -196,11 +196,41 @@ static void worker_janitor(uv_timer_t *timer)
 		server_handoff(rt, &h[i]);
 	}
 	struct pool *pool;
-	for (int i = 0; i < 16 && (pool = pool_spare_needed(&rt->pools)) != NULL; i++)
+	for (int i = 0; i < 16 && !w->draining && (pool = pool_spare_needed(&rt->pools)) != NULL; i++)
 		server_connect(w, pool, NULL);
 }
 
 static void worker_accept_closed(uv_handle_t *handle);
+
+static void worker_stop_accepting(struct worker *w)
+{
+	if (w->accept_poll != NULL) {
+		w->accept_poll->data = (void *)(intptr_t)w->accept_fd;
+		uv_close((uv_handle_t *)w->accept_poll, worker_accept_closed);
+		w->accept_poll = NULL;
+	}
+	uv_timer_stop(&w->accept_backoff);
+}
+
+void worker_client_gone(struct worker *w)
+{
+	if (w->draining && !w->stopping && list_empty(&w->clients))
+		uv_async_send(w->rt->drained);
+}
+
+/* MSG_DRAIN: the listener is closed; clients go at their next transaction
+ * boundary (client_maybe_done), idle ones now (client_drain). */
+static void worker_drain(struct worker *w)
+{
+	struct list *pos, *tmp;
+
+	w->draining = true;
+	worker_stop_accepting(w);
+	list_for_each_safe(pos, tmp, &w->clients) {
+		client_drain(list_entry(pos, struct client, node));
+	}
+	worker_client_gone(w);
+}
 
 static void worker_stop(struct worker *w)
 {
@@ -209,14 +239,16 @@ static void worker_stop(struct worker *w)
 	w->stopping = true;
 	list_for_each_safe(pos, tmp, &w->clients) {
 		struct client *c = list_entry(pos, struct client, node);
+		if (w->draining)
+			log_warn("c%llu/w%d: drain over: giving up on %s@%s (%s)", (unsigned long long)c->id,
+			         w->id, c->user ? c->user : "?", c->dbname ? c->dbname : "?",
+			         c->server != NULL && c->server->txstatus != 'I' ? "in a transaction"
+			         : c->server != NULL                             ? "query or session running"
+			                                                         : "waiting for a server");
 		client_fatal(c, "57P01", "shutdown", "pgberth is shutting down");
 	}
 	worker_close_servers(w, false);
-	if (w->accept_poll != NULL) {
-		w->accept_poll->data = (void *)(intptr_t)w->accept_fd;
-		uv_close((uv_handle_t *)w->accept_poll, worker_accept_closed);
-		w->accept_poll = NULL;
-	}
+	worker_stop_accepting(w);
 	uv_close((uv_handle_t *)&w->accept_backoff, NULL);
 	uv_close((uv_handle_t *)&w->doorbell, NULL);
 	uv_close((uv_handle_t *)&w->login_timer, NULL);
@@ -283,7 +315,7 @@ static void worker_accept_closed(uv_handle_t *handle)
 
 static void worker_listen(struct worker *w, int fd)
 {
-	if (w->stopping || w->accept_poll != NULL) {
+	if (w->stopping || w->draining || w->accept_poll != NULL) {
 		close(fd);
 		return;
 	}
@@ -330,7 +362,7 @@ static void worker_handle(struct worker *w, struct msg *m)
 		break;
 	case MSG_MIGRATE: {
 		struct pool_handoff h = {
-			.pool = m->pool, .worker = m->pid, .slot = m->slot, .client_id = m->client_id,
+			.pool = m->pool, .worker = m->worker, .slot = m->slot, .client_id = m->client_id,
 			.server = m->server,
 		};
 		server_migrate(w, m->server, &h);
@@ -343,6 +375,16 @@ static void worker_handle(struct worker *w, struct msg *m)
 		c = worker_client_by_slot(w, (uint32_t)m->pid & (MAX_SLOTS - 1));
 		if (c != NULL)
 			client_cancel(c, m->key);
+		break;
+	case MSG_CONFIG:
+		config_unref(w->cfg);
+		w->cfg = m->cfg;
+		atomic_fetch_add(&w->reloads, 1);
+		uv_async_send(w->rt->reloaded);
+		break;
+	case MSG_DRAIN:
+		if (!w->draining && !w->stopping)
+			worker_drain(w);
 		break;
 	case MSG_STOP:
 		if (!w->stopping)
@@ -396,6 +438,8 @@ static void worker_main(void *arg)
 	free(w->slot_next);
 	buf_cache_destroy(&w->bufs);
 	buf_free(&w->scratch);
+	config_unref(w->cfg);
+	w->cfg = NULL;
 	w->slots = NULL;
 	w->slot_next = NULL;
 	log_debug("w%d: finished", w->id);
@@ -423,6 +467,7 @@ int worker_start(struct worker *w, struct runtime *rt, int id)
 	list_init(&w->idle_servers);
 	if ((rc = buf_cache_init(&w->bufs, RELAY_BUF, 64)) != 0)
 		return rc;
+	w->cfg = config_ref(rt->cfg);
 	if ((rc = uv_loop_init(&w->loop)) != 0)
 		goto err_cache;
 	if ((rc = uv_mutex_init(&w->inbox_mtx)) != 0)
@@ -453,5 +498,7 @@ err_loop:
 	uv_loop_close(&w->loop);
 err_cache:
 	buf_cache_destroy(&w->bufs);
+	config_unref(w->cfg);
+	w->cfg = NULL;
 	return rc;
 }

@@ -1,6 +1,7 @@
 /*
- * End to end, the daemon's life: SIGTERM/SIGINT stop it within
- * shutdown_timeout even with a backend stuck in pg_sleep(600), and remove
+ * End to end, the daemon's life: SIGTERM (drain_timeout, then
+ * shutdown_timeout) and SIGINT (shutdown_timeout) stop it in time even
+ * with a backend stuck in pg_sleep(600), and remove
  * the socket and lock files; a second daemon on the same socket refuses to
  * start; a stale socket file (synthetic, or left by a SIGKILLed daemon) is
  * replaced; --check, --version, --help and bad config files; socket_mode.
@@ -39,10 +40,11 @@ static bool is_socket(const char *path)
 
 START_TEST(test_shutdown_with_stuck_backend)
 {
-	/* _i: 0 SIGTERM, 1 SIGINT. */
+	/* _i: 0 SIGTERM (drain first), 1 SIGINT (no drain). */
 	int sig = _i == 0 ? SIGTERM : SIGINT;
+	int bound = _i == 0 ? 4000 : 3000;
 	struct h_daemon d;
-	struct h_daemon_opts o = { .shutdown_timeout = "2s" };
+	struct h_daemon_opts o = { .shutdown_timeout = "2s", .extra_top = "drain_timeout: 1s\n" };
 	PGconn *c, *direct;
 	PGresult *r;
 	char desc[64];
@@ -58,8 +60,8 @@ START_TEST(test_shutdown_with_stuck_backend)
 
 	ms = h_daemon_stop(&d, sig, 10000);
 	h_assert(ms >= 0, "pgberth still running 10 s after %s (killed)", strsignal(sig));
-	h_assert(ms <= 3000, "%s: pgberth took %d ms to exit, shutdown_timeout is 2 s (+1 s slack)",
-		 strsignal(sig), ms);
+	h_assert(ms <= bound, "%s: pgberth took %d ms to exit, bound %d ms (drain_timeout 1 s for "
+		 "SIGTERM, shutdown_timeout 2 s, 1 s slack)", strsignal(sig), ms, bound);
 	h_describe_status(d.status, desc, sizeof(desc));
 	h_assert(WIFEXITED(d.status), "pgberth ended by %s", desc);
 	h_assert(!h_path_exists(d.sockpath), "socket file %s left behind", d.sockpath);
@@ -101,12 +103,12 @@ END_TEST
  * PostgreSQL frozen (SIGSTOP): a client's cancel makes pgberth run PQcancel,
  * which blocks on the stopped postmaster inside libuv's thread pool, so the
  * worker cannot finish. SIGTERM must still end the daemon within
- * shutdown_timeout (+1 s), and leave no socket or lock file.
+ * drain_timeout + shutdown_timeout (+1 s), and leave no socket or lock file.
  */
 START_TEST(test_shutdown_with_frozen_postgres)
 {
 	struct h_daemon d;
-	struct h_daemon_opts o = { .shutdown_timeout = "1s" };
+	struct h_daemon_opts o = { .shutdown_timeout = "1s", .extra_top = "drain_timeout: 1s\n" };
 	PGconn *c, *direct;
 	PGcancel *cancel;
 	char err[256];
@@ -134,8 +136,8 @@ START_TEST(test_shutdown_with_frozen_postgres)
 	kill(backend, SIGCONT);
 	kill(h_shared_pg.pid, SIGCONT);
 	h_assert(ms >= 0, "pgberth still running 10 s after SIGTERM with PostgreSQL frozen (killed)");
-	h_assert(ms <= 2000, "pgberth took %d ms to exit with PostgreSQL frozen; shutdown_timeout "
-		 "is 1 s (+1 s slack)", ms);
+	h_assert(ms <= 3000, "pgberth took %d ms to exit with PostgreSQL frozen; drain_timeout and "
+		 "shutdown_timeout are 1 s each (+1 s slack)", ms);
 	h_assert(WIFEXITED(d.status), "pgberth did not exit normally (status 0x%x)", d.status);
 	h_assert(!h_path_exists(d.sockpath), "socket file %s left behind", d.sockpath);
 	h_assert(!h_path_exists(d.lockpath), "lock file %s left behind", d.lockpath);
