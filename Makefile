@@ -4,10 +4,19 @@
 #   make check-asan   the same, built with ASan + LSan + UBSan
 #   make demo         throwaway PostgreSQL + pgberth, psql and pgbench through it
 #   make bench        pgberth vs PgBouncer vs PostgreSQL (scripts/bench.sh; build/bench/)
-#   make install      PREFIX (/usr/local) and DESTDIR honoured
+#   make install      binary, docs, systemd units, sysusers.d file, example config
+#                     (never over an existing one); PREFIX (/usr/local), DESTDIR,
+#                     BINDIR, SYSCONFDIR (/etc), DOCDIR, UNITDIR, SYSUSERSDIR honoured
+#   make uninstall    removes what install put there, except the config
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+BINDIR      ?= $(PREFIX)/bin
+SYSCONFDIR  ?= /etc
+DOCDIR      ?= $(PREFIX)/share/doc/pgberth
+# systemd searches /usr/local/lib/systemd/system and /usr/local/lib/sysusers.d too.
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 BUILD   ?= build
 CC      ?= cc
 WERROR  ?= -Werror
@@ -28,12 +37,15 @@ ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 SRCS     = $(wildcard src/*.c)
 LIB_OBJS = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(filter-out src/main.c,$(SRCS)))
 TESTS    = $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/check_*.c))
+# Shell suites (tests/check_*.sh) are linked into BUILD/tests beside the
+# binaries, so scripts/run-tests.sh runs and counts them the same way.
+SCRIPT_TESTS = $(patsubst tests/%.sh,$(BUILD)/tests/%,$(wildcard tests/check_*.sh))
 HARNESS  = $(patsubst tests/%.c,$(BUILD)/obj/tests/%.o,$(filter-out tests/check_%.c,$(wildcard tests/*.c)))
 
 # Keep test objects: they are not throwaway intermediates.
 .SECONDARY:
 
-.PHONY: all deps build tests check check-asan demo bench install clean
+.PHONY: all deps build tests check check-asan demo bench install uninstall clean
 all: deps
 	@$(MAKE) --no-print-directory build
 
@@ -57,7 +69,11 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(HARNESS) $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $^ $(CHECK_LIBS) $(PKG_LIBS)
 
-tests: build $(TESTS)
+$(SCRIPT_TESTS): $(BUILD)/tests/%: tests/%.sh
+	@mkdir -p $(dir $@)
+	ln -sf $(CURDIR)/$< $@
+
+tests: build $(TESTS) $(SCRIPT_TESTS)
 
 check: deps
 	@$(MAKE) --no-print-directory tests
@@ -79,10 +95,56 @@ $(BUILD)/bench/idle_clients: bench/idle_clients.c
 	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SAN) $(shell pkg-config --cflags libpq) \
 		-o $@ $< $(shell pkg-config --libs libpq)
 
+# The units name the installed paths, not DESTDIR's: they are written for the
+# machine they end up on. With DESTDIR empty (a real install), install also
+# creates the pgberth user and, when systemd is running, reloads its units.
+UNIT_SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	-e 's|@DOCDIR@|$(DOCDIR)|g'
+CONF = $(DESTDIR)$(SYSCONFDIR)/pgberth/pgberth.yaml
+
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/pgberth
-	install -m 755 $(BUILD)/pgberth $(DESTDIR)$(PREFIX)/bin/pgberth
-	install -m 644 conf/pgberth.yaml README.md $(DESTDIR)$(PREFIX)/share/doc/pgberth/
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(SYSCONFDIR)/pgberth
+	install -m 755 $(BUILD)/pgberth $(DESTDIR)$(BINDIR)/pgberth
+	install -m 644 conf/pgberth.yaml README.md $(DESTDIR)$(DOCDIR)/
+	$(UNIT_SUBST) systemd/pgberth.service >$(DESTDIR)$(UNITDIR)/pgberth.service
+	$(UNIT_SUBST) systemd/pgberth.socket >$(DESTDIR)$(UNITDIR)/pgberth.socket
+	chmod 644 $(DESTDIR)$(UNITDIR)/pgberth.service $(DESTDIR)$(UNITDIR)/pgberth.socket
+	install -m 644 systemd/pgberth.sysusers $(DESTDIR)$(SYSUSERSDIR)/pgberth.conf
+	@if [ -e $(CONF) ]; then \
+		install -m 644 conf/pgberth.yaml $(CONF).new; \
+		echo "install: kept $(CONF); the new example is $(CONF).new"; \
+	else \
+		echo "install -m 644 conf/pgberth.yaml $(CONF)"; \
+		install -m 644 conf/pgberth.yaml $(CONF); \
+	fi
+	@if [ -z "$(DESTDIR)" ] && command -v systemd-sysusers >/dev/null; then \
+		echo "systemd-sysusers $(SYSUSERSDIR)/pgberth.conf"; \
+		systemd-sysusers $(SYSUSERSDIR)/pgberth.conf; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		echo "systemctl daemon-reload"; \
+		systemctl daemon-reload; \
+	fi
+	@echo "Next: set listen.socket_dir: /run/pgberth and your databases in $(SYSCONFDIR)/pgberth/pgberth.yaml,"
+	@echo "then: systemctl enable --now pgberth.socket pgberth.service"
+
+# Keeps the config (and the pgberth user): they are the administrator's.
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		echo "systemctl disable --now pgberth.socket pgberth.service"; \
+		systemctl disable --now pgberth.socket pgberth.service 2>/dev/null || true; \
+	fi
+	rm -f $(DESTDIR)$(BINDIR)/pgberth
+	rm -f $(DESTDIR)$(DOCDIR)/pgberth.yaml $(DESTDIR)$(DOCDIR)/README.md
+	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
+	rm -f $(DESTDIR)$(UNITDIR)/pgberth.service $(DESTDIR)$(UNITDIR)/pgberth.socket
+	rm -f $(DESTDIR)$(SYSUSERSDIR)/pgberth.conf
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		echo "systemctl daemon-reload"; \
+		systemctl daemon-reload; \
+	fi
+	@echo "uninstall: kept $(SYSCONFDIR)/pgberth and the user pgberth"
 
 clean:
 	rm -rf build

@@ -258,7 +258,7 @@ void *pool_evict_idle(struct pool_registry *reg, struct pool *pool, int *owner)
 	void *server = NULL;
 
 	pthread_mutex_lock(&reg->mtx);
-	if (pool->max_db == 0 || pool->nwaiters == 0 || pool->dbc->nservers < pool->max_db ||
+	if (reg->paused || pool->max_db == 0 || pool->nwaiters == 0 || pool->dbc->nservers < pool->max_db ||
 	    pool->nservers >= pool->size)
 		goto out;
 	list_for_each_safe(pos, tmp, &reg->pools) {
@@ -282,7 +282,10 @@ enum pool_release_result pool_release(struct pool_registry *reg, struct pool *po
 	enum pool_release_result res = POOL_HANDED;
 
 	pthread_mutex_lock(&reg->mtx);
-	if (reg->paused || !pool_pop_waiter_locked(pool, server, out)) {
+	/* Over size + reserve (a reload made the pool smaller): closed even
+	 * with clients waiting, so the pool comes down to its new size. */
+	if (reg->paused || pool->nservers > pool->size + pool->reserve ||
+	    !pool_pop_waiter_locked(pool, server, out)) {
 		if (pool->nservers > pool->size || pool->nidle >= pool->size + pool->reserve ||
 		    pool_db_wanted_locked(reg, pool)) {
 			res = POOL_SURPLUS;
