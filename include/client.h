@@ -100,8 +100,10 @@ void client_note_waiting_on_client(struct client *c);
  * statements: it is the client's setting now. -1 on out-of-memory. */
 int client_param_changed(struct client *c, const char *name, const char *value);
 /* Drain: closes the client with 57P01 now unless it is in the middle of
- * something (a transaction, a query, a query waiting for a server), which
- * client_maybe_done lets end first. Returns true if it was closed. */
+ * something (a transaction, a query, a query waiting for a server). Then a
+ * transaction or statement mode client is closed when that ends
+ * (client_maybe_done); a busy session lasts until the client leaves.
+ * Returns true if it was closed. */
 bool client_drain(struct client *c);
 /* Janitor: closes clients past client_idle_timeout, idle_transaction_timeout
  * and query_wait_timeout. */

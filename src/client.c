@@ -862,10 +862,6 @@ int client_maybe_done(struct client *c)
 		return 0;
 	}
 	if (c->mode == POOL_SESSION) {
-		if (w->draining) {
-			client_fatal(c, "57P01", "shutdown", "pgberth is shutting down");
-			return -1;
-		}
 		list_del(&c->wait_node);
 		c->wait_since = uv_now(&w->loop);
 		list_add_tail(&w->idle_clients, &c->wait_node);
@@ -888,7 +884,10 @@ bool client_drain(struct client *c)
 	switch (c->state) {
 	case CLIENT_ACTIVE: {
 		/* A session idle between transactions is on idle_clients; one on
-		 * idle_tx is in a transaction or mid extended query or COPY. */
+		 * idle_tx is in a transaction or mid extended query or COPY. A
+		 * session busy now is let finish: it keeps its server until it
+		 * disconnects (or drain_timeout), as its work may span several
+		 * transactions. */
 		const struct server *s = c->server;
 		busy = !list_linked(&c->wait_node) || s->txstatus != 'I' || s->unsynced || s->copy_in;
 		break;

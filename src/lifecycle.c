@@ -9,8 +9,8 @@
  * Draining: the listener closes (its socket file goes, so new clients fail
  * fast; under socket activation they wait in systemd's socket for the next
  * pgberth), and every worker gets MSG_DRAIN: idle clients get 57P01 now,
- * a client in a transaction or a query at its end, in every pool mode (a
- * session is not cut in the middle of its work). Stopping is
+ * a transaction-mode client in a transaction or query at its end, and a
+ * session busy at that moment when its client leaves. Stopping is
  * explicit and bounded: post STOP to every worker (clients left get 57P01,
  * servers are closed) and wait for them on the main loop, each finishing
  * worker ringing worker_done. A deadline timer (shutdown_timeout) bounds

@@ -218,8 +218,8 @@ void worker_client_gone(struct worker *w)
 		uv_async_send(w->rt->drained);
 }
 
-/* MSG_DRAIN: the listener is closed; clients go at their next transaction
- * boundary (client_maybe_done), idle ones now (client_drain). */
+/* MSG_DRAIN: the listener is closed; idle clients go now, the others when
+ * their work ends (client_drain). */
 static void worker_drain(struct worker *w)
 {
 	struct list *pos, *tmp;

@@ -333,7 +333,38 @@ void h_dump_logs(void)
 
 /* ---- child processes ------------------------------------------------- */
 
-pid_t h_spawn(const char *const argv[], const char *out_path, bool as_pg_user)
+/* Where the child writes its own pid into its environment (h_spawn_env). */
+#define MAX_PID_SLOTS 8
+
+struct child_env {
+	char **envp;                   /* for execve; NULL: inherit (execv) */
+	char *pid_slot[MAX_PID_SLOTS]; /* inside envp strings: the child's pid goes here */
+	int npid;
+	int listen_fd;                 /* becomes fd 3; -1: none */
+};
+
+/* Decimal pid into dst, NUL-terminated; async-signal-safe (no stdio). */
+static void put_pid(char *dst, pid_t pid)
+{
+	char tmp[24];
+	int n = 0;
+	unsigned long v = (unsigned long)pid;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v && n < (int)sizeof(tmp));
+	while (n > 0)
+		*dst++ = tmp[--n];
+	*dst = '\0';
+}
+
+/*
+ * The body of h_spawn and h_spawn_env. With ce NULL the child inherits our
+ * environment and keeps no fd above 2, exactly as h_spawn always did.
+ */
+static pid_t spawn_child(const char *const argv[], const char *out_path, bool as_pg_user,
+			 const struct child_env *ce)
 {
 	pid_t parent = getpid();
 	int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -354,10 +385,17 @@ pid_t h_spawn(const char *const argv[], const char *out_path, bool as_pg_user)
 	if (pid == 0) {
 		/* Only async-signal-safe calls from here: the parent may have threads. */
 		struct sigaction dfl;
+		int keep = 3;
 
 		if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
 			_exit(126);
-		close_range(3, ~0U, 0);
+		if (ce && ce->listen_fd >= 0) {
+			/* dup2 onto itself would keep FD_CLOEXEC. */
+			if (ce->listen_fd == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(ce->listen_fd, 3) < 0)
+				_exit(126);
+			keep = 4;
+		}
+		close_range((unsigned)keep, ~0U, 0);
 		if (as_pg_user && as_root) {
 			if (setgroups((size_t)pg_ngroups, pg_groups) != 0 ||
 			    setgid(pg_gid) != 0 || setuid(pg_uid) != 0)
@@ -372,11 +410,96 @@ pid_t h_spawn(const char *const argv[], const char *out_path, bool as_pg_user)
 		/* After setuid, which clears it. Dies with the spawning thread. */
 		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
 			_exit(126);
-		execv(argv[0], (char *const *)argv);
+		if (ce && ce->envp) {
+			for (int i = 0; i < ce->npid; i++)
+				put_pid(ce->pid_slot[i], getpid());
+			execve(argv[0], (char *const *)argv, ce->envp);
+		} else {
+			execv(argv[0], (char *const *)argv);
+		}
 		_exit(127);
 	}
 	close(in);
 	close(out);
+	return pid;
+}
+
+pid_t h_spawn(const char *const argv[], const char *out_path, bool as_pg_user)
+{
+	return spawn_child(argv, out_path, as_pg_user, NULL);
+}
+
+/* Length of the KEY= part of a "KEY=VALUE" string (0 if it has no '='). */
+static size_t env_key_len(const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+
+	return eq ? (size_t)(eq - kv) + 1 : 0;
+}
+
+/* True if kv's key is one of the keys in list (a NULL-terminated array). */
+static bool env_has_key(const char *const list[], size_t nlist, const char *kv)
+{
+	size_t klen = env_key_len(kv);
+
+	for (size_t i = 0; klen && i < nlist; i++) {
+		if (strncmp(list[i], kv, klen) == 0)
+			return true;
+	}
+	return false;
+}
+
+pid_t h_spawn_env(const char *const argv[], const char *out_path, const char *const env[],
+		  int listen_fd)
+{
+	extern char **environ;
+	const char *extra[64];
+	size_t nextra = 0, ninherit = 0, n = 0;
+	struct child_env ce = { .listen_fd = listen_fd };
+	char *owned[64];
+	size_t nowned = 0;
+	pid_t pid;
+
+	for (size_t i = 0; env && env[i]; i++) {
+		if (nextra + 3 > sizeof(extra) / sizeof(extra[0]))
+			abort();
+		extra[nextra++] = env[i];
+	}
+	if (listen_fd >= 0) {
+		extra[nextra++] = "LISTEN_FDS=1";
+		extra[nextra++] = "LISTEN_PID=@PID@";
+	}
+	while (environ[ninherit])
+		ninherit++;
+	ce.envp = calloc(ninherit + nextra + 1, sizeof(char *));
+	if (!ce.envp)
+		abort();
+	for (size_t i = 0; i < ninherit; i++) {
+		if (!env_has_key(extra, nextra, environ[i]))
+			ce.envp[n++] = environ[i];
+	}
+	for (size_t i = 0; i < nextra; i++) {
+		size_t klen = env_key_len(extra[i]);
+
+		if (klen && strcmp(extra[i] + klen, "@PID@") == 0 && ce.npid < MAX_PID_SLOTS) {
+			char *s = malloc(klen + 24);
+
+			if (!s)
+				abort();
+			memcpy(s, extra[i], klen);
+			put_pid(s + klen, 0);
+			ce.pid_slot[ce.npid++] = s + klen;
+			owned[nowned++] = s;
+			ce.envp[n++] = s;
+		} else {
+			ce.envp[n++] = (char *)extra[i];
+		}
+	}
+	ce.envp[n] = NULL;
+	pid = spawn_child(argv, out_path, false, &ce);
+	for (size_t i = 0; i < nowned; i++)
+		free(owned[i]);
+	free(ce.envp);
 	return pid;
 }
 
@@ -675,6 +798,58 @@ void h_pg_stop(struct h_pg *pg)
 	pg->dir[0] = '\0';
 }
 
+/*
+ * Signals the postmaster and then every process whose parent it is (found
+ * in /proc): stopped first, it forks no new child meanwhile.
+ */
+static void pg_signal_tree(const struct h_pg *pg, int sig)
+{
+	DIR *proc;
+	struct dirent *e;
+
+	if (pg->pid <= 0)
+		return;
+	if (sig == SIGSTOP)
+		kill(pg->pid, sig);
+	proc = opendir("/proc");
+	while (proc && (e = readdir(proc)) != NULL) {
+		char path[64], buf[512], *close_paren;
+		long pid = atol(e->d_name), ppid = 0;
+		int fd;
+		ssize_t n;
+
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		/* "pid (comm) state ppid ...": comm may hold anything, even ')'. */
+		close_paren = strrchr(buf, ')');
+		if (close_paren && sscanf(close_paren + 1, " %*c %ld", &ppid) == 1 && ppid == pg->pid)
+			kill((pid_t)pid, sig);
+	}
+	if (proc)
+		closedir(proc);
+	if (sig != SIGSTOP)
+		kill(pg->pid, sig);
+}
+
+void h_pg_freeze(const struct h_pg *pg)
+{
+	pg_signal_tree(pg, SIGSTOP);
+}
+
+void h_pg_thaw(const struct h_pg *pg)
+{
+	pg_signal_tree(pg, SIGCONT);
+}
+
 static void shared_pg_setup(void)
 {
 	/* Runs in the runner (unchecked fixture): report, never assert. */
@@ -885,41 +1060,16 @@ static void cleanup_root(void)
 
 /* ---- the daemon ------------------------------------------------------ */
 
-void h_daemon_prepare(struct h_daemon *d, const struct h_pg *pg,
-		      const struct h_daemon_opts *opts)
+char *h_daemon_config_text(const struct h_daemon *d, const struct h_pg *pg,
+			   const struct h_daemon_opts *opts)
 {
 	static const struct h_daemon_opts defaults;
 	const char *pghost = pg ? pg->sockdir : "/nonexistent";
 	int pgport = pg ? pg->port : H_PG_PORT;
 	struct sbuf b = { 0 };
-	char *dir;
 
 	if (!opts)
 		opts = &defaults;
-	memset(d, 0, sizeof(*d));
-	d->status = -1;
-	d->port = H_DAEMON_PORT;
-	dir = h_mkdtemp("d");
-	ck_assert_msg(dir != NULL, "mkdtemp: %s", strerror(errno));
-	snprintf(d->dir, sizeof(d->dir), "%s", dir);
-	free(dir);
-	if (opts->sockdir) {
-		snprintf(d->sockdir, sizeof(d->sockdir), "%s", opts->sockdir);
-	} else {
-		path_cat(d->sockdir, d->dir, "/s");
-		ck_assert_msg(mkdir(d->sockdir, 0755) == 0, "mkdir %s: %s", d->sockdir,
-			      strerror(errno));
-	}
-	{
-		char name[32];
-
-		snprintf(name, sizeof(name), "/.s.PGSQL.%d", d->port);
-		path_cat(d->sockpath, d->sockdir, name);
-	}
-	path_cat(d->lockpath, d->sockpath, ".lock");
-	path_cat(d->config, d->dir, "/pgberth.yaml");
-	path_cat(d->log, d->dir, "/pgberth.log");
-
 	sbuf_printf(&b,
 		    "listen:\n"
 		    "  socket_dir: %s\n"
@@ -949,9 +1099,78 @@ void h_daemon_prepare(struct h_daemon *d, const struct h_pg *pg,
 		sbuf_add_subst(&b, opts->extra_appdb, pghost, pgport);
 	if (opts->extra_dbs)
 		sbuf_add_subst(&b, opts->extra_dbs, pghost, pgport);
-	ck_assert_msg(h_write_file(d->config, b.p), "write %s: %s", d->config, strerror(errno));
-	free(b.p);
+	return b.p;
+}
+
+void h_daemon_prepare(struct h_daemon *d, const struct h_pg *pg,
+		      const struct h_daemon_opts *opts)
+{
+	char *dir, *text;
+
+	memset(d, 0, sizeof(*d));
+	d->status = -1;
+	d->port = H_DAEMON_PORT;
+	dir = h_mkdtemp("d");
+	ck_assert_msg(dir != NULL, "mkdtemp: %s", strerror(errno));
+	snprintf(d->dir, sizeof(d->dir), "%s", dir);
+	free(dir);
+	if (opts && opts->sockdir) {
+		snprintf(d->sockdir, sizeof(d->sockdir), "%s", opts->sockdir);
+	} else {
+		path_cat(d->sockdir, d->dir, "/s");
+		ck_assert_msg(mkdir(d->sockdir, 0755) == 0, "mkdir %s: %s", d->sockdir,
+			      strerror(errno));
+	}
+	{
+		char name[32];
+
+		snprintf(name, sizeof(name), "/.s.PGSQL.%d", d->port);
+		path_cat(d->sockpath, d->sockdir, name);
+	}
+	path_cat(d->lockpath, d->sockpath, ".lock");
+	path_cat(d->config, d->dir, "/pgberth.yaml");
+	path_cat(d->log, d->dir, "/pgberth.log");
+
+	text = h_daemon_config_text(d, pg, opts);
+	ck_assert_msg(h_write_file(d->config, text), "write %s: %s", d->config, strerror(errno));
+	free(text);
 	log_register(d->log);
+}
+
+void h_daemon_reload(struct h_daemon *d, const char *yaml)
+{
+	char tmp[H_PATH_MAX];
+
+	path_cat(tmp, d->config, ".new");
+	h_assert(h_write_file(tmp, yaml), "write %s: %s", tmp, strerror(errno));
+	h_assert(rename(tmp, d->config) == 0, "rename %s: %s", tmp, strerror(errno));
+	h_assert(d->pid > 0 && kill(d->pid, SIGHUP) == 0, "SIGHUP to pgberth: %s",
+		 d->pid > 0 ? strerror(errno) : "it has exited");
+}
+
+long h_daemon_log_size(const struct h_daemon *d)
+{
+	struct stat st;
+
+	return stat(d->log, &st) == 0 ? (long)st.st_size : 0;
+}
+
+bool h_daemon_wait_log(const struct h_daemon *d, long offset, const char *needle,
+		       int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+
+	for (;;) {
+		char *text = h_read_file(d->log);
+		bool found = text && (long)strlen(text) >= offset && strstr(text + offset, needle);
+
+		free(text);
+		if (found)
+			return true;
+		if (ms_left(deadline) == 0)
+			return false;
+		h_sleep_ms(10);
+	}
 }
 
 pid_t h_daemon_spawn(struct h_daemon *d)
@@ -963,6 +1182,45 @@ pid_t h_daemon_spawn(struct h_daemon *d)
 	if (d->pid < 0)
 		d->pid = 0;
 	return d->pid;
+}
+
+pid_t h_daemon_spawn_env(struct h_daemon *d, const char *const env[], int listen_fd)
+{
+	const char *argv[] = { h_daemon_bin(), "-c", d->config, NULL };
+
+	d->status = -1;
+	d->pid = h_spawn_env(argv, d->log, env, listen_fd);
+	if (d->pid < 0)
+		d->pid = 0;
+	return d->pid;
+}
+
+bool h_daemon_wait_login(struct h_daemon *d, int timeout_ms)
+{
+	static const char *const kv[] = { "user", H_SUPERUSER, "database", "appdb", NULL };
+	int64_t deadline = h_now_ms() + timeout_ms;
+
+	for (;;) {
+		struct h_login l;
+		int fd, rc = -1;
+
+		if (h_daemon_exited(d))
+			return false;
+		fd = h_raw_connect(d->sockpath);
+		if (fd >= 0) {
+			/* Short slices: the daemon may exit while we wait. */
+			int left = ms_left(deadline);
+
+			rc = h_raw_login(fd, kv, &l, left < 250 ? left : 250);
+			close(fd);
+		}
+		if (rc == 0)
+			return true;
+		if (ms_left(deadline) == 0)
+			return false;
+		if (fd < 0)
+			h_sleep_ms(5);
+	}
 }
 
 bool h_daemon_exited(struct h_daemon *d)
@@ -1501,28 +1759,32 @@ const char *h_login_param(const struct h_login *l, const char *name)
 	return NULL;
 }
 
-int h_raw_query(int fd, const char *sql, char *out, size_t outlen,
-		char sqlstate[6], int timeout_ms)
+int h_raw_send_query(int fd, const char *sql)
 {
-	int64_t deadline = h_now_ms() + timeout_ms;
 	size_t sqllen = strlen(sql) + 1;
 	char *pkt = malloc(sqllen + 5);
-	bool failed = false, have_row = false;
 	int rc;
 
 	if (!pkt)
 		return -1;
-	if (out && outlen)
-		out[0] = '\0';
-	if (sqlstate)
-		sqlstate[0] = '\0';
 	pkt[0] = 'Q';
 	put_u32(pkt + 1, (uint32_t)(sqllen + 4));
 	memcpy(pkt + 5, sql, sqllen);
 	rc = h_raw_send(fd, pkt, sqllen + 5);
 	free(pkt);
-	if (rc != 0)
-		return -1;
+	return rc;
+}
+
+int h_raw_query_result(int fd, char *out, size_t outlen, char sqlstate[6], int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	bool failed = false, have_row = false;
+	int rc;
+
+	if (out && outlen)
+		out[0] = '\0';
+	if (sqlstate)
+		sqlstate[0] = '\0';
 	for (;;) {
 		struct h_msg m;
 
@@ -1546,6 +1808,88 @@ int h_raw_query(int fd, const char *sql, char *out, size_t outlen,
 	}
 }
 
+int h_raw_query(int fd, const char *sql, char *out, size_t outlen,
+		char sqlstate[6], int timeout_ms)
+{
+	if (out && outlen)
+		out[0] = '\0';
+	if (sqlstate)
+		sqlstate[0] = '\0';
+	if (h_raw_send_query(fd, sql) != 0)
+		return -1;
+	return h_raw_query_result(fd, out, outlen, sqlstate, timeout_ms);
+}
+
+/* ---- systemd's side of sd_notify -------------------------------------- */
+
+void h_notify_open(struct h_notify *n)
+{
+	struct sockaddr_un sa;
+	char *dir = h_mkdtemp("notify");
+
+	memset(n, 0, sizeof(*n));
+	n->fd = -1;
+	ck_assert_msg(dir != NULL, "mkdtemp: %s", strerror(errno));
+	snprintf(n->path, sizeof(n->path), "%s/notify", dir);
+	free(dir);
+	snprintf(n->env, sizeof(n->env), "NOTIFY_SOCKET=%s", n->path);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	ck_assert_msg(strlen(n->path) < sizeof(sa.sun_path), "notify path too long: %s", n->path);
+	memcpy(sa.sun_path, n->path, strlen(n->path) + 1);
+	n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	ck_assert_msg(n->fd >= 0 && bind(n->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0,
+		      "notify socket %s: %s", n->path, strerror(errno));
+}
+
+void h_notify_close(struct h_notify *n)
+{
+	if (n->fd >= 0)
+		close(n->fd);
+	n->fd = -1;
+	if (n->path[0])
+		unlink(n->path);
+}
+
+int h_notify_recv(struct h_notify *n, char *buf, size_t len, int timeout_ms)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+
+	for (;;) {
+		ssize_t got = recv(n->fd, buf, len - 1, MSG_DONTWAIT);
+		struct pollfd pf = { n->fd, POLLIN, 0 };
+
+		if (got >= 0) {
+			buf[got] = '\0';
+			return (int)got;
+		}
+		if (errno != EAGAIN && errno != EINTR)
+			return -1;
+		if (ms_left(deadline) == 0)
+			return -2;
+		poll(&pf, 1, ms_left(deadline));
+	}
+}
+
+bool h_notify_value(const char *dgram, const char *key, char *val, size_t len)
+{
+	size_t klen = strlen(key);
+	const char *line = dgram;
+
+	while (line && *line) {
+		const char *end = strchr(line, '\n');
+		size_t n = end ? (size_t)(end - line) : strlen(line);
+
+		if (n > klen && strncmp(line, key, klen) == 0 && line[klen] == '=') {
+			if (val && len)
+				snprintf(val, len, "%.*s", (int)(n - klen - 1), line + klen + 1);
+			return true;
+		}
+		line = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
 /* ---- the runner ------------------------------------------------------ */
 
 TCase *h_tcase(const char *name, double timeout_s)
@@ -1562,7 +1906,10 @@ int h_main(Suite *s)
 		"PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD",
 		"PGPASSFILE", "PGSERVICE", "PGSERVICEFILE", "PGOPTIONS", "PGAPPNAME",
 		"PGSSLMODE", "PGGSSENCMODE", "PGCONNECT_TIMEOUT", "PGCLIENTENCODING",
-		"PGDATESTYLE", "PGTZ", "PGTARGETSESSIONATTRS", "PGREQUIRESSL", NULL,
+		"PGDATESTYLE", "PGTZ", "PGTARGETSESSIONATTRS", "PGREQUIRESSL",
+		/* Run under a service manager, the daemons must not talk to it. */
+		"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+		"LISTEN_FDNAMES", NULL,
 	};
 	char err[1024] = "";
 	SRunner *sr;

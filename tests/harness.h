@@ -27,6 +27,11 @@
  * variants never assert; use them from threads other than the test's own and
  * from unchecked fixtures. Nothing here waits without a deadline.
  *
+ * systemd's side, for the service tests: h_spawn_env starts a child with
+ * extra environment and a listening socket as fd 3 (LISTEN_FDS), h_notify_*
+ * is the NOTIFY_SOCKET end that reads sd_notify datagrams, and
+ * h_daemon_reload rewrites a running daemon's config and sends SIGHUP.
+ *
  * Names: h_ is the harness prefix; it keeps clear of the daemon's objects,
  * which are linked into every test binary.
  */
@@ -99,6 +104,16 @@ void h_kill_wait(pid_t pid);
  * exit status (0-255), or -1 if it timed out or died by a signal.
  */
 int h_run(const char *const argv[], const char *out_path, bool as_pg_user, int timeout_ms);
+/*
+ * h_spawn the way systemd starts a service (never as the PostgreSQL user).
+ * The child's environment is ours plus env: "KEY=VALUE" strings, NULL
+ * terminated (env itself may be NULL), each replacing an inherited KEY; a
+ * VALUE of "@PID@" becomes the child's own pid, as WATCHDOG_PID wants.
+ * listen_fd >= 0 is passed as sd_listen_fds(3) expects: as fd 3, with
+ * LISTEN_FDS=1 and LISTEN_PID=<the child's pid>; our copy stays open.
+ */
+pid_t h_spawn_env(const char *const argv[], const char *out_path, const char *const env[],
+		  int listen_fd);
 /* Path of a PostgreSQL program: $PG_BINDIR, else newest /usr/lib/postgresql/N/bin. */
 const char *h_pg_bin(const char *program);
 /* Daemon binary: $PGBERTH_BIN (made absolute), default build/pgberth. */
@@ -126,6 +141,15 @@ int h_pg_start_try(struct h_pg *pg);
 void h_pg_start(struct h_pg *pg);
 /* Immediate shutdown (SIGQUIT, as pg_ctl stop -m immediate), then removes the copy. */
 void h_pg_stop(struct h_pg *pg);
+
+/*
+ * SIGSTOP (freeze) or SIGCONT (thaw) to the postmaster and every process it
+ * forked, as a PostgreSQL that hangs on a dead disk. Thawing is harmless on
+ * a running instance: put h_pg_thaw in a teardown of any TCase that
+ * freezes, so that a failed test does not leave PostgreSQL stopped.
+ */
+void h_pg_freeze(const struct h_pg *pg);
+void h_pg_thaw(const struct h_pg *pg);
 
 /* The instance h_tcase_add_pg() starts for a TCase. */
 extern struct h_pg h_shared_pg;
@@ -181,12 +205,38 @@ void h_daemon_prepare(struct h_daemon *d, const struct h_pg *pg,
 		      const struct h_daemon_opts *opts);
 /* Forks `pgberth -c config`, stderr to d->log. Returns the pid or -1. */
 pid_t h_daemon_spawn(struct h_daemon *d);
+/* The same through h_spawn_env: extra environment and an inherited socket. */
+pid_t h_daemon_spawn_env(struct h_daemon *d, const char *const env[], int listen_fd);
+/*
+ * The config file h_daemon_prepare writes for opts, for d's socket dir and
+ * port (opts->sockdir is not looked at); caller frees. For a reload, or to
+ * edit before writing.
+ */
+char *h_daemon_config_text(const struct h_daemon *d, const struct h_pg *pg,
+			   const struct h_daemon_opts *opts);
+/*
+ * Replaces d's config file with yaml (by rename, so the daemon never reads
+ * half a file) and sends SIGHUP. Asserts that both worked.
+ */
+void h_daemon_reload(struct h_daemon *d, const char *yaml);
+/* Size of d's log so far: where to start looking with h_daemon_wait_log. */
+long h_daemon_log_size(const struct h_daemon *d);
+/* True once d's log, past offset, contains needle; false at the deadline. */
+bool h_daemon_wait_log(const struct h_daemon *d, long offset, const char *needle,
+		       int timeout_ms);
 /*
  * Waits until the socket file exists and accepts a connection. Returns
  * true, or false if the deadline passed or the daemon exited (then reaped,
  * d->status set).
  */
 bool h_daemon_wait_ready(struct h_daemon *d, int timeout_ms);
+/*
+ * Waits until a login (user pgberth, database appdb) through d->sockpath
+ * gets ReadyForQuery: readiness when the socket is not the daemon's own
+ * (socket activation: it accepts connections before the daemon runs).
+ * False if the deadline passed or the daemon exited (then reaped).
+ */
+bool h_daemon_wait_login(struct h_daemon *d, int timeout_ms);
 /* prepare + spawn + wait_ready, asserting; returns the pid. */
 pid_t h_daemon_start(struct h_daemon *d, const struct h_pg *pg,
 		     const struct h_daemon_opts *opts);
@@ -244,6 +294,25 @@ const char *h_sqlstate(const PGresult *r);
  */
 bool h_poll_until(PGconn *c, const char *sql, int timeout_ms);
 
+/* ---- systemd's side of sd_notify -------------------------------------- */
+
+struct h_notify {
+	int fd;                        /* AF_UNIX datagram socket bound at path */
+	char path[H_PATH_MAX];
+	char env[H_PATH_MAX + 16];     /* "NOTIFY_SOCKET=<path>", for h_spawn_env */
+};
+
+/* Binds a datagram socket in a new temporary directory; asserts. */
+void h_notify_open(struct h_notify *n);
+void h_notify_close(struct h_notify *n);
+/*
+ * The next datagram (newline-separated KEY=VALUE lines), NUL-terminated
+ * in buf: its length, -2 if timeout_ms passed first, -1 on error.
+ */
+int h_notify_recv(struct h_notify *n, char *buf, size_t len, int timeout_ms);
+/* The value of the line KEY=... of a datagram into val; false if it has none. */
+bool h_notify_value(const char *dgram, const char *key, char *val, size_t len);
+
 /* ---- raw protocol ---------------------------------------------------- */
 
 /* Connected AF_UNIX stream socket, or -1. */
@@ -298,6 +367,13 @@ const char *h_login_param(const struct h_login *l, const char *name);
  */
 int h_raw_query(int fd, const char *sql, char *out, size_t outlen,
 		char sqlstate[6], int timeout_ms);
+/*
+ * h_raw_query in two halves, for a query that runs while the test does
+ * something else: send (0, or -1 if the peer is gone), then read its
+ * replies (same returns as h_raw_query).
+ */
+int h_raw_send_query(int fd, const char *sql);
+int h_raw_query_result(int fd, char *out, size_t outlen, char sqlstate[6], int timeout_ms);
 
 /* ---- the runner ------------------------------------------------------ */
 
