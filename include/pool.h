@@ -189,9 +189,10 @@ bool pool_idle_unwanted(struct pool_registry *reg, struct pool *pool, unsigned g
 /* Pause (SIGUSR1): clients queue and nothing is handed out, not even a
  * released server; resuming leaves the queues to pool_serve_waiters. */
 void pool_set_paused(struct pool_registry *reg, bool paused);
-/* Serves head waiters that may go now: each gets an idle server (server
- * set, on idle_owner's loop) or a slot to connect (server NULL). Fills up
- * to max handoffs and returns how many; call again while it returns max. */
+/* Serves waiters that may go now, longest waiting first across pools:
+ * each gets an idle server (server set, on idle_owner's loop) or a slot to
+ * connect (server NULL). Fills up to max handoffs and returns how many;
+ * call again while it returns max. */
 int pool_serve_waiters(struct pool_registry *reg, struct pool_handoff *out, int max);
 
 /* Totals over every pool, for the service status line. */

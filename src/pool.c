@@ -19,6 +19,8 @@ void pool_registry_init(struct pool_registry *reg)
 	pthread_mutex_init(&reg->mtx, NULL);
 	list_init(&reg->pools);
 	list_init(&reg->dbs);
+	reg->cfg = NULL;
+	reg->paused = false;
 }
 
 static void pool_free(struct pool *pool)
@@ -514,19 +516,30 @@ int pool_serve_waiters(struct pool_registry *reg, struct pool_handoff *out, int 
 	int n = 0;
 
 	pthread_mutex_lock(&reg->mtx);
-	list_for_each_safe(pos, tmp, &reg->pools) {
-		struct pool *p = list_entry(pos, struct pool, node);
-		while (!reg->paused && n < max && p->nwaiters > 0) {
-			if (p->nidle > 0) {
-				struct pool_idle idle = p->idle[--p->nidle];
-				pool_pop_waiter_locked(p, idle.server, &out[n]);
-				out[n++].idle_owner = idle.worker;
-			} else if (pool_can_grow_locked(p, p->size)) {
-				pool_pop_waiter_locked(p, NULL, &out[n++]);
-				pool_count_server_locked(p, 1);
-			} else {
-				break;
+	/* The longest waiter that can go goes first, whichever pool it is in:
+	 * pools of one database compete for max_db_connections. */
+	while (!reg->paused && n < max) {
+		struct pool *best = NULL;
+		uint64_t since = UINT64_MAX;
+		list_for_each_safe(pos, tmp, &reg->pools) {
+			struct pool *p = list_entry(pos, struct pool, node);
+			if (p->nwaiters == 0 || (p->nidle == 0 && !pool_can_grow_locked(p, p->size)))
+				continue;
+			struct pool_waiter *w = list_first(&p->waiters, struct pool_waiter, node);
+			if (w->since_ms < since) {
+				since = w->since_ms;
+				best = p;
 			}
+		}
+		if (best == NULL)
+			break;
+		if (best->nidle > 0) {
+			struct pool_idle idle = best->idle[--best->nidle];
+			pool_pop_waiter_locked(best, idle.server, &out[n]);
+			out[n++].idle_owner = idle.worker;
+		} else {
+			pool_pop_waiter_locked(best, NULL, &out[n++]);
+			pool_count_server_locked(best, 1);
 		}
 	}
 	pthread_mutex_unlock(&reg->mtx);
