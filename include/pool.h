@@ -89,8 +89,11 @@ struct pool {
 	struct pool_idle *idle;     /* parked servers, most recent last; idle_cap long */
 	int idle_cap;
 	int nidle;
-	char *defaults;             /* server parameters at login, "name\0value\0"...; set once */
+	char *defaults;             /* server parameters at login, "name\0value\0"...; set once
+	                               per gen */
 	size_t defaults_len;
+	char **old_defaults;        /* those of older gens: clients may still point into them */
+	int nold_defaults;
 	struct list waiters;        /* struct pool_waiter, FIFO */
 	int nwaiters;
 	int nclients;               /* clients attached */
@@ -152,9 +155,12 @@ void *pool_evict_idle(struct pool_registry *reg, struct pool *pool, int *owner);
 bool pool_take_idle(struct pool_registry *reg, struct pool *pool, void *server);
 
 /* Server parameters of a fresh login, for clients that log in without a
- * server. The first call stores blob (taking ownership), later ones free it;
- * pool_defaults returns NULL until then. The blob never changes after. */
-void pool_set_defaults(struct pool_registry *reg, struct pool *pool, char *blob, size_t len);
+ * server. The first call for the pool's current gen stores blob (taking
+ * ownership), later ones free it; pool_defaults returns NULL until then. A
+ * blob is freed only with the pool: a reload that changes the conninfo
+ * starts a new one, as the new servers may report other values. */
+void pool_set_defaults(struct pool_registry *reg, struct pool *pool, unsigned gen, char *blob,
+                       size_t len);
 const char *pool_defaults(struct pool_registry *reg, struct pool *pool, size_t *len);
 
 /* Grants reserve slots to head waiters that started waiting before cutoff.
@@ -179,8 +185,11 @@ bool pool_server_closed(struct pool_registry *reg, struct pool *pool,
  */
 int pool_registry_set_config(struct pool_registry *reg, struct config *cfg);
 /* The pool's database entry and gen, read under the lock. The entry stays
- * valid until the caller's worker has applied the next reload. */
-const struct db_config *pool_db(struct pool_registry *reg, struct pool *pool, unsigned *gen);
+ * valid until the caller's worker has applied the next reload; for longer
+ * (work queued on the thread pool), ask for *ref: a reference to the
+ * snapshot holding it, for config_unref (NULL without a registry config). */
+const struct db_config *pool_db(struct pool_registry *reg, struct pool *pool, unsigned *gen,
+                                struct config **ref);
 static inline unsigned pool_gen(struct pool *pool) { return atomic_load(&pool->gen); }
 /* Should an idle server of gen be closed rather than kept: an older gen, a
  * retired pool with no clients left, or more servers than pool_size? */
@@ -194,6 +203,12 @@ void pool_set_paused(struct pool_registry *reg, bool paused);
  * connect (server NULL). Fills up to max handoffs and returns how many;
  * call again while it returns max. */
 int pool_serve_waiters(struct pool_registry *reg, struct pool_handoff *out, int max);
+
+/* For waiters held back only by max_db_connections when nothing was
+ * evicted for them (they queued while paused, or a reload lowered the
+ * cap): takes one idle server of a sibling pool out for each such pool,
+ * to be closed by its owner. Fills up to max and returns how many. */
+int pool_evict_for_waiters(struct pool_registry *reg, struct pool_idle *out, int max);
 
 /* Totals over every pool, for the service status line. */
 void pool_totals(struct pool_registry *reg, int *nservers, int *nidle, int *nwaiters);

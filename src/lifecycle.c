@@ -251,9 +251,14 @@ static void deliver(struct runtime *rt, struct pool_handoff *h)
 	 * waiter's worker is stopping too. */
 }
 
+/* After a resume or a reload: whoever may have a server now gets one, and
+ * waiters held back by max_db_connections get an idle server of another
+ * pool of their database closed for them, as they would have at the time
+ * they queued had the pool not been paused. */
 static void serve_waiters(struct lifecycle *lc)
 {
 	struct pool_handoff h[16];
+	struct pool_idle evict[16];
 	int n;
 
 	do {
@@ -261,6 +266,15 @@ static void serve_waiters(struct lifecycle *lc)
 		for (int i = 0; i < n; i++)
 			deliver(&lc->rt, &h[i]);
 	} while (n == 16);
+	n = pool_evict_for_waiters(&lc->rt.pools, evict, 16);
+	for (int i = 0; i < n; i++) {
+		struct msg *m = msg_new(MSG_EVICT);
+		if (m == NULL)
+			continue;   /* out of memory: its owner keeps it, out of the pool, until shutdown */
+		m->server = evict[i].server;
+		if (worker_post(&lc->rt.workers[evict[i].worker], m) < 0)
+			free(m);    /* that worker stopped: it closes its servers itself */
+	}
 }
 
 static void lifecycle_pause(struct lifecycle *lc, bool pause)
@@ -290,8 +304,10 @@ static void reload_finish(struct lifecycle *lc)
 	if (lc->prev != NULL)
 		config_unref(lc->prev);
 	lc->prev = NULL;
+	if (lc->state != LIFE_RUNNING)
+		return;     /* shutting down: no READY=1, and a queued reload is moot */
 	notify_status(lc, "READY=1\n");
-	if (lc->reload_queued && lc->state != LIFE_STOPPING) {
+	if (lc->reload_queued) {
 		lc->reload_queued = false;
 		reload_start(lc);
 	}

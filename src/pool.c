@@ -33,6 +33,9 @@ static void pool_free(struct pool *pool)
 	}
 	free(pool->idle);
 	free(pool->defaults);
+	for (int i = 0; i < pool->nold_defaults; i++)
+		free(pool->old_defaults[i]);
+	free(pool->old_defaults);
 	free(pool->dbname);
 	free(pool->user);
 	if (pool->hold != NULL)
@@ -362,10 +365,11 @@ bool pool_server_closed(struct pool_registry *reg, struct pool *pool,
 	return handed;
 }
 
-void pool_set_defaults(struct pool_registry *reg, struct pool *pool, char *blob, size_t len)
+void pool_set_defaults(struct pool_registry *reg, struct pool *pool, unsigned gen, char *blob,
+                       size_t len)
 {
 	pthread_mutex_lock(&reg->mtx);
-	if (pool->defaults == NULL) {
+	if (pool->defaults == NULL && gen == atomic_load(&pool->gen)) {
 		pool->defaults = blob;
 		pool->defaults_len = len;
 		blob = NULL;
@@ -447,6 +451,15 @@ int pool_registry_set_config(struct pool_registry *reg, struct config *cfg)
 		const struct db_config *db = p->retired ? NULL : config_find_db(cfg, p->dbname);
 		if (db == NULL)
 			continue;
+		if (p->defaults != NULL && strcmp(db->conninfo, p->db->conninfo) != 0) {
+			char **grown = realloc(p->old_defaults,
+			                       (size_t)(p->nold_defaults + 1) * sizeof(*grown));
+			if (grown == NULL) {
+				rc = -1;
+				goto out;
+			}
+			p->old_defaults = grown;
+		}
 		int cap = config_pool_size(db, p->user) + db->reserve_pool_size;
 		if (cap <= p->idle_cap)
 			continue;
@@ -469,8 +482,12 @@ int pool_registry_set_config(struct pool_registry *reg, struct config *cfg)
 			p->hold = old != NULL ? config_ref(old) : NULL;
 			continue;
 		}
-		if (strcmp(db->conninfo, p->db->conninfo) != 0)
+		if (strcmp(db->conninfo, p->db->conninfo) != 0) {
 			atomic_fetch_add(&p->gen, 1);
+			if (p->defaults != NULL)
+				p->old_defaults[p->nold_defaults++] = p->defaults;
+			p->defaults = NULL;     /* the next login of the new gen tells */
+		}
 		p->db = db;
 		p->size = config_pool_size(db, p->user);
 		p->reserve = db->reserve_pool_size;
@@ -484,12 +501,17 @@ out:
 	return rc;
 }
 
-const struct db_config *pool_db(struct pool_registry *reg, struct pool *pool, unsigned *gen)
+const struct db_config *pool_db(struct pool_registry *reg, struct pool *pool, unsigned *gen,
+                                struct config **ref)
 {
 	pthread_mutex_lock(&reg->mtx);
 	const struct db_config *db = pool->db;
 	if (gen != NULL)
 		*gen = atomic_load(&pool->gen);
+	if (ref != NULL) {
+		struct config *holder = pool->retired ? pool->hold : reg->cfg;
+		*ref = holder != NULL ? config_ref(holder) : NULL;
+	}
 	pthread_mutex_unlock(&reg->mtx);
 	return db;
 }
@@ -540,6 +562,33 @@ int pool_serve_waiters(struct pool_registry *reg, struct pool_handoff *out, int 
 		} else {
 			pool_pop_waiter_locked(best, NULL, &out[n++]);
 			pool_count_server_locked(best, 1);
+		}
+	}
+	pthread_mutex_unlock(&reg->mtx);
+	return n;
+}
+
+int pool_evict_for_waiters(struct pool_registry *reg, struct pool_idle *out, int max)
+{
+	struct list *pos, *tmp, *pos2, *tmp2;
+	int n = 0;
+
+	pthread_mutex_lock(&reg->mtx);
+	list_for_each_safe(pos, tmp, &reg->pools) {
+		struct pool *p = list_entry(pos, struct pool, node);
+		if (reg->paused || n >= max)
+			break;
+		if (p->nwaiters == 0 || p->nidle > 0 || p->max_db == 0 || p->nservers >= p->size ||
+		    p->dbc->nservers < p->max_db)
+			continue;
+		list_for_each_safe(pos2, tmp2, &reg->pools) {
+			struct pool *q = list_entry(pos2, struct pool, node);
+			if (q == p || q->dbc != p->dbc || q->nidle == 0)
+				continue;
+			out[n++] = q->idle[0];      /* the least recently parked */
+			memmove(&q->idle[0], &q->idle[1], (size_t)(q->nidle - 1) * sizeof(*q->idle));
+			q->nidle--;
+			break;
 		}
 	}
 	pthread_mutex_unlock(&reg->mtx);

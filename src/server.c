@@ -69,6 +69,7 @@ struct connect_req {
 	struct server *s;           /* NULL once the server gave up waiting */
 	PGconn *conn;               /* PQconnectStartParams' result */
 	char *user;                 /* copy: the client may leave meanwhile */
+	struct config *cfg;         /* holds the snapshot kw and val point into; or NULL */
 	const char *kw[64];
 	const char *val[64];
 };
@@ -323,7 +324,7 @@ static void server_keep_defaults(struct server *s)
 {
 	size_t len = 0, n;
 
-	if (pool_defaults(&s->rt->pools, s->pool, &n) != NULL)
+	if (s->gen != pool_gen(s->pool) || pool_defaults(&s->rt->pools, s->pool, &n) != NULL)
 		return;
 	for (int i = 0; i < s->nparams; i++)
 		len += strlen(s->params[i].name) + strlen(s->params[i].value) + 2;
@@ -334,7 +335,7 @@ static void server_keep_defaults(struct server *s)
 		p = stpcpy(p, s->params[i].name) + 1;
 		p = stpcpy(p, s->params[i].value) + 1;
 	}
-	pool_set_defaults(&s->rt->pools, s->pool, blob, len);
+	pool_set_defaults(&s->rt->pools, s->pool, s->gen, blob, len);
 }
 
 static void server_connected(struct server *s)
@@ -411,7 +412,10 @@ static bool needs_dns(const struct db_config *db)
 	return false;
 }
 
-static struct connect_req *connect_req_new(const struct db_config *db, const char *user)
+/* Takes over the reference cfg (the snapshot db is in): a reload may drop
+ * every other one while the request waits on the thread pool. */
+static struct connect_req *connect_req_new(const struct db_config *db, struct config *cfg,
+                                           const char *user)
 {
 	struct connect_req *r = calloc(1, sizeof(*r));
 	bool has_gss = false;
@@ -419,11 +423,14 @@ static struct connect_req *connect_req_new(const struct db_config *db, const cha
 
 	if (r == NULL || (r->user = strdup(user)) == NULL) {
 		free(r);
+		if (cfg != NULL)
+			config_unref(cfg);
 		return NULL;
 	}
 	r->req.data = r;
+	r->cfg = cfg;
 	for (int i = 0; db->keywords[i] != NULL && n < 60; i++, n++) {
-		r->kw[n] = db->keywords[i];     /* the config outlives every worker */
+		r->kw[n] = db->keywords[i];
 		r->val[n] = db->values[i];
 		has_gss |= strcmp(r->kw[n], "gssencmode") == 0;
 	}
@@ -444,6 +451,8 @@ static struct connect_req *connect_req_new(const struct db_config *db, const cha
 
 static void connect_req_free(struct connect_req *r)
 {
+	if (r->cfg != NULL)
+		config_unref(r->cfg);
 	free(r->user);
 	free(r);
 }
@@ -493,9 +502,15 @@ static void connect_work_done(uv_work_t *req, int status)
 void server_connect(struct worker *w, struct pool *pool, struct client *c)
 {
 	unsigned gen;
-	const struct db_config *db = pool_db(&w->rt->pools, pool, &gen);
+	struct config *ref;
+	const struct db_config *db = pool_db(&w->rt->pools, pool, &gen, &ref);
 	struct server *s = server_new(w, pool);
-	struct connect_req *r = s ? connect_req_new(db, c ? c->user : pool->user) : NULL;
+	struct connect_req *r = NULL;
+
+	if (s != NULL)
+		r = connect_req_new(db, ref, c ? c->user : pool->user);
+	else if (ref != NULL)
+		config_unref(ref);
 
 	if (r == NULL) {
 		if (s != NULL) {
@@ -1016,7 +1031,7 @@ void server_sweep_idle(struct worker *w, uint64_t now)
 		if (idle_to > 0 && now - s->idle_since_ms >= idle_to) {
 			int n, nidle, nw;
 			pool_counts(&w->rt->pools, s->pool, &n, &nidle, &nw);
-			if (n > pool_db(&w->rt->pools, s->pool, NULL)->min_pool_size)
+			if (n > pool_db(&w->rt->pools, s->pool, NULL, NULL)->min_pool_size)
 				why = "server_idle_timeout reached";
 		} else if (!full) {
 			break;

@@ -222,13 +222,36 @@ void worker_client_gone(struct worker *w)
  * their work ends (client_drain). */
 static void worker_drain(struct worker *w)
 {
+	struct drain_ref {
+		uint32_t slot;
+		uint64_t id;
+	} *refs = NULL;
+	size_t n = 0, cap = 0;
 	struct list *pos, *tmp;
 
 	w->draining = true;
 	worker_stop_accepting(w);
+	/* Closing one client can free others on the way (its server goes to a
+	 * waiter here, whose socket turns out to be gone), so the walk goes by
+	 * id, never by a saved list link. */
+	list_for_each_safe(pos, tmp, &w->clients)
+		cap++;
+	if (cap > 0 && (refs = malloc(cap * sizeof(*refs))) == NULL)
+		log_error("w%d: out of memory starting the drain; idle clients wait for drain_timeout",
+		          w->id);
 	list_for_each_safe(pos, tmp, &w->clients) {
-		client_drain(list_entry(pos, struct client, node));
+		if (refs == NULL)
+			break;
+		struct client *c = list_entry(pos, struct client, node);
+		refs[n].slot = c->slot;
+		refs[n++].id = c->id;
 	}
+	for (size_t i = 0; i < n; i++) {
+		struct client *c = worker_client_by_slot(w, refs[i].slot);
+		if (c != NULL && c->id == refs[i].id)
+			client_drain(c);
+	}
+	free(refs);
 	worker_client_gone(w);
 }
 

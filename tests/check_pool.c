@@ -660,14 +660,14 @@ START_TEST(defaults_set_once)
 	ck_assert_uint_eq(len, 0);
 
 	char *b1 = blob_new(first, sizeof(first));
-	pool_set_defaults(&reg, pool, b1, sizeof(first));
+	pool_set_defaults(&reg, pool, 0, b1, sizeof(first));
 	const char *got = pool_defaults(&reg, pool, &len);
 	ck_assert_ptr_eq(got, b1);
 	ck_assert_uint_eq(len, sizeof(first));
 	ck_assert_mem_eq(got, first, sizeof(first));
 
 	/* A later login's blob does not replace the first. */
-	pool_set_defaults(&reg, pool, blob_new(second, sizeof(second)), sizeof(second));
+	pool_set_defaults(&reg, pool, 0, blob_new(second, sizeof(second)), sizeof(second));
 	got = pool_defaults(&reg, pool, &len);
 	ck_assert_ptr_eq(got, b1);
 	ck_assert_uint_eq(len, sizeof(first));
@@ -675,7 +675,7 @@ START_TEST(defaults_set_once)
 
 	/* Each pool has its own. */
 	ck_assert_ptr_null(pool_defaults(&reg, other, &len));
-	pool_set_defaults(&reg, other, blob_new(second, sizeof(second)), sizeof(second));
+	pool_set_defaults(&reg, other, 0, blob_new(second, sizeof(second)), sizeof(second));
 	got = pool_defaults(&reg, other, &len);
 	ck_assert_uint_eq(len, sizeof(second));
 	ck_assert_mem_eq(got, second, sizeof(second));
@@ -1583,8 +1583,8 @@ START_TEST(reload_grow_serves_waiters_fifo)
 	reload(cfg_app(3, 0));
 	expect_counts(pa, 1, 0, 3);
 	expect_counts(pb, 1, 0, 2);
-	ck_assert_ptr_eq(pool_db(&reg, pa, NULL), config_find_db(reg.cfg, "app"));
-	ck_assert_ptr_eq(pool_db(&reg, pb, NULL), config_find_db(reg.cfg, "app"));
+	ck_assert_ptr_eq(pool_db(&reg, pa, NULL, NULL), config_find_db(reg.cfg, "app"));
+	ck_assert_ptr_eq(pool_db(&reg, pb, NULL, NULL), config_find_db(reg.cfg, "app"));
 
 	/* Two new slots in each pool: four grants, three then one. */
 	memset(h, 0xa5, sizeof(h));
@@ -1618,7 +1618,7 @@ START_TEST(reload_grow_serves_waiters_fifo)
 
 	/* A client attaching with the old snapshot's entry gets the new size. */
 	struct pool *pc = pool_attach(&reg, stale, "carol", 1);
-	ck_assert_ptr_eq(pool_db(&reg, pc, NULL), config_find_db(reg.cfg, "app"));
+	ck_assert_ptr_eq(pool_db(&reg, pc, NULL, NULL), config_find_db(reg.cfg, "app"));
 	take_slots(pc, 3);
 	queue_waiter(pc, &late, 0, 31, 301);
 	ck_assert(pool_cancel_wait(&reg, pc, &late));
@@ -1754,7 +1754,7 @@ START_TEST(reload_conninfo_bumps_gen)
 	struct pool *a = pool_attach(&reg, &db_app, "alice", 1);
 	struct pool *o = pool_attach(&reg, &db_other, "alice", 1);
 	const unsigned g0 = pool_gen(a), go = pool_gen(o);
-	ck_assert_ptr_eq(pool_db(&reg, a, &g), config_find_db(reg.cfg, "app"));
+	ck_assert_ptr_eq(pool_db(&reg, a, &g, NULL), config_find_db(reg.cfg, "app"));
 	ck_assert_uint_eq(g, g0);
 	ck_assert(!pool_idle_unwanted(&reg, a, g0));
 
@@ -1765,7 +1765,7 @@ START_TEST(reload_conninfo_bumps_gen)
 
 	reload(cfg_conninfo("host=/tmp port=5433 dbname=app", 5));
 	ck_assert_uint_eq(pool_gen(a), g0 + 1);
-	ck_assert_str_eq(pool_db(&reg, a, &g)->conninfo, "host=/tmp port=5433 dbname=app");
+	ck_assert_str_eq(pool_db(&reg, a, &g, NULL)->conninfo, "host=/tmp port=5433 dbname=app");
 	ck_assert_uint_eq(g, g0 + 1);
 	ck_assert(pool_idle_unwanted(&reg, a, g0));
 	ck_assert(!pool_idle_unwanted(&reg, a, g0 + 1));
@@ -1842,11 +1842,11 @@ START_TEST(reload_retire_and_readd)
 	reload(cfg_other_only());
 	ck_assert(old->retired);
 	ck_assert(!keep->retired);
-	ck_assert_ptr_eq(pool_db(&reg, keep, NULL), config_find_db(reg.cfg, "other"));
+	ck_assert_ptr_eq(pool_db(&reg, keep, NULL, NULL), config_find_db(reg.cfg, "other"));
 	/* The registry let go of cfg1, the retired pool holds it. */
 	ck_assert_int_eq(atomic_load(&cfg1->refs), 2);
 	config_unref(cfg1);
-	const struct db_config *db = pool_db(&reg, old, NULL);
+	const struct db_config *db = pool_db(&reg, old, NULL, NULL);
 	ck_assert_str_eq(db->name, "app");
 	ck_assert_str_eq(db->conninfo, "host=/tmp dbname=app");
 	ck_assert_int_eq(db->pool_size, 2);
@@ -1875,8 +1875,8 @@ START_TEST(reload_retire_and_readd)
 	ck_assert_ptr_ne(fresh, old);
 	ck_assert(!fresh->retired);
 	ck_assert(old->retired);
-	ck_assert_ptr_eq(pool_db(&reg, fresh, NULL), config_find_db(reg.cfg, "app"));
-	ck_assert_ptr_eq(pool_db(&reg, old, NULL), db);
+	ck_assert_ptr_eq(pool_db(&reg, fresh, NULL, NULL), config_find_db(reg.cfg, "app"));
+	ck_assert_ptr_eq(pool_db(&reg, old, NULL, NULL), db);
 	ck_assert_str_eq(db->conninfo, "host=/tmp dbname=app");
 	ck_assert_uint_eq(npools(), 3);
 	take_slots(fresh, 3);
@@ -2146,6 +2146,73 @@ START_TEST(serve_longest_waiter_across_pools)
 	pool_detach(&reg, a);
 	pool_detach(&reg, b);
 	pool_detach(&reg, c);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
+/* A conninfo change starts the login defaults afresh (the new servers may
+ * report other values); a login of the old gen cannot set them; the old
+ * blob stays readable for the clients that point into it. */
+START_TEST(reload_conninfo_new_defaults)
+{
+	static const char first[] = "server_version\0" "15.1\0";
+	static const char second[] = "server_version\0" "16.2\0";
+	size_t len = 0;
+
+	reload(cfg_conninfo("host=/tmp dbname=app", 2));
+	struct pool *a = pool_attach(&reg, &db_app, "alice", 1);
+	unsigned g0 = pool_gen(a);
+	pool_set_defaults(&reg, a, g0, blob_new(first, sizeof(first)), sizeof(first));
+	const char *old = pool_defaults(&reg, a, &len);
+	ck_assert_ptr_nonnull(old);
+
+	reload(cfg_conninfo("host=/tmp port=5433 dbname=app", 2));
+	ck_assert_ptr_null(pool_defaults(&reg, a, &len));
+	pool_set_defaults(&reg, a, g0, blob_new(first, sizeof(first)), sizeof(first));
+	ck_assert_ptr_null(pool_defaults(&reg, a, &len));  /* a late login of the old gen */
+	pool_set_defaults(&reg, a, g0 + 1, blob_new(second, sizeof(second)), sizeof(second));
+	const char *now = pool_defaults(&reg, a, &len);
+	ck_assert_ptr_nonnull(now);
+	ck_assert_uint_eq(len, sizeof(second));
+	ck_assert_mem_eq(now, second, sizeof(second));
+	ck_assert_mem_eq(old, first, sizeof(first));       /* still there (ASan) */
+	pool_detach(&reg, a);
+}
+END_TEST
+
+/* A waiter held back only by max_db_connections that queued while paused
+ * had nothing evicted for it: after resume, one idle server of a sibling
+ * pool is taken out for it, and its close hands the waiter the slot. */
+START_TEST(resume_evicts_for_db_capped_waiters)
+{
+	struct pool *a = pool_attach(&reg, &db_capped, "alice", 2);
+	struct pool *b = pool_attach(&reg, &db_capped, "bob", 2);
+	struct pool_waiter wb;
+	struct pool_handoff h[4];
+	struct pool_idle ev[4];
+
+	take_slots(a, 2);
+	ck_assert_int_eq(pool_release(&reg, a, &srv[0], 1, &h[0]), POOL_PARKED);
+	ck_assert_int_eq(pool_release(&reg, a, &srv[1], 2, &h[0]), POOL_PARKED);
+	pool_set_paused(&reg, true);
+	queue_waiter(b, &wb, 3, 1, 1);
+	ck_assert_int_eq(pool_evict_for_waiters(&reg, ev, 4), 0);   /* not while paused */
+	pool_set_paused(&reg, false);
+	ck_assert_int_eq(pool_serve_waiters(&reg, h, 4), 0);
+	ck_assert_int_eq(pool_evict_for_waiters(&reg, ev, 4), 1);
+	ck_assert_ptr_eq(ev[0].server, &srv[0]);
+	ck_assert_int_eq(ev[0].worker, 1);
+	expect_counts(a, 2, 1, 0);
+	/* Each call takes one per held-back pool, until its owner closed it. */
+	ck_assert_int_eq(pool_evict_for_waiters(&reg, ev, 4), 1);
+	ck_assert_ptr_eq(ev[0].server, &srv[1]);
+	ck_assert(pool_server_closed(&reg, a, &h[0]));
+	expect_handoff(&h[0], &wb, NULL);
+	ck_assert(!pool_server_closed(&reg, a, &h[0]));
+	ck_assert_int_eq(pool_evict_for_waiters(&reg, ev, 4), 0);
+	close_servers(b, 1);
+	pool_detach(&reg, a);
+	pool_detach(&reg, b);
 	ck_assert(list_empty(&reg.pools));
 }
 END_TEST
@@ -2808,7 +2875,7 @@ static void r_check(void)
 		ck_assert_msg(s == held + i, "step %lu pool %d: %d servers counted, %d held + %d idle",
 		              step, p, s, held, i);
 		/* The entry is readable (ASan: its snapshot is held) and current. */
-		const struct db_config *db = pool_db(&reg, m->pool, &gen);
+		const struct db_config *db = pool_db(&reg, m->pool, &gen, NULL);
 		ck_assert_msg(gen == m->gen && pool_gen(m->pool) == m->gen,
 		              "step %lu pool %d: gen %u, model %u", step, p, gen, m->gen);
 		ck_assert_msg(strcmp(db->name, rkeys[m->key].db->name) == 0 &&
@@ -2963,6 +3030,7 @@ static Suite *pool_suite(void)
 	tcase_add_test(reload_tc, reload_shrink_closes_surplus);
 	tcase_add_test(reload_tc, reload_grow_idle_fits);
 	tcase_add_test(reload_tc, reload_conninfo_bumps_gen);
+	tcase_add_test(reload_tc, reload_conninfo_new_defaults);
 	tcase_add_test(reload_tc, reload_idle_unwanted);
 	tcase_add_test(reload_tc, reload_retire_and_readd);
 	tcase_add_test(reload_tc, reload_destroy_frees_retired);
@@ -2974,6 +3042,7 @@ static Suite *pool_suite(void)
 	tcase_add_test(pause_tc, pause_holds_servers_and_slots);
 	tcase_add_test(pause_tc, pause_no_evict_no_db_slot);
 	tcase_add_test(pause_tc, serve_longest_waiter_across_pools);
+	tcase_add_test(pause_tc, resume_evicts_for_db_capped_waiters);
 	suite_add_tcase(s, pause_tc);
 
 	tcase_add_checked_fixture(model, setup, teardown);
