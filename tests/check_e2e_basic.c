@@ -26,11 +26,6 @@
 
 /* ---- helpers --------------------------------------------------------- */
 
-static long long backend_pid(PGconn *c)
-{
-	return h_query_ll(c, "SELECT pg_backend_pid()");
-}
-
 static void notice_receiver(void *arg, const PGresult *r)
 {
 	char *out = arg;
@@ -471,7 +466,7 @@ START_TEST(test_startup_parameters)
 	ps = PQparameterStatus(c, "server_version");
 	h_assert(ps && *ps, "no server_version ParameterStatus");
 	/* The server itself knows the client's name. */
-	pid = backend_pid(c);
+	pid = h_backend_pid(c);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	snprintf(sql, sizeof(sql), "SELECT application_name FROM pg_stat_activity WHERE pid = %lld",
 		 pid);
@@ -520,11 +515,11 @@ START_TEST(test_startup_parameters_do_not_leak)
 			  "options='-c search_path=foo -c TimeZone=Asia/Tokyo -c DateStyle=German'");
 	h_assert_value(c, "SHOW search_path", "foo");
 	h_assert_value(c, "SHOW TimeZone", "Asia/Tokyo");
-	pid = backend_pid(c);
+	pid = h_backend_pid(c);
 	PQfinish(c);
 
 	c = h_connect(&d, "application_name=beta options='-c search_path=bar'");
-	h_assert(backend_pid(c) == pid, "pool_size 1 but a new server backend");
+	h_assert(h_backend_pid(c) == pid, "pool_size 1 but a new server backend");
 	h_assert_value(c, "SHOW application_name", "beta");
 	h_assert_value(c, "SHOW search_path", "bar");
 	h_assert_value(c, "SHOW TimeZone", def_tz);
@@ -536,7 +531,7 @@ START_TEST(test_startup_parameters_do_not_leak)
 	 * the pooler may use its own, but never another client's.)
 	 */
 	c = h_connect(&d, NULL);
-	h_assert(backend_pid(c) == pid, "pool_size 1 but a new server backend");
+	h_assert(h_backend_pid(c) == pid, "pool_size 1 but a new server backend");
 	{
 		char *app = h_query_value(c, "SHOW application_name");
 
@@ -565,7 +560,7 @@ START_TEST(test_server_reuse_and_reset)
 
 	h_daemon_start(&d, &h_shared_pg, &o);
 	c = h_connect(&d, NULL);
-	pid = backend_pid(c);
+	pid = h_backend_pid(c);
 	h_exec_ok(c, "SET work_mem = '7MB'");
 	h_exec_ok(c, "CREATE TEMP TABLE reuse_tmp(x int)");
 	h_exec_ok(c, "PREPARE reuse_stmt AS SELECT 1");
@@ -575,8 +570,9 @@ START_TEST(test_server_reuse_and_reset)
 
 	for (int i = 0; i < 3; i++) {
 		c = h_connect(&d, NULL);
-		h_assert(backend_pid(c) == pid, "client %d: backend %lld, expected the pooled %lld",
-			 i + 2, backend_pid(c), pid);
+		h_assert(h_backend_pid(c) == pid,
+			 "client %d: backend %lld, expected the pooled %lld", i + 2, h_backend_pid(c),
+			 pid);
 		/* DISCARD ALL ran in between. */
 		h_assert_value(c, "SHOW work_mem", def_work_mem);
 		h_assert_value(c, "SELECT to_regclass('pg_temp.reuse_tmp') IS NULL", "t");
@@ -599,7 +595,7 @@ START_TEST(test_server_reuse_and_reset)
 			bool seen = false;
 
 			c = h_connect(&d, NULL);
-			pids[i] = backend_pid(c);
+			pids[i] = h_backend_pid(c);
 			PQfinish(c);
 			for (int j = 0; j < i; j++)
 				seen = seen || pids[j] == pids[i];
@@ -915,7 +911,7 @@ START_TEST(test_cancel_stops_pg_sleep)
 
 	h_daemon_start(&d, &h_shared_pg, NULL);
 	c = h_connect(&d, NULL);
-	pid = backend_pid(c);
+	pid = h_backend_pid(c);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 
 	t0 = h_now_ms();
@@ -936,7 +932,7 @@ START_TEST(test_cancel_stops_pg_sleep)
 	h_assert(h_now_ms() - t0 < 20000, "pg_sleep(60) ran %lld ms", (long long)(h_now_ms() - t0));
 
 	/* Same session, same server, usable. */
-	h_assert(backend_pid(c) == pid, "the session changed server after the cancel");
+	h_assert(h_backend_pid(c) == pid, "the session changed server after the cancel");
 	h_assert_value(c, "SELECT 'after cancel'", "after cancel");
 	PQfinish(direct);
 	PQfinish(c);

@@ -19,23 +19,6 @@
 
 #include "harness.h"
 
-static void assert_serves(struct h_daemon *d)
-{
-	PGconn *c = h_connect(d, NULL);
-	char *v = h_query_value(c, "SELECT 'serving'");
-
-	h_assert(v && strcmp(v, "serving") == 0, "query through pgberth returned %s", v);
-	free(v);
-	PQfinish(c);
-}
-
-static bool is_socket(const char *path)
-{
-	struct stat st;
-
-	return stat(path, &st) == 0 && S_ISSOCK(st.st_mode);
-}
-
 /* ---- shutdown ----------------------------------------------------------- */
 
 START_TEST(test_shutdown_with_stuck_backend)
@@ -189,7 +172,7 @@ START_TEST(test_server_connect_timeout)
 			 (long long)(h_now_ms() - t0));
 		close(fd);
 	}
-	assert_serves(&d);
+	h_assert_serves(&d);
 	h_daemon_stop_ok(&d);
 	close(lfd);
 	free(dbs);
@@ -225,9 +208,10 @@ START_TEST(test_second_daemon_refuses)
 
 	/* The first is untouched: its socket and lock are there and it serves. */
 	h_assert(!h_daemon_exited(&first), "the first pgberth exited");
-	h_assert(is_socket(first.sockpath), "the refused daemon removed the live socket file");
+	h_assert(h_is_socket(first.sockpath, NULL),
+		 "the refused daemon removed the live socket file");
 	h_assert(h_path_exists(first.lockpath), "the refused daemon removed the live lock file");
-	assert_serves(&first);
+	h_assert_serves(&first);
 	h_daemon_stop_ok(&first);
 }
 END_TEST
@@ -249,14 +233,14 @@ START_TEST(test_stale_socket_replaced)
 		 strerror(errno));
 	close(fd);
 	unlink(d.lockpath);
-	h_assert(is_socket(d.sockpath) && h_raw_connect(d.sockpath) < 0,
+	h_assert(h_is_socket(d.sockpath, NULL) && h_raw_connect(d.sockpath) < 0,
 		 "could not fake a stale socket");
 
 	h_assert(h_daemon_spawn(&d) > 0, "spawn");
 	h_assert(h_daemon_wait_ready(&d, H_START_TIMEOUT),
 		 "pgberth did not start over a stale socket file (%s)",
 		 d.pid ? "still not listening" : "it exited");
-	assert_serves(&d);
+	h_assert_serves(&d);
 	h_daemon_stop_ok(&d);
 	h_assert(!h_path_exists(d.sockpath), "socket file left behind");
 }
@@ -268,12 +252,12 @@ START_TEST(test_restart_after_crash)
 	struct h_daemon_opts o = { 0 };
 
 	h_daemon_start(&crashed, &h_shared_pg, NULL);
-	assert_serves(&crashed);
+	h_assert_serves(&crashed);
 	h_assert(h_daemon_stop(&crashed, SIGKILL, 5000) >= 0, "SIGKILL did not stop pgberth");
 
 	o.sockdir = crashed.sockdir;
 	h_daemon_start(&next, &h_shared_pg, &o);
-	assert_serves(&next);
+	h_assert_serves(&next);
 	h_daemon_stop_ok(&next);
 }
 END_TEST

@@ -15,9 +15,7 @@
  */
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,14 +31,6 @@
 	rest
 
 /* ---- helpers --------------------------------------------------------- */
-
-static PGconn *db_connect(const struct h_daemon *d, const char *db, const char *user)
-{
-	char extra[160];
-
-	snprintf(extra, sizeof(extra), "dbname=%s%s%s", db, user ? " user=" : "", user ? user : "");
-	return h_connect(d, extra);
-}
 
 /* tag's server connections as PostgreSQL sees them, -1 if the query failed.
  * Never asserts, so that failure messages may call it. */
@@ -102,254 +92,22 @@ static void assert_log_clean(const struct h_daemon *d)
 	free(log);
 }
 
-/* What one query came to: every result read, the first error's SQLSTATE. */
-struct outcome {
-	bool answered;                 /* the query ended (results or a broken connection) */
-	bool ok;                       /* no error result */
-	char sqlstate[6];              /* of the first error, "" if none or without one */
-	char message[256];
-	long long value;               /* first column of the first row, if numeric */
-	int ms;                        /* from send to the end */
-};
-
-/*
- * Sends sql and reads every result until libpq has none left or the
- * connection broke, within timeout_ms. Unlike h_result_try it keeps the
- * FIRST error, which is the one pgberth or PostgreSQL sent; a broken
- * connection adds libpq's own after it.
- */
-static void run_query(PGconn *c, const char *sql, int timeout_ms, struct outcome *o)
-{
-	int64_t t0 = h_now_ms(), deadline = t0 + timeout_ms;
-	bool have_row = false, have_error = false;
-	PGresult *r;
-
-	memset(o, 0, sizeof(*o));
-	o->ok = true;
-	if (!PQsendQuery(c, sql)) {
-		o->answered = true;
-		o->ok = false;
-		snprintf(o->message, sizeof(o->message), "send: %s", PQerrorMessage(c));
-		return;
-	}
-	for (;;) {
-		while (!PQisBusy(c)) {
-			r = PQgetResult(c);
-			if (r == NULL) {
-				o->answered = true;
-				o->ms = (int)(h_now_ms() - t0);
-				return;
-			}
-			if (PQresultStatus(r) == PGRES_FATAL_ERROR) {
-				o->ok = false;
-				if (!have_error) {
-					const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-
-					have_error = true;
-					snprintf(o->sqlstate, sizeof(o->sqlstate), "%s", st ? st : "");
-					snprintf(o->message, sizeof(o->message), "%s",
-						 PQresultErrorMessage(r));
-				}
-			} else if (PQresultStatus(r) == PGRES_TUPLES_OK && !have_row &&
-				   PQntuples(r) > 0) {
-				have_row = true;
-				o->value = atoll(PQgetvalue(r, 0, 0));
-			}
-			PQclear(r);
-		}
-		{
-			struct pollfd p = { PQsocket(c), POLLIN, 0 };
-			int64_t left = deadline - h_now_ms();
-
-			if (left <= 0 || p.fd < 0) {
-				o->ms = (int)(h_now_ms() - t0);
-				if (p.fd < 0)
-					o->answered = true;
-				return;
-			}
-			poll(&p, 1, (int)left);
-		}
-		if (!PQconsumeInput(c)) {
-			/* Broken: libpq hands out what it has, then its own error. */
-			for (int i = 0; i < 8 && (r = PQgetResult(c)) != NULL; i++) {
-				if (PQresultStatus(r) == PGRES_FATAL_ERROR && !have_error) {
-					const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-
-					have_error = true;
-					snprintf(o->sqlstate, sizeof(o->sqlstate), "%s", st ? st : "");
-					snprintf(o->message, sizeof(o->message), "%s",
-						 PQresultErrorMessage(r));
-				}
-				PQclear(r);
-			}
-			o->ok = false;
-			if (!have_error)
-				snprintf(o->message, sizeof(o->message), "%s", PQerrorMessage(c));
-			o->answered = true;
-			o->ms = (int)(h_now_ms() - t0);
-			return;
-		}
-	}
-}
-
 /* Counts one tag's server connections in the background; keeps the maximum. */
-struct sampler {
-	PGconn *direct;
+static void sampler_start(struct h_sampler *s, const char *tag)
+{
 	char sql[256];
-	atomic_bool stop;
-	int max;
-	int samples;
-	char error[256];
-	pthread_t th;
-};
 
-static void *sampler_thread(void *arg)
-{
-	struct sampler *s = arg;
-
-	while (!atomic_load(&s->stop)) {
-		PGresult *r = h_exec_try(s->direct, s->sql, 5000);
-
-		if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-			snprintf(s->error, sizeof(s->error), "%s",
-				 r ? PQresultErrorMessage(r) : "sample timed out");
-			PQclear(r);
-			break;
-		}
-		if (atoi(PQgetvalue(r, 0, 0)) > s->max)
-			s->max = atoi(PQgetvalue(r, 0, 0));
-		s->samples++;
-		PQclear(r);
-		h_sleep_ms(2);
-	}
-	return NULL;
-}
-
-static void sampler_start(struct sampler *s, const char *tag)
-{
-	memset(s, 0, sizeof(*s));
-	s->direct = h_pg_connect(&h_shared_pg, NULL);
-	snprintf(s->sql, sizeof(s->sql),
+	snprintf(sql, sizeof(sql),
 		 "SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s'", tag);
-	h_assert(pthread_create(&s->th, NULL, sampler_thread, s) == 0, "sampler thread");
+	h_sampler_start(s, sql);
 }
 
 /* Stops the sampler and asserts it saw at most max connections. */
-static void sampler_stop(struct sampler *s, int max, const char *what)
+static void sampler_stop(struct h_sampler *s, int max, const char *what)
 {
-	atomic_store(&s->stop, true);
-	pthread_join(s->th, NULL);
-	PQfinish(s->direct);
-	h_assert(s->error[0] == '\0', "sampler: %s", s->error);
-	h_assert(s->samples > 0, "the sampler took no sample");
+	h_sampler_stop(s);
 	h_assert(s->max <= max, "%s: PostgreSQL saw %d server connections at once, the cap is %d",
 		 what, s->max, max);
-}
-
-/*
- * Non-blocking login, for clients that must wait (or be refused) while the
- * test goes on. verbose makes libpq put the server's SQLSTATE into
- * PQerrorMessage ("FATAL:  53300: ..."): libpq has no other way to tell the
- * SQLSTATE of a failed connection.
- */
-static PGconn *connect_start(const struct h_daemon *d, const char *extra, bool verbose,
-			     PostgresPollingStatusType *state)
-{
-	char *conninfo = h_conninfo(d, extra);
-	PGconn *c = PQconnectStart(conninfo);
-
-	free(conninfo);
-	h_assert(c && PQstatus(c) != CONNECTION_BAD, "PQconnectStart: %s",
-		 c ? PQerrorMessage(c) : "out of memory");
-	if (verbose)
-		PQsetErrorVerbosity(c, PQERRORS_VERBOSE);
-	*state = PGRES_POLLING_WRITING;
-	return c;
-}
-
-/* PGRES_POLLING_OK or PGRES_POLLING_FAILED, or -1 if still going at the deadline. */
-static int drive_connect(PGconn *c, PostgresPollingStatusType *state, int64_t deadline)
-{
-	for (;;) {
-		struct pollfd p = { PQsocket(c), 0, 0 };
-		int64_t left;
-
-		if (*state == PGRES_POLLING_OK || *state == PGRES_POLLING_FAILED)
-			return (int)*state;
-		p.events = *state == PGRES_POLLING_WRITING ? POLLOUT : POLLIN;
-		left = deadline - h_now_ms();
-		if (left <= 0)
-			return -1;
-		if (poll(&p, 1, (int)left) == 0)
-			return -1;
-		*state = PQconnectPoll(c);
-	}
-}
-
-/* A raw client logged in to db through the daemon; asserts the login. */
-static int raw_client(const struct h_daemon *d, const char *db)
-{
-	const char *kv[] = { "user", H_SUPERUSER, "database", db, NULL };
-	struct h_login l;
-	int fd = h_raw_connect(d->sockpath), rc;
-
-	h_assert(fd >= 0, "connect %s: %s", d->sockpath, strerror(errno));
-	rc = h_raw_login(fd, kv, &l, 10000);
-	h_assert(rc == 0, "raw login to %s: rc %d [%s] %s", db, rc, l.sqlstate, l.message);
-	return fd;
-}
-
-/* One field of an ErrorResponse body into out ("" if absent). */
-static void error_field(const struct h_msg *m, char field, char *out, size_t len)
-{
-	const char *p = m->body, *end = m->body + m->len;
-
-	out[0] = '\0';
-	while (p < end && *p) {
-		char f = *p++;
-		size_t n = strnlen(p, (size_t)(end - p));
-
-		if (f == field)
-			snprintf(out, len, "%.*s", (int)n, p);
-		p += n + 1;
-	}
-}
-
-/*
- * Waits for an unsolicited message on an idle raw client. Returns 1 with
- * the ErrorResponse's SQLSTATE, 0 on EOF first, -2 at the deadline, -1 if
- * something else came.
- */
-static int raw_wait_error(int fd, int timeout_ms, char sqlstate[6], char *msg, size_t msglen)
-{
-	struct h_msg m;
-	int rc = h_raw_read_msg(fd, &m, timeout_ms);
-
-	sqlstate[0] = '\0';
-	if (msg && msglen)
-		msg[0] = '\0';
-	if (rc <= 0)
-		return rc;
-	if (m.type != 'E') {
-		if (msg && msglen)
-			snprintf(msg, msglen, "message '%c'", m.type);
-		h_msg_free(&m);
-		return -1;
-	}
-	error_field(&m, 'C', sqlstate, 6);
-	if (msg && msglen)
-		error_field(&m, 'M', msg, msglen);
-	h_msg_free(&m);
-	return 1;
-}
-
-/* Runs sql directly on PostgreSQL as the superuser. */
-static void direct_exec(const char *sql)
-{
-	PGconn *direct = h_pg_connect(&h_shared_pg, NULL);
-
-	h_exec_ok(direct, sql);
-	PQfinish(direct);
 }
 
 /* ---- max_client_conn ------------------------------------------------- */
@@ -379,8 +137,8 @@ START_TEST(test_max_client_conn)
 	}
 
 	/* libpq: the login fails, and the verbose message carries the SQLSTATE. */
-	extra = connect_start(&d, NULL, true, &st);
-	rc = drive_connect(extra, &st, h_now_ms() + 10000);
+	extra = h_connect_start(&d, NULL, true, &st);
+	rc = h_drive_connect(extra, &st, h_now_ms() + 10000);
 	h_assert(rc == PGRES_POLLING_FAILED, "client %d over max_client_conn %d: %s", MAXCONN + 1,
 		 MAXCONN, rc == -1 ? "no answer within 10 s" : "logged in");
 	h_assert(strstr(PQerrorMessage(extra), "53300") != NULL,
@@ -419,8 +177,8 @@ START_TEST(test_max_client_conn)
 	h_exec_ok(c[0], "SELECT 3");
 
 	/* Full again: still refused, so the refusals did not eat the count... */
-	extra = connect_start(&d, NULL, true, &st);
-	rc = drive_connect(extra, &st, h_now_ms() + 10000);
+	extra = h_connect_start(&d, NULL, true, &st);
+	rc = h_drive_connect(extra, &st, h_now_ms() + 10000);
 	h_assert(rc == PGRES_POLLING_FAILED && strstr(PQerrorMessage(extra), "53300") != NULL,
 		 "client over max_client_conn after a replacement: %s",
 		 rc == -1 ? "no answer" : rc == PGRES_POLLING_OK ? "logged in" : PQerrorMessage(extra));
@@ -460,19 +218,19 @@ START_TEST(test_query_wait_timeout)
 		.extra_top = "query_wait_timeout: 500ms\n",
 		.extra_dbs = TAGGED_DB("qwdb", "    pool_size: 1\n    pool_mode: transaction\n"),
 	};
-	struct outcome out;
+	struct h_outcome out;
 	PGconn *a, *b, *c, *direct;
 	char *v;
 
-	direct_exec("SET client_min_messages = warning; DROP TABLE IF EXISTS lim_qwt; "
+	h_pg_exec("SET client_min_messages = warning; DROP TABLE IF EXISTS lim_qwt; "
 		    "CREATE TABLE lim_qwt (v int)");
 	h_daemon_start(&d, &h_shared_pg, &o);
-	a = db_connect(&d, "qwdb", NULL);
+	a = h_connect_db(&d, "qwdb", NULL);
 	h_exec_ok(a, "BEGIN");
 	h_exec_ok(a, "INSERT INTO lim_qwt VALUES (1)");
 
-	b = db_connect(&d, "qwdb", NULL);
-	run_query(b, "INSERT INTO lim_qwt VALUES (2)", 5000, &out);
+	b = h_connect_db(&d, "qwdb", NULL);
+	h_run_query(b, "INSERT INTO lim_qwt VALUES (2)", 5000, &out);
 	h_assert(out.answered, "B's query got no answer within 5 s (query_wait_timeout is 500 ms)");
 	h_assert(!out.ok && strcmp(out.sqlstate, "57014") == 0,
 		 "B's query while the only server is held: %s [%s] %s",
@@ -494,7 +252,7 @@ START_TEST(test_query_wait_timeout)
 	free(v);
 
 	/* The pool still serves. */
-	c = db_connect(&d, "qwdb", NULL);
+	c = h_connect_db(&d, "qwdb", NULL);
 	h_exec_ok(c, "SELECT 1");
 	h_assert(count_servers(direct, "qwdb") == 1, "qwdb has %lld server connections, pool_size 1",
 		 count_servers(direct, "qwdb"));
@@ -522,8 +280,8 @@ START_TEST(test_reserve_pool)
 		.extra_dbs = TAGGED_DB("rpdb", "    pool_size: 1\n    pool_mode: transaction\n"
 				       "    reserve_pool_size: 1\n"),
 	};
-	struct sampler sm;
-	struct outcome out;
+	struct h_sampler sm;
+	struct h_outcome out;
 	PGconn *a, *b, *c, *direct;
 	PGresult *r;
 	long long apid, bpid;
@@ -531,12 +289,12 @@ START_TEST(test_reserve_pool)
 	h_daemon_start(&d, &h_shared_pg, &o);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	sampler_start(&sm, "rpdb");
-	a = db_connect(&d, "rpdb", NULL);
+	a = h_connect_db(&d, "rpdb", NULL);
 	h_exec_ok(a, "BEGIN");
 	apid = h_query_ll(a, "SELECT pg_backend_pid()");
 
-	b = db_connect(&d, "rpdb", NULL);
-	run_query(b, "BEGIN; SELECT pg_backend_pid()", 5000, &out);
+	b = h_connect_db(&d, "rpdb", NULL);
+	h_run_query(b, "BEGIN; SELECT pg_backend_pid()", 5000, &out);
 	h_assert(out.answered && out.ok, "B: %s [%s] %s", out.answered ? "failed" : "no answer in 5 s",
 		 out.sqlstate, out.message);
 	h_assert(out.ms >= 450, "B was served after %d ms, before reserve_pool_timeout (500 ms)",
@@ -548,7 +306,7 @@ START_TEST(test_reserve_pool)
 		 count_servers(direct, "rpdb"));
 
 	/* C: pool and reserve both in use; it waits well past the reserve timeout. */
-	c = db_connect(&d, "rpdb", NULL);
+	c = h_connect_db(&d, "rpdb", NULL);
 	h_assert(PQsendQuery(c, "SELECT pg_backend_pid()"), "send: %s", PQerrorMessage(c));
 	r = h_result_try(c, 1200);
 	h_assert(r == NULL, "C was served (%s) with A and B holding pool and reserve",
@@ -587,12 +345,6 @@ END_TEST
 
 #define SECOND_ROLE "lim_other"
 
-static void create_second_role(void)
-{
-	direct_exec("DO $$ BEGIN CREATE ROLE " SECOND_ROLE " LOGIN; "
-		    "EXCEPTION WHEN duplicate_object THEN NULL; END $$");
-}
-
 /*
  * Two users' pools on one database, pool_size 2 each, max_db_connections
  * 2: user A's two clients hold both connections in transactions; user B's
@@ -612,26 +364,26 @@ START_TEST(test_max_db_connections)
 		.extra_dbs = TAGGED_DB("mdb", "    pool_size: 2\n    pool_mode: transaction\n"
 				       "    max_db_connections: 2\n"),
 	};
-	struct sampler sm;
+	struct h_sampler sm;
 	PostgresPollingStatusType st;
 	PGconn *a1, *a2, *b, *b2;
 	char *v;
 	int rc;
 	int64_t t0;
 
-	create_second_role();
+	h_create_role(SECOND_ROLE);
 	h_daemon_start(&d, &h_shared_pg, &o);
 	sampler_start(&sm, "mdb");
-	a1 = db_connect(&d, "mdb", NULL);
-	a2 = db_connect(&d, "mdb", NULL);
+	a1 = h_connect_db(&d, "mdb", NULL);
+	a2 = h_connect_db(&d, "mdb", NULL);
 	h_exec_ok(a1, "BEGIN");
 	h_exec_ok(a1, "SELECT 1");
 	h_exec_ok(a2, "BEGIN");
 	h_exec_ok(a2, "SELECT 1");
 
 	/* B's first login needs a server, and the database is at its cap. */
-	b = connect_start(&d, "dbname=mdb user=" SECOND_ROLE, false, &st);
-	rc = drive_connect(b, &st, h_now_ms() + 800);
+	b = h_connect_start(&d, "dbname=mdb user=" SECOND_ROLE, false, &st);
+	rc = h_drive_connect(b, &st, h_now_ms() + 800);
 	h_assert(rc == -1, "B (%s) finished its login (%s) while A's clients hold both connections "
 		 "of a database capped at 2", SECOND_ROLE,
 		 rc == PGRES_POLLING_OK ? "logged in" : PQerrorMessage(b));
@@ -639,7 +391,7 @@ START_TEST(test_max_db_connections)
 	/* A1 is done: its server is idle in A's pool; B must get a connection. */
 	h_exec_ok(a1, "COMMIT");
 	t0 = h_now_ms();
-	rc = drive_connect(b, &st, t0 + 3000);
+	rc = h_drive_connect(b, &st, t0 + 3000);
 	h_assert(rc == PGRES_POLLING_OK, "B not served %lld ms after one of A's two connections went "
 		 "idle (server_idle_timeout %s): %s", (long long)(h_now_ms() - t0),
 		 _i == 0 ? "500ms" : "600s", rc == -1 ? "still waiting" : PQerrorMessage(b));
@@ -649,7 +401,7 @@ START_TEST(test_max_db_connections)
 
 	/* Both users keep being served, under the cap, as connections free up. */
 	h_exec_ok(a2, "COMMIT");
-	b2 = db_connect(&d, "mdb", SECOND_ROLE);
+	b2 = h_connect_db(&d, "mdb", SECOND_ROLE);
 	for (int i = 0; i < 3; i++) {
 		h_exec_ok(a1, "SELECT 1");
 		h_exec_ok(b, "SELECT 2");
@@ -681,14 +433,14 @@ START_TEST(test_client_idle_timeout)
 		.extra_dbs = TAGGED_DB("cidb", "    pool_size: 2\n    pool_mode: transaction\n"),
 	};
 	PGconn *busy;
-	char sqlstate[6], msg[256];
+	struct h_raw_error e;
 	int fd, rc = -2, closed_ms = -1;
 	int64_t t0;
 
 	h_daemon_start(&d, &h_shared_pg, &o);
-	busy = db_connect(&d, "cidb", NULL);
+	busy = h_connect_db(&d, "cidb", NULL);
 	h_exec_ok(busy, "SELECT 1");
-	fd = raw_client(&d, "cidb");
+	fd = h_raw_client(&d, "cidb", NULL);
 	t0 = h_now_ms();
 
 	/* busy queries every 100 ms for 1.5 s, while the idle one is watched. */
@@ -698,14 +450,15 @@ START_TEST(test_client_idle_timeout)
 		h_exec_ok(busy, "SELECT 1");
 		if (closed_ms < 0 && poll(&p, 1, 100) > 0) {
 			closed_ms = (int)(h_now_ms() - t0);
-			rc = raw_wait_error(fd, 2000, sqlstate, msg, sizeof(msg));
+			rc = h_raw_wait_error(fd, 2000, &e);
 		} else if (closed_ms >= 0) {
 			h_sleep_ms(100);
 		}
 	}
 	h_assert(closed_ms >= 0, "the idle client is still open 1.5 s into a 500 ms client_idle_timeout");
-	h_assert(rc == 1 && strcmp(sqlstate, "57P05") == 0,
-		 "idle client: expected an ErrorResponse 57P05, got rc %d [%s] %s", rc, sqlstate, msg);
+	h_assert(rc == 1 && strcmp(e.sqlstate, "57P05") == 0,
+		 "idle client: expected an ErrorResponse 57P05, got rc %d [%s] %s", rc, e.sqlstate,
+		 e.message);
 	h_assert(closed_ms >= 450 && closed_ms <= 1200,
 		 "idle client closed after %d ms, client_idle_timeout is 500 ms", closed_ms);
 	h_assert(h_raw_wait_eof(fd, 2000) == 0, "idle client's connection open after its 57P05");
@@ -736,14 +489,15 @@ START_TEST(test_idle_transaction_timeout)
 	};
 	PGconn *u, *direct;
 	PGresult *r;
-	char tpid[32], sqlstate[6], msg[256];
+	char tpid[32], sqlstate[6];
+	struct h_raw_error e;
 	int fd, rc, t_ms;
 	int64_t t0;
 
-	direct_exec("SET client_min_messages = warning; DROP TABLE IF EXISTS lim_itx; "
+	h_pg_exec("SET client_min_messages = warning; DROP TABLE IF EXISTS lim_itx; "
 		    "CREATE TABLE lim_itx (v int)");
 	h_daemon_start(&d, &h_shared_pg, &o);
-	fd = raw_client(&d, "itdb");
+	fd = h_raw_client(&d, "itdb", NULL);
 	h_assert(h_raw_query(fd, "BEGIN", NULL, 0, sqlstate, 5000) == 0, "BEGIN [%s]", sqlstate);
 	h_assert(h_raw_query(fd, "INSERT INTO lim_itx VALUES (1)", NULL, 0, sqlstate, 5000) == 0,
 		 "INSERT [%s]", sqlstate);
@@ -752,14 +506,15 @@ START_TEST(test_idle_transaction_timeout)
 	t0 = h_now_ms();
 
 	/* U wants the only server meanwhile. */
-	u = db_connect(&d, "itdb", NULL);
+	u = h_connect_db(&d, "itdb", NULL);
 	h_assert(PQsendQuery(u, "SELECT pg_backend_pid() || ',' || (SELECT count(*) FROM lim_itx) || "
 			     "',' || (now() = statement_timestamp())"), "send");
 
-	rc = raw_wait_error(fd, 3000, sqlstate, msg, sizeof(msg));
+	rc = h_raw_wait_error(fd, 3000, &e);
 	t_ms = (int)(h_now_ms() - t0);
-	h_assert(rc == 1 && strcmp(sqlstate, "25P03") == 0,
-		 "client idle in transaction: expected 25P03, got rc %d [%s] %s", rc, sqlstate, msg);
+	h_assert(rc == 1 && strcmp(e.sqlstate, "25P03") == 0,
+		 "client idle in transaction: expected 25P03, got rc %d [%s] %s", rc, e.sqlstate,
+		 e.message);
 	h_assert(t_ms >= 450 && t_ms <= 1500,
 		 "idle-in-transaction client closed after %d ms, idle_transaction_timeout is 500 ms",
 		 t_ms);
@@ -823,7 +578,7 @@ START_TEST(test_server_idle_timeout)
 	h_daemon_start(&d, &h_shared_pg, &o);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	for (int i = 0; i < 4; i++) {
-		c[i] = db_connect(&d, "sidb", NULL);
+		c[i] = h_connect_db(&d, "sidb", NULL);
 		h_exec_ok(c[i], "BEGIN");
 		pids[i] = h_query_ll(c[i], "SELECT pg_backend_pid()");
 		for (int j = 0; j < i; j++)
@@ -880,7 +635,7 @@ START_TEST(test_server_lifetime)
 	h_daemon_start(&d, &h_shared_pg, &o);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	t0 = h_now_ms();        /* the server is born after this */
-	c = db_connect(&d, "sldb", NULL);
+	c = h_connect_db(&d, "sldb", NULL);
 	first = h_query_ll(c, "SELECT pg_backend_pid()");
 	while (h_now_ms() - t0 < 3000) {
 		pid = h_query_ll(c, "SELECT pg_backend_pid()");    /* asserts success */
@@ -924,7 +679,7 @@ START_TEST(test_min_pool_size)
 		.extra_dbs = TAGGED_DB("mpdb", "    pool_size: 3\n    pool_mode: transaction\n"
 				       "    min_pool_size: 2\n"),
 	};
-	struct sampler sm;
+	struct h_sampler sm;
 	PGconn *c, *direct;
 	long long killed;
 	char sql[256];
@@ -935,7 +690,7 @@ START_TEST(test_min_pool_size)
 		 "pgberth opened mpdb connections before any client asked for mpdb");
 
 	sampler_start(&sm, "mpdb");
-	c = db_connect(&d, "mpdb", NULL);
+	c = h_connect_db(&d, "mpdb", NULL);
 	h_exec_ok(c, "SELECT 1");
 	PQfinish(c);
 	h_assert(wait_servers(direct, "mpdb", "= 2", 3000), "no client: PostgreSQL sees %lld mpdb "
@@ -955,7 +710,7 @@ START_TEST(test_min_pool_size)
 		 "%lld mpdb connections", count_servers(direct, "mpdb"));
 
 	/* And the spares serve clients. */
-	c = db_connect(&d, "mpdb", NULL);
+	c = h_connect_db(&d, "mpdb", NULL);
 	h_exec_ok(c, "SELECT 1");
 	PQfinish(c);
 	PQfinish(direct);
@@ -983,13 +738,13 @@ START_TEST(test_server_check_query)
 	PGconn *c, *direct;
 	long long before, after, pid;
 
-	direct_exec("SET client_min_messages = warning; DROP TABLE IF EXISTS lim_checks; "
+	h_pg_exec("SET client_min_messages = warning; DROP TABLE IF EXISTS lim_checks; "
 		    "CREATE TABLE lim_checks (at timestamptz); "
 		    "CREATE OR REPLACE FUNCTION lim_check() RETURNS int LANGUAGE sql AS "
 		    "'INSERT INTO lim_checks VALUES (clock_timestamp()) RETURNING 1'");
 	h_daemon_start(&d, &h_shared_pg, &o);
 	direct = h_pg_connect(&h_shared_pg, NULL);
-	c = db_connect(&d, "ckdb", NULL);
+	c = h_connect_db(&d, "ckdb", NULL);
 	pid = h_query_ll(c, "SELECT pg_backend_pid()");
 	before = h_query_ll(direct, "SELECT count(*) FROM lim_checks");
 	for (int i = 0; i < 5; i++)
@@ -1026,18 +781,18 @@ START_TEST(test_server_check_fails)
 		.extra_top = "server_check_query: SELECT 1/0\nserver_check_delay: 0\n",
 		.extra_dbs = TAGGED_DB("cfdb", "    pool_size: 1\n    pool_mode: transaction\n"),
 	};
-	struct sampler sm;
+	struct h_sampler sm;
 	PGconn *c;
 	long long prev, pid;
 
 	h_daemon_start(&d, &h_shared_pg, &o);
 	sampler_start(&sm, "cfdb");
-	c = db_connect(&d, "cfdb", NULL);
+	c = h_connect_db(&d, "cfdb", NULL);
 	prev = h_query_ll(c, "SELECT pg_backend_pid()");
 	for (int i = 0; i < 3; i++) {
-		struct outcome out;
+		struct h_outcome out;
 
-		run_query(c, "SELECT pg_backend_pid()", 10000, &out);
+		h_run_query(c, "SELECT pg_backend_pid()", 10000, &out);
 		h_assert(out.answered && out.ok, "query %d after a failed check: %s [%s] %s", i,
 			 out.answered ? "error" : "no answer in 10 s", out.sqlstate, out.message);
 		pid = out.value;
@@ -1064,15 +819,15 @@ START_TEST(test_servers_terminated)
 	struct h_daemon_opts o = {
 		.extra_dbs = TAGGED_DB("tmdb", "    pool_size: 2\n    pool_mode: transaction\n"),
 	};
-	struct outcome out;
+	struct h_outcome out;
 	PGconn *a, *b, *c, *direct;
 	PGresult *r;
 	int64_t t0;
 
 	h_daemon_start(&d, &h_shared_pg, &o);
 	direct = h_pg_connect(&h_shared_pg, NULL);
-	a = db_connect(&d, "tmdb", NULL);
-	b = db_connect(&d, "tmdb", NULL);
+	a = h_connect_db(&d, "tmdb", NULL);
+	b = h_connect_db(&d, "tmdb", NULL);
 	h_exec_ok(b, "BEGIN");          /* so that A gets the second server */
 	h_assert(PQsendQuery(a, "SELECT pg_sleep(30) /* lim-terminated */"), "send");
 	h_assert(poll_sql(direct, "SELECT count(*) = 1 FROM pg_stat_activity WHERE state = 'active' "
@@ -1092,15 +847,15 @@ START_TEST(test_servers_terminated)
 	h_assert(wait_servers(direct, "tmdb", "= 0", 5000), "terminated backends still there");
 
 	/* B had no server: its next transaction runs on a fresh one. */
-	run_query(b, "SELECT pg_backend_pid()", 10000, &out);
+	h_run_query(b, "SELECT pg_backend_pid()", 10000, &out);
 	h_assert(out.answered && out.ok, "B after its pool's servers died: %s [%s] %s",
 		 out.answered ? "error" : "no answer", out.sqlstate, out.message);
 
 	/* Both slots are free again: two transactions at once. */
-	c = db_connect(&d, "tmdb", NULL);
+	c = h_connect_db(&d, "tmdb", NULL);
 	h_exec_ok(b, "BEGIN");
 	h_exec_ok(c, "BEGIN");
-	run_query(c, "SELECT pg_backend_pid()", 5000, &out);
+	h_run_query(c, "SELECT pg_backend_pid()", 5000, &out);
 	h_assert(out.answered && out.ok, "a second transaction after the servers died: %s [%s] %s",
 		 out.answered ? "error" : "no server within 5 s (slot leaked?)", out.sqlstate,
 		 out.message);
@@ -1158,7 +913,7 @@ START_TEST(test_postgres_restart)
 		.server_connect_timeout = "1s",
 		.extra_dbs = TAGGED_DB("rsdb", "    pool_size: 2\n    pool_mode: transaction\n"),
 	};
-	struct outcome out;
+	struct h_outcome out;
 	PGconn *a, *b, *s, *c, *c2;
 	int64_t t0;
 
@@ -1166,8 +921,8 @@ START_TEST(test_postgres_restart)
 	h_daemon_start(&d, &pg, &o);
 	s = h_connect(&d, NULL);        /* appdb: session mode, holds a server */
 	h_exec_ok(s, "SELECT 1");
-	a = db_connect(&d, "rsdb", NULL);
-	b = db_connect(&d, "rsdb", NULL);
+	a = h_connect_db(&d, "rsdb", NULL);
+	b = h_connect_db(&d, "rsdb", NULL);
 	h_exec_ok(b, "SELECT 1");
 	h_assert(PQsendQuery(a, "SELECT pg_sleep(30) /* lim-restart */"), "send");
 	{
@@ -1192,10 +947,10 @@ START_TEST(test_postgres_restart)
 			 r ? PQresStatus(PQresultStatus(r)) : "no answer", (long long)(h_now_ms() - t0));
 		PQclear(r);
 	}
-	run_query(s, "SELECT 1", 5000, &out);
+	h_run_query(s, "SELECT 1", 5000, &out);
 	h_assert(out.answered && !out.ok, "session client's query with PostgreSQL down: %s",
 		 out.answered ? "succeeded" : "no answer within 5 s");
-	run_query(b, "SELECT 1", 5000, &out);
+	h_run_query(b, "SELECT 1", 5000, &out);
 	h_assert(out.answered && !out.ok, "transaction client's query with PostgreSQL down: %s",
 		 out.answered ? "succeeded" : "no answer within 5 s");
 	h_assert(strcmp(out.sqlstate, "08006") == 0, "query with PostgreSQL down: [%s] %s",
@@ -1208,14 +963,14 @@ START_TEST(test_postgres_restart)
 	}
 
 	pg_restart(&pg);
-	c = db_connect(&d, "rsdb", NULL);
-	c2 = db_connect(&d, "rsdb", NULL);
+	c = h_connect_db(&d, "rsdb", NULL);
+	c2 = h_connect_db(&d, "rsdb", NULL);
 	h_exec_ok(c, "BEGIN");
 	h_exec_ok(c2, "BEGIN");
-	run_query(c, "SELECT 1", 5000, &out);
+	h_run_query(c, "SELECT 1", 5000, &out);
 	h_assert(out.answered && out.ok, "after the restart: %s [%s] %s",
 		 out.answered ? "error" : "no answer", out.sqlstate, out.message);
-	run_query(c2, "SELECT 1", 5000, &out);
+	h_run_query(c2, "SELECT 1", 5000, &out);
 	h_assert(out.answered && out.ok, "second transaction after the restart: %s [%s] %s",
 		 out.answered ? "error" : "no server within 5 s (slot leaked?)", out.sqlstate,
 		 out.message);

@@ -9,7 +9,6 @@
  * refused by PostgreSQL itself and fail a client.
  */
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,14 +29,6 @@ struct crowd {
 	pthread_mutex_t mtx;
 	char first_error[512];         /* under mtx */
 	long long pids[NCLIENTS];      /* backend pid each client saw */
-};
-
-struct sampler {
-	PGconn *direct;
-	atomic_bool stop;
-	int max;                       /* most crowd backends seen at once */
-	int samples;
-	char error[256];
 };
 
 static void crowd_fail(struct crowd *cr, const char *what, const char *msg)
@@ -79,52 +70,25 @@ static void *crowd_client(void *arg)
 	return NULL;
 }
 
-static void *sampler_thread(void *arg)
-{
-	struct sampler *s = arg;
-
-	while (!atomic_load(&s->stop)) {
-		PGresult *r = h_exec_try(s->direct,
-					 "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
-					 "'client backend' AND pid <> pg_backend_pid() AND usename = '"
-					 H_CROWD_USER "'", 5000);
-
-		if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-			snprintf(s->error, sizeof(s->error), "%s",
-				 r ? PQresultErrorMessage(r) : "sample timed out");
-			PQclear(r);
-			break;
-		}
-		{
-			int n = atoi(PQgetvalue(r, 0, 0));
-
-			if (n > s->max)
-				s->max = n;
-		}
-		s->samples++;
-		PQclear(r);
-		h_sleep_ms(2);
-	}
-	return NULL;
-}
-
 START_TEST(test_hundred_clients_pool_of_five)
 {
 	struct h_daemon d;
 	struct h_daemon_opts o = { .pool_size = H_CROWD_LIMIT };
 	static struct crowd cr;
-	struct sampler sm = { 0 };
+	struct h_sampler sm;            /* crowd backends */
 	struct client_arg args[NCLIENTS];
-	pthread_t th[NCLIENTS], sth;
+	pthread_t th[NCLIENTS];
 	pthread_attr_t attr;
+	PGconn *direct;
 	int64_t t0;
 
 	memset(&cr, 0, sizeof(cr));
 	pthread_mutex_init(&cr.mtx, NULL);
 	h_daemon_start(&d, &h_shared_pg, &o);
 	cr.d = &d;
-	sm.direct = h_pg_connect(&h_shared_pg, NULL);
-	h_assert(pthread_create(&sth, NULL, sampler_thread, &sm) == 0, "sampler thread");
+	h_sampler_start(&sm, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+			"'client backend' AND pid <> pg_backend_pid() AND usename = '"
+			H_CROWD_USER "'");
 
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 256 * 1024);
@@ -138,65 +102,30 @@ START_TEST(test_hundred_clients_pool_of_five)
 	for (int i = 0; i < NCLIENTS; i++)
 		pthread_join(th[i], NULL);
 	pthread_attr_destroy(&attr);
-	atomic_store(&sm.stop, true);
-	pthread_join(sth, NULL);
+	h_sampler_stop(&sm);
 
 	fprintf(stderr, "e2e_pool: %d clients in %lld ms, at most %d crowd backends over %d samples\n",
 		NCLIENTS, (long long)(h_now_ms() - t0), sm.max, sm.samples);
 	h_assert(atomic_load(&cr.ok) == NCLIENTS, "%d of %d clients succeeded; first error: %s",
 		 atomic_load(&cr.ok), NCLIENTS, cr.first_error);
-	h_assert(sm.error[0] == '\0', "sampler: %s", sm.error);
-	h_assert(sm.samples > 0 && sm.max >= 1, "the sampler never saw a server connection");
+	h_assert(sm.max >= 1, "the sampler never saw a server connection");
 	h_assert(sm.max <= H_CROWD_LIMIT, "PostgreSQL saw %d connections from pgberth (pool_size %d)",
 		 sm.max, H_CROWD_LIMIT);
 	/* After the run, what is left is idle pooled servers: still within the cap. */
+	direct = h_pg_connect(&h_shared_pg, NULL);
 	{
-		long long left = h_query_ll(sm.direct, "SELECT count(*) FROM pg_stat_activity WHERE "
+		long long left = h_query_ll(direct, "SELECT count(*) FROM pg_stat_activity WHERE "
 					    "usename = '" H_CROWD_USER "'");
 
 		h_assert(left <= H_CROWD_LIMIT, "%lld crowd backends after the run", left);
 	}
-	PQfinish(sm.direct);
+	PQfinish(direct);
 	pthread_mutex_destroy(&cr.mtx);
 	h_daemon_stop_ok(&d);
 }
 END_TEST
 
 /* ---- waiting clients ---------------------------------------------------- */
-
-/*
- * Drives a PQconnectStart connection. Returns PGRES_POLLING_OK or
- * PGRES_POLLING_FAILED, or -1 if it is still in progress at the deadline.
- */
-static int drive_connect(PGconn *c, PostgresPollingStatusType *state, int64_t deadline)
-{
-	for (;;) {
-		struct pollfd p = { PQsocket(c), 0, 0 };
-		int64_t left;
-
-		if (*state == PGRES_POLLING_OK || *state == PGRES_POLLING_FAILED)
-			return (int)*state;
-		p.events = *state == PGRES_POLLING_WRITING ? POLLOUT : POLLIN;
-		left = deadline - h_now_ms();
-		if (left <= 0)
-			return -1;
-		if (poll(&p, 1, (int)left) == 0)
-			return -1;
-		*state = PQconnectPoll(c);
-	}
-}
-
-static PGconn *connect_start(const struct h_daemon *d, PostgresPollingStatusType *state)
-{
-	char *conninfo = h_conninfo(d, NULL);
-	PGconn *c = PQconnectStart(conninfo);
-
-	free(conninfo);
-	h_assert(c && PQstatus(c) != CONNECTION_BAD, "PQconnectStart: %s",
-		 c ? PQerrorMessage(c) : "out of memory");
-	*state = PGRES_POLLING_WRITING;
-	return c;
-}
 
 START_TEST(test_waiters_fifo)
 {
@@ -212,27 +141,27 @@ START_TEST(test_waiters_fifo)
 	pid = h_query_ll(a, "SELECT pg_backend_pid()");
 
 	/* B, then C, ask for the only server; neither may log in while A holds it. */
-	b = connect_start(&d, &sb);
-	rc = drive_connect(b, &sb, h_now_ms() + 300);
+	b = h_connect_start(&d, NULL, false, &sb);
+	rc = h_drive_connect(b, &sb, h_now_ms() + 300);
 	h_assert(rc == -1, "client B finished its login (%s) while A held the only server",
 		 rc == PGRES_POLLING_OK ? "ok" : PQerrorMessage(b));
-	c = connect_start(&d, &sc);
-	rc = drive_connect(c, &sc, h_now_ms() + 300);
+	c = h_connect_start(&d, NULL, false, &sc);
+	rc = h_drive_connect(c, &sc, h_now_ms() + 300);
 	h_assert(rc == -1, "client C finished its login (%s) while A held the only server",
 		 rc == PGRES_POLLING_OK ? "ok" : PQerrorMessage(c));
 
 	/* A leaves: B, first in line, gets A's server; C keeps waiting. */
 	PQfinish(a);
-	rc = drive_connect(b, &sb, h_now_ms() + 10000);
+	rc = h_drive_connect(b, &sb, h_now_ms() + 10000);
 	h_assert(rc == PGRES_POLLING_OK, "client B: %s",
 		 rc == -1 ? "still waiting 10 s after the server was released" : PQerrorMessage(b));
 	h_assert(h_query_ll(b, "SELECT pg_backend_pid()") == pid, "B got a different server");
-	rc = drive_connect(c, &sc, h_now_ms() + 300);
+	rc = h_drive_connect(c, &sc, h_now_ms() + 300);
 	h_assert(rc == -1, "client C logged in (%s) although B, ahead of it, holds the server",
 		 rc == PGRES_POLLING_OK ? "ok" : PQerrorMessage(c));
 
 	PQfinish(b);
-	rc = drive_connect(c, &sc, h_now_ms() + 10000);
+	rc = h_drive_connect(c, &sc, h_now_ms() + 10000);
 	h_assert(rc == PGRES_POLLING_OK, "client C: %s",
 		 rc == -1 ? "still waiting 10 s after the server was released" : PQerrorMessage(c));
 	h_assert(h_query_ll(c, "SELECT pg_backend_pid()") == pid, "C got a different server");

@@ -46,11 +46,6 @@
 
 static const char *const appdb_kv[] = { "user", H_SUPERUSER, "database", "appdb", NULL };
 
-static long long backend_pid(PGconn *c)
-{
-	return h_query_ll(c, "SELECT pg_backend_pid()");
-}
-
 /* For messages: "PGRES_TUPLES_OK, 1 row(s) [] ", "no result: <libpq's error>". */
 static const char *describe(PGconn *c, const PGresult *r, char *buf, size_t len)
 {
@@ -76,13 +71,9 @@ static char *query_msg(const char *sql, size_t *len)
 /* A raw-protocol client logged in through d; its server's pid in *pid. */
 static int raw_client(const struct h_daemon *d, long long *pid)
 {
-	struct h_login l;
 	char out[32];
-	int fd = h_raw_connect(d->sockpath), rc;
+	int fd = h_raw_client(d, "appdb", NULL), rc;
 
-	h_assert(fd >= 0, "connect: %s", strerror(errno));
-	rc = h_raw_login(fd, appdb_kv, &l, 10000);
-	h_assert(rc == 0, "raw login: rc %d [%s] %s", rc, l.sqlstate, l.message);
 	rc = h_raw_query(fd, "SELECT pg_backend_pid()", out, sizeof(out), NULL, 10000);
 	h_assert(rc == 0 && out[0] != '\0', "SELECT pg_backend_pid(): rc %d", rc);
 	*pid = strtoll(out, NULL, 10);
@@ -364,7 +355,7 @@ START_TEST(test_cancel_then_leave)
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	for (int round = 0; round < 3; round++) {
 		PGconn *a = h_connect(&d, NULL), *b;
-		long long pid = backend_pid(a);
+		long long pid = h_backend_pid(a);
 		PGresult *r;
 
 		snprintf(sql, sizeof(sql), "SELECT pg_sleep(5) /* regress-cancel-%d */", round);
@@ -381,7 +372,7 @@ START_TEST(test_cancel_then_leave)
 		PQfinish(a);
 
 		b = h_connect(&d, NULL);
-		h_assert(backend_pid(b) == pid, "round %d: B did not get A's server", round);
+		h_assert(h_backend_pid(b) == pid, "round %d: B did not get A's server", round);
 		for (int i = 0; i < 10; i++) {
 			r = h_exec_try(b, "SELECT pg_sleep(0.2), 1", 5000);
 			h_assert(r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
@@ -469,7 +460,7 @@ START_TEST(test_extended_copy_in_then_leave)
 	h_daemon_start(&d, &h_shared_pg, &o);
 	for (int round = 0; round < 3; round++) {
 		PGconn *c = h_connect(&d, NULL);
-		long long pid = backend_pid(c);
+		long long pid = h_backend_pid(c);
 		PGresult *r;
 		int64_t t0;
 
@@ -493,7 +484,7 @@ START_TEST(test_extended_copy_in_then_leave)
 
 		t0 = h_now_ms();
 		c = h_connect(&d, "connect_timeout=10");
-		long long pid2 = backend_pid(c);
+		long long pid2 = h_backend_pid(c);
 		int64_t waited = h_now_ms() - t0;
 
 		h_assert(waited < 1000, "round %d: the next client waited %lld ms for the server",
@@ -541,7 +532,7 @@ START_TEST(test_copy_in_client_vanishes)
 	h_daemon_start(&d, &h_shared_pg, &o);
 	for (int round = 0; round < 2; round++) {
 		PGconn *c = h_connect(&d, NULL);
-		long long pid = backend_pid(c);
+		long long pid = h_backend_pid(c);
 		PGresult *r;
 		int ok = _i == 0 ? PQsendQuery(c, "COPY regress_vanish FROM STDIN")
 				 : PQsendQueryParams(c, "COPY regress_vanish FROM STDIN", 0, NULL, NULL,
@@ -563,7 +554,7 @@ START_TEST(test_copy_in_client_vanishes)
 
 		int64_t t0 = h_now_ms();
 		c = h_connect(&d, "connect_timeout=10");
-		long long pid2 = backend_pid(c);
+		long long pid2 = h_backend_pid(c);
 		int64_t waited = h_now_ms() - t0;
 
 		h_assert(waited < 1000, "round %d: the next client waited %lld ms", round,

@@ -29,7 +29,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,24 +56,6 @@
 	"    pool_mode: transaction\n"
 
 /* ---- helpers --------------------------------------------------------- */
-
-static void pg_exec(const char *sql)
-{
-	PGconn *direct = h_pg_connect(&h_shared_pg, NULL);
-
-	h_exec_ok(direct, sql);
-	PQfinish(direct);
-}
-
-/* A login role for one test's pool; roles outlive a test, so idempotent. */
-static void create_role(const char *role)
-{
-	char sql[256];
-
-	snprintf(sql, sizeof(sql), "DO $$ BEGIN CREATE ROLE %s LOGIN; "
-		 "EXCEPTION WHEN duplicate_object THEN NULL; END $$", role);
-	pg_exec(sql);
-}
 
 /* Client backends matching where, not counting the asking connection. */
 static long long count_backends(PGconn *direct, const char *where)
@@ -106,150 +87,6 @@ static char *role_where(const char *role)
 
 	snprintf(where, sizeof(where), "usename = '%s'", role);
 	return where;
-}
-
-/* Through the daemon to database db as user (NULL: the superuser); asserts. */
-static PGconn *connect_as(const struct h_daemon *d, const char *db, const char *user)
-{
-	char extra[160];
-
-	snprintf(extra, sizeof(extra), "dbname=%s%s%s", db, user ? " user=" : "", user ? user : "");
-	return h_connect(d, extra);
-}
-
-static void send_query(PGconn *c, const char *sql)
-{
-	h_assert(PQsendQuery(c, sql), "send \"%s\": %s", sql, PQerrorMessage(c));
-}
-
-/* True if the query c sent has still no result ms from now. */
-static bool still_waiting(PGconn *c, int ms)
-{
-	int64_t deadline = h_now_ms() + ms;
-
-	for (;;) {
-		struct pollfd p = { PQsocket(c), POLLIN, 0 };
-		int64_t left;
-
-		if (!PQconsumeInput(c) || !PQisBusy(c))
-			return false;
-		left = deadline - h_now_ms();
-		if (left <= 0)
-			return true;
-		poll(&p, 1, (int)left);
-	}
-}
-
-/* First value of the result of a query sent earlier, asserting success. */
-static char *pending_value(PGconn *c, const char *what)
-{
-	PGresult *r = h_result_try(c, H_QUERY_TIMEOUT);
-	char *v;
-
-	h_assert(r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0,
-		 "%s: %s", what, r ? PQresultErrorMessage(r) : "no result within the deadline");
-	v = strdup(PQgetvalue(r, 0, 0));
-	PQclear(r);
-	return v;
-}
-
-static void assert_pending_value(PGconn *c, const char *what, const char *want)
-{
-	char *v = pending_value(c, what);
-
-	h_assert(strcmp(v, want) == 0, "%s: got \"%s\", expected \"%s\"", what, v, want);
-	free(v);
-}
-
-/* What one query came to: every result read, the first error kept. */
-struct outcome {
-	bool answered;                 /* the query ended (results or a broken connection) */
-	bool ok;                       /* no error result */
-	char sqlstate[6];              /* of the first error, "" if none */
-	char message[256];
-	int ms;                        /* from t0 to the end */
-};
-
-static void note_error(struct outcome *o, const PGresult *r)
-{
-	const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-
-	o->ok = false;
-	if (o->sqlstate[0] || o->message[0])
-		return;
-	snprintf(o->sqlstate, sizeof(o->sqlstate), "%s", st ? st : "");
-	snprintf(o->message, sizeof(o->message), "%s", PQresultErrorMessage(r));
-}
-
-/*
- * Reads every result of the query c has sent until libpq has none left or
- * the connection broke, within timeout_ms. Unlike h_result_try it keeps the
- * FIRST error, the one pgberth sent; a broken connection adds libpq's own.
- */
-static void collect(PGconn *c, int64_t t0, int timeout_ms, struct outcome *o)
-{
-	int64_t deadline = h_now_ms() + timeout_ms;
-	PGresult *r;
-
-	memset(o, 0, sizeof(*o));
-	o->ok = true;
-	for (;;) {
-		struct pollfd p = { PQsocket(c), POLLIN, 0 };
-		int64_t left;
-
-		while (!PQisBusy(c)) {
-			r = PQgetResult(c);
-			if (r == NULL) {
-				o->answered = true;
-				o->ms = (int)(h_now_ms() - t0);
-				return;
-			}
-			if (PQresultStatus(r) == PGRES_FATAL_ERROR)
-				note_error(o, r);
-			PQclear(r);
-		}
-		left = deadline - h_now_ms();
-		if (left <= 0 || p.fd < 0) {
-			o->answered = p.fd < 0;
-			o->ms = (int)(h_now_ms() - t0);
-			return;
-		}
-		poll(&p, 1, (int)left);
-		if (!PQconsumeInput(c)) {
-			for (int i = 0; i < 8 && (r = PQgetResult(c)) != NULL; i++) {
-				if (PQresultStatus(r) == PGRES_FATAL_ERROR)
-					note_error(o, r);
-				PQclear(r);
-			}
-			o->ok = false;
-			if (!o->message[0])
-				snprintf(o->message, sizeof(o->message), "%s", PQerrorMessage(c));
-			o->answered = true;
-			o->ms = (int)(h_now_ms() - t0);
-			return;
-		}
-	}
-}
-
-static void run_query(PGconn *c, const char *sql, int timeout_ms, struct outcome *o)
-{
-	int64_t t0 = h_now_ms();
-
-	send_query(c, sql);
-	collect(c, t0, timeout_ms, o);
-}
-
-/* A raw client logged in to db (as user, NULL: the superuser); asserts. */
-static int raw_client(const struct h_daemon *d, const char *db, const char *user)
-{
-	const char *kv[] = { "user", user ? user : H_SUPERUSER, "database", db, NULL };
-	struct h_login l;
-	int fd = h_raw_connect(d->sockpath), rc;
-
-	h_assert(fd >= 0, "connect %s: %s", d->sockpath, strerror(errno));
-	rc = h_raw_login(fd, kv, &l, 10000);
-	h_assert(rc == 0, "raw login to %s: rc %d [%s] %s", db, rc, l.sqlstate, l.message);
-	return fd;
 }
 
 /* A raw login to db: 0 logged in, 1 refused (l->sqlstate), -1 other. */
@@ -292,57 +129,11 @@ static bool wait_db(const struct h_daemon *d, const char *db, int timeout_ms)
 	}
 }
 
-struct raw_error {
-	char sqlstate[6];
-	char severity[16];             /* the non-localized 'V' field */
-	char message[256];
-};
-
-static void error_field(const struct h_msg *m, char field, char *out, size_t len)
-{
-	const char *p = m->body, *end = m->body + m->len;
-
-	out[0] = '\0';
-	while (p < end && *p) {
-		char f = *p++;
-		size_t n = strnlen(p, (size_t)(end - p));
-
-		if (f == field)
-			snprintf(out, len, "%.*s", (int)n, p);
-		p += n + 1;
-	}
-}
-
-/*
- * Waits for an unsolicited message on an idle raw client. Returns 1 with
- * the ErrorResponse's fields, 0 on EOF first, -2 at the deadline, -1 if
- * something else came (its type in e->message).
- */
-static int raw_wait_error(int fd, int timeout_ms, struct raw_error *e)
-{
-	struct h_msg m;
-	int rc = h_raw_read_msg(fd, &m, timeout_ms);
-
-	memset(e, 0, sizeof(*e));
-	if (rc <= 0)
-		return rc;
-	if (m.type != 'E') {
-		snprintf(e->message, sizeof(e->message), "message '%c'", m.type);
-		h_msg_free(&m);
-		return -1;
-	}
-	error_field(&m, 'C', e->sqlstate, sizeof(e->sqlstate));
-	error_field(&m, 'V', e->severity, sizeof(e->severity));
-	error_field(&m, 'M', e->message, sizeof(e->message));
-	h_msg_free(&m);
-	return 1;
-}
-
 /* Asserts that the next thing on fd is FATAL 57P01 and then EOF. */
 static void assert_raw_shutdown(int fd, int timeout_ms, const char *who)
 {
-	struct raw_error e;
-	int rc = raw_wait_error(fd, timeout_ms, &e);
+	struct h_raw_error e;
+	int rc = h_raw_wait_error(fd, timeout_ms, &e);
 
 	h_assert(rc == 1 && strcmp(e.sqlstate, "57P01") == 0 && strcmp(e.severity, "FATAL") == 0,
 		 "%s: expected FATAL 57P01, got %s (rc %d) [%s] %s", who,
@@ -350,25 +141,6 @@ static void assert_raw_shutdown(int fd, int timeout_ms, const char *who)
 	h_assert(strstr(e.message, "shutting down") != NULL,
 		 "%s: 57P01 says \"%s\", not that pgberth is shutting down", who, e.message);
 	h_assert(h_raw_wait_eof(fd, 2000) == 0, "%s: connection still open after its 57P01", who);
-}
-
-static bool is_socket(const char *path, ino_t *ino)
-{
-	struct stat st;
-
-	if (stat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
-		return false;
-	if (ino)
-		*ino = st.st_ino;
-	return true;
-}
-
-static void assert_serves(struct h_daemon *d)
-{
-	PGconn *c = h_connect(d, NULL);
-
-	h_assert_value(c, "SELECT 'serving'", "serving");
-	PQfinish(c);
 }
 
 /* text with the first from replaced by to; asserts from is there; caller frees. */
@@ -461,12 +233,12 @@ START_TEST(test_reload_invalid_changes_nothing)
 				"an unknown key and a bad duration" };
 	int lines[4][2] = { { 0 } };
 
-	create_role(INV_ROLE);
+	h_create_role(INV_ROLE);
 	h_daemon_start(&d, &h_shared_pg, &o);
-	keeper = connect_as(&d, "appdb", INV_ROLE);
+	keeper = h_connect_db(&d, "appdb", INV_ROLE);
 	h_exec_ok(keeper, "BEGIN");
 	h_assert_value(keeper, "SELECT 'open'", "open");
-	idle = connect_as(&d, "appdb", INV_ROLE);
+	idle = h_connect_db(&d, "appdb", INV_ROLE);
 	h_assert_value(idle, "SELECT 'idle'", "idle");
 
 	good4 = h_daemon_config_text(&d, &h_shared_pg, &o4);
@@ -513,19 +285,19 @@ START_TEST(test_reload_invalid_changes_nothing)
 	/* Still pool_size 2: two transactions get servers, the third waits. */
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	for (int i = 0; i < 2; i++) {
-		h[i] = connect_as(&d, "appdb", INV_ROLE);
+		h[i] = h_connect_db(&d, "appdb", INV_ROLE);
 		h_exec_ok(h[i], "BEGIN");
 		h_assert_value(h[i], "SELECT 1", "1");
 	}
-	h[2] = connect_as(&d, "appdb", INV_ROLE);
-	send_query(h[2], "SELECT 'third'");
-	h_assert(still_waiting(h[2], WAIT_MS),
+	h[2] = h_connect_db(&d, "appdb", INV_ROLE);
+	h_send_query(h[2], "SELECT 'third'");
+	h_assert(h_still_waiting(h[2], WAIT_MS),
 		 "a third transaction got a server: pool_size 4 of a rejected file was applied");
 	h_assert(count_backends(direct, role_where(INV_ROLE)) == 2,
 		 "PostgreSQL sees %lld backends of the pool, pool_size is 2",
 		 count_backends(direct, role_where(INV_ROLE)));
 	h_exec_ok(h[0], "COMMIT");
-	assert_pending_value(h[2], "third client after a commit", "third");
+	h_assert_pending_value(h[2], "third client after a commit", "third");
 	h_exec_ok(h[1], "COMMIT");
 	for (int i = 0; i < 3; i++)
 		PQfinish(h[i]);
@@ -557,12 +329,12 @@ START_TEST(test_reload_databases)
 	char *text;
 
 	h_daemon_start(&d, &h_shared_pg, &o);
-	oldc = connect_as(&d, "olddb", NULL);
+	oldc = h_connect_db(&d, "olddb", NULL);
 	h_assert_value(oldc, "SELECT current_database()", "appdb");
-	oldtx = connect_as(&d, "olddb", NULL);
+	oldtx = h_connect_db(&d, "olddb", NULL);
 	h_exec_ok(oldtx, "BEGIN");
 	h_assert_value(oldtx, "SELECT 'open'", "open");
-	appc = connect_as(&d, "appdb", NULL);
+	appc = h_connect_db(&d, "appdb", NULL);
 	h_assert_value(appc, "SELECT 'app'", "app");
 	assert_db_refused(&d, "newdb", "before the reload");
 
@@ -571,7 +343,7 @@ START_TEST(test_reload_databases)
 	free(text);
 	h_assert(wait_db(&d, "newdb", SETTLE_MS),
 		 "database newdb, added by a reload, not reachable within %d ms", SETTLE_MS);
-	newc = connect_as(&d, "newdb", NULL);
+	newc = h_connect_db(&d, "newdb", NULL);
 	h_assert_value(newc, "SELECT current_database()", "postgres");
 	assert_db_refused(&d, "olddb", "a database removed by the reload");
 
@@ -610,18 +382,19 @@ START_TEST(test_reload_pool_size_up)
 	PGconn *c[4], *direct;
 	char *text;
 
-	create_role(UP_ROLE);
+	h_create_role(UP_ROLE);
 	h_daemon_start(&d, &h_shared_pg, &o);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	for (int i = 0; i < 4; i++)
-		c[i] = connect_as(&d, "appdb", UP_ROLE);
+		c[i] = h_connect_db(&d, "appdb", UP_ROLE);
 	for (int i = 0; i < 2; i++) {
 		h_exec_ok(c[i], "BEGIN");
 		h_assert_value(c[i], "SELECT 1", "1");
 	}
 	for (int i = 2; i < 4; i++) {
-		send_query(c[i], "BEGIN");
-		h_assert(still_waiting(c[i], WAIT_MS), "client %d got a server past pool_size 2", i);
+		h_send_query(c[i], "BEGIN");
+		h_assert(h_still_waiting(c[i], WAIT_MS), "client %d got a server past pool_size 2",
+			 i);
 	}
 	h_assert(count_backends(direct, role_where(UP_ROLE)) == 2, "pool_size 2, %lld backends",
 		 count_backends(direct, role_where(UP_ROLE)));
@@ -666,11 +439,11 @@ START_TEST(test_reload_pool_size_down)
 	PGconn *c[4], *direct;
 	char *text;
 
-	create_role(DOWN_ROLE);
+	h_create_role(DOWN_ROLE);
 	h_daemon_start(&d, &h_shared_pg, &o);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	for (int i = 0; i < 4; i++) {
-		c[i] = connect_as(&d, "appdb", DOWN_ROLE);
+		c[i] = h_connect_db(&d, "appdb", DOWN_ROLE);
 		h_exec_ok(c[i], "BEGIN");
 		h_assert_value(c[i], "SELECT 1", "1");
 	}
@@ -697,12 +470,13 @@ START_TEST(test_reload_pool_size_down)
 		h_exec_ok(c[i], "BEGIN");
 		h_assert_value(c[i], "SELECT 1", "1");
 	}
-	send_query(c[2], "SELECT 'third'");
-	h_assert(still_waiting(c[2], WAIT_MS), "a third transaction got a server, pool_size is 2");
+	h_send_query(c[2], "SELECT 'third'");
+	h_assert(h_still_waiting(c[2], WAIT_MS),
+		 "a third transaction got a server, pool_size is 2");
 	h_assert(count_backends(direct, role_where(DOWN_ROLE)) == 2, "pool_size 2, %lld backends",
 		 count_backends(direct, role_where(DOWN_ROLE)));
 	h_exec_ok(c[0], "COMMIT");
-	assert_pending_value(c[2], "third client", "third");
+	h_assert_pending_value(c[2], "third client", "third");
 	h_exec_ok(c[1], "COMMIT");
 	for (int i = 0; i < 4; i++)
 		PQfinish(c[i]);
@@ -727,8 +501,8 @@ START_TEST(test_reload_timeouts)
 		.pool_size = 1, .pool_mode = TXN,
 		.extra_top = "client_idle_timeout: 500ms\nquery_wait_timeout: 500ms\n",
 	};
-	struct raw_error e;
-	struct outcome out;
+	struct h_raw_error e;
+	struct h_outcome out;
 	struct h_msg m;
 	PGconn *holder, *waiter;
 	char *text;
@@ -739,7 +513,7 @@ START_TEST(test_reload_timeouts)
 	holder = h_connect(&d, NULL);
 	h_exec_ok(holder, "BEGIN");
 	h_assert_value(holder, "SELECT 'holding'", "holding");
-	idle = raw_client(&d, "appdb", NULL);
+	idle = h_raw_client(&d, "appdb", NULL);
 	rc = h_raw_read_msg(idle, &m, 700);
 	if (rc == 1)
 		h_msg_free(&m);
@@ -750,7 +524,7 @@ START_TEST(test_reload_timeouts)
 	t0 = h_now_ms();
 	h_daemon_reload(&d, text);
 	free(text);
-	rc = raw_wait_error(idle, SETTLE_MS, &e);
+	rc = h_raw_wait_error(idle, SETTLE_MS, &e);
 	h_assert(rc == 1 && strcmp(e.sqlstate, "57P05") == 0,
 		 "client idle since before a reload to client_idle_timeout 500ms: rc %d [%s] %s "
 		 "within %d ms", rc, e.sqlstate, e.message, SETTLE_MS);
@@ -759,7 +533,7 @@ START_TEST(test_reload_timeouts)
 	close(idle);
 
 	waiter = h_connect(&d, NULL);
-	run_query(waiter, "SELECT 'waited'", 5000, &out);
+	h_run_query(waiter, "SELECT 'waited'", 5000, &out);
 	h_assert(out.answered && !out.ok && strcmp(out.sqlstate, "57014") == 0,
 		 "waiting for the only server after a reload to query_wait_timeout 500ms: %s [%s] %s",
 		 out.answered ? (out.ok ? "succeeded" : "failed") : "no answer", out.sqlstate,
@@ -795,14 +569,14 @@ START_TEST(test_reload_conninfo)
 	bool moved_seen = false;
 	int64_t deadline;
 
-	create_role(CONN_ROLE);
+	h_create_role(CONN_ROLE);
 	h_daemon_start(&d, &h_shared_pg, &o);
 	direct = h_pg_connect(&h_shared_pg, NULL);
-	h = connect_as(&d, "appdb", CONN_ROLE);
+	h = h_connect_db(&d, "appdb", CONN_ROLE);
 	h_exec_ok(h, "BEGIN");
 	h_assert_value(h, "SELECT current_database()", "appdb");
 	p1 = h_query_ll(h, "SELECT pg_backend_pid()");
-	p = connect_as(&d, "appdb", CONN_ROLE);
+	p = h_connect_db(&d, "appdb", CONN_ROLE);
 	h_assert_value(p, "SELECT current_database()", "appdb");
 
 	text = h_daemon_config_text(&d, &h_shared_pg, &o);
@@ -887,7 +661,7 @@ START_TEST(test_reload_restart_keys)
 	h_assert(!h_path_exists(path), "a reload created %s", path);
 	snprintf(path, sizeof(path), "%s/.s.PGSQL.%d", d.sockdir, moved.port);
 	h_assert(!h_path_exists(path), "a reload created %s", path);
-	assert_serves(&d);
+	h_assert_serves(&d);
 	h_assert_value(c, "SELECT 'across'", "across");
 
 	log = h_read_file(d.log);
@@ -925,7 +699,7 @@ START_TEST(test_reload_storm_under_pgbench)
 	pid_t bench;
 	int status, ms, last_size = 0;
 
-	create_role(STORM_ROLE);
+	h_create_role(STORM_ROLE);
 	h_daemon_start(&d, &h_shared_pg, &o);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	snprintf(script, sizeof(script), "%s/storm.sql", d.dir);
@@ -1006,15 +780,15 @@ START_TEST(test_reload_storm_under_pgbench)
 	/* The last valid pool_size holds. */
 	h_assert(last_size == 3, "test bug: last valid pool_size %d", last_size);
 	for (int i = 0; i < 5; i++)
-		c[i] = connect_as(&d, "appdb", STORM_ROLE);
+		c[i] = h_connect_db(&d, "appdb", STORM_ROLE);
 	for (int i = 0; i < 3; i++) {
 		h_exec_ok(c[i], "BEGIN");
 		h_assert_value(c[i], "SELECT 1", "1");
 	}
 	for (int i = 3; i < 5; i++) {
-		send_query(c[i], "BEGIN");
-		h_assert(still_waiting(c[i], WAIT_MS), "client %d got a server past the last valid "
-			 "pool_size 3", i);
+		h_send_query(c[i], "BEGIN");
+		h_assert(h_still_waiting(c[i], WAIT_MS),
+			 "client %d got a server past the last valid pool_size 3", i);
 	}
 	h_assert(wait_backends(direct, role_where(STORM_ROLE), 3, SETTLE_MS),
 		 "last valid pool_size 3, 5 clients in transactions: PostgreSQL sees %lld backends",
@@ -1166,7 +940,7 @@ START_TEST(test_notify_sequence)
 		 "no READY=1 after a broken reload; got:\n%s", dgrams_dump(&g));
 	assert_running(&d, "after a broken reload");
 	h_assert_value(c, "SELECT 'after broken reload'", "after broken reload");
-	assert_serves(&d);
+	h_assert_serves(&d);
 	PQfinish(c);
 
 	h_assert(kill(d.pid, SIGTERM) == 0, "SIGTERM: %s", strerror(errno));
@@ -1241,32 +1015,13 @@ START_TEST(test_notify_watchdog)
 	}
 	h_assert(pings >= 3, "%d WATCHDOG=1 in 1 s with WATCHDOG_USEC=200000%s", pings,
 		 _i == 0 ? " and WATCHDOG_PID=<its pid>" : " (WATCHDOG_PID unset)");
-	assert_serves(&d);
+	h_assert_serves(&d);
 	h_daemon_stop_ok(&d);
 	h_notify_close(&nt);
 }
 END_TEST
 
 /* ---- socket activation ----------------------------------------------- */
-
-/* PGRES_POLLING_OK or PGRES_POLLING_FAILED, or -1 if still going at the deadline. */
-static int drive_connect(PGconn *c, PostgresPollingStatusType *state, int64_t deadline)
-{
-	for (;;) {
-		struct pollfd p = { PQsocket(c), 0, 0 };
-		int64_t left;
-
-		if (*state == PGRES_POLLING_OK || *state == PGRES_POLLING_FAILED)
-			return (int)*state;
-		p.events = *state == PGRES_POLLING_WRITING ? POLLOUT : POLLIN;
-		left = deadline - h_now_ms();
-		if (left <= 0)
-			return -1;
-		if (poll(&p, 1, (int)left) == 0)
-			return -1;
-		*state = PQconnectPoll(c);
-	}
-}
 
 static void spawn_activated(struct h_daemon *d, const char *dir, int lfd)
 {
@@ -1295,7 +1050,7 @@ START_TEST(test_socket_activation)
 {
 	struct h_daemon d1, d2;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char *dir = h_mkdtemp("act"), *conninfo;
+	char *dir = h_mkdtemp("act");
 	PostgresPollingStatusType state = PGRES_POLLING_WRITING;
 	ino_t ino0 = 0, ino;
 	PGconn *c, *waiting;
@@ -1307,7 +1062,7 @@ START_TEST(test_socket_activation)
 	h_assert(lfd >= 0 && bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
 		 chmod(sa.sun_path, 0777) == 0 && listen(lfd, 64) == 0, "listening socket %s: %s",
 		 sa.sun_path, strerror(errno));
-	h_assert(is_socket(sa.sun_path, &ino0), "no socket at %s", sa.sun_path);
+	h_assert(h_is_socket(sa.sun_path, &ino0), "no socket at %s", sa.sun_path);
 
 	spawn_activated(&d1, dir, lfd);
 	h_assert(strcmp(d1.sockpath, sa.sun_path) == 0, "test bug: %s", d1.sockpath);
@@ -1317,29 +1072,25 @@ START_TEST(test_socket_activation)
 	h_assert(!h_path_exists(d1.lockpath), "pgberth made a lock file %s for a socket it was "
 		 "handed", d1.lockpath);
 	h_daemon_stop_ok(&d1);
-	h_assert(is_socket(sa.sun_path, &ino) && ino == ino0,
+	h_assert(h_is_socket(sa.sun_path, &ino) && ino == ino0,
 		 "the socket file pgberth was handed is %s after it exited",
 		 h_path_exists(sa.sun_path) ? "replaced" : "gone");
 
 	/* No daemon now: a client is queued, not refused. */
-	conninfo = h_conninfo(&d1, NULL);
-	waiting = PQconnectStart(conninfo);
-	free(conninfo);
-	h_assert(waiting && PQstatus(waiting) != CONNECTION_BAD, "PQconnectStart: %s",
-		 waiting ? PQerrorMessage(waiting) : "out of memory");
-	rc = drive_connect(waiting, &state, h_now_ms() + WAIT_MS);
+	waiting = h_connect_start(&d1, NULL, false, &state);
+	rc = h_drive_connect(waiting, &state, h_now_ms() + WAIT_MS);
 	h_assert(rc == -1, "a client connecting between two daemons was %s: %s",
 		 rc == PGRES_POLLING_FAILED ? "refused" : "answered", PQerrorMessage(waiting));
 
 	spawn_activated(&d2, dir, lfd);
-	rc = drive_connect(waiting, &state, h_now_ms() + H_START_TIMEOUT);
+	rc = h_drive_connect(waiting, &state, h_now_ms() + H_START_TIMEOUT);
 	h_assert(rc == PGRES_POLLING_OK, "the client queued between two daemons: %s",
 		 rc == -1 ? "no answer" : PQerrorMessage(waiting));
 	h_assert_value(waiting, "SELECT 'queued then served'", "queued then served");
 	PQfinish(waiting);
-	assert_serves(&d2);
+	h_assert_serves(&d2);
 	h_daemon_stop_ok(&d2);
-	h_assert(is_socket(sa.sun_path, &ino) && ino == ino0,
+	h_assert(h_is_socket(sa.sun_path, &ino) && ino == ino0,
 		 "the socket file pgberth was handed is %s after the second daemon exited",
 		 h_path_exists(sa.sun_path) ? "replaced" : "gone");
 	h_assert(!h_path_exists(d2.lockpath), "lock file %s left", d2.lockpath);
@@ -1373,8 +1124,8 @@ START_TEST(test_drain_transaction_mode)
 	int64_t sent, t0, t;
 
 	h_daemon_start(&d, &h_shared_pg, &o);
-	busy = raw_client(&d, "appdb", NULL);
-	idle = raw_client(&d, "appdb", NULL);
+	busy = h_raw_client(&d, "appdb", NULL);
+	idle = h_raw_client(&d, "appdb", NULL);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	sent = h_now_ms();
 	h_assert(h_raw_send_query(busy, SLEEP2_SQL) == 0, "send");
@@ -1405,9 +1156,9 @@ START_TEST(test_drain_transaction_mode)
 	/* Its client is told after its transaction (its next query fails). */
 	h_raw_send_query(busy, "SELECT 'after'");
 	{
-		struct raw_error e;
+		struct h_raw_error e;
 
-		rc = raw_wait_error(busy, 2000, &e);
+		rc = h_raw_wait_error(busy, 2000, &e);
 		h_assert(rc == 1 && strcmp(e.sqlstate, "57P01") == 0,
 			 "after its transaction: expected 57P01, got %s (rc %d) [%s] %s",
 			 rc == -2 ? "nothing" : rc == 0 ? "EOF" : "a message", rc, e.sqlstate,
@@ -1507,7 +1258,7 @@ START_TEST(test_drain_session_timeout)
 	int64_t t0, t;
 
 	h_daemon_start(&d, &h_shared_pg, &o);
-	s = raw_client(&d, "appdb", NULL);
+	s = h_raw_client(&d, "appdb", NULL);
 	rc = h_raw_query(s, "BEGIN", NULL, 0, sqlstate, 5000);
 	h_assert(rc == 0, "BEGIN: rc %d [%s]", rc, sqlstate);
 	t0 = h_now_ms();
@@ -1532,12 +1283,40 @@ END_TEST
 
 /* ---- bounds on stopping ---------------------------------------------- */
 
-#define STUCK_ACTIVE(tag) \
-	"SELECT count(*) >= 1 FROM pg_stat_activity WHERE state = 'active' AND query LIKE " \
-	"'%pg_sleep(600) /* " tag " */%' AND pid <> pg_backend_pid()"
-#define STUCK_KILL(tag) \
-	"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE " \
-	"'%pg_sleep(600) /* " tag " */%' AND pid <> pg_backend_pid()"
+/* The backends running the pg_sleep(600) tagged %s, not counting the asking one. */
+#define STUCK_WHERE \
+	"query LIKE '%%pg_sleep(600) /* %s */%%' AND pid <> pg_backend_pid()"
+
+/*
+ * Starts d with o and, through a client of it, a pg_sleep(600) tagged tag;
+ * returns the client once PostgreSQL runs the query. end_stuck() ends it.
+ */
+static PGconn *start_stuck(struct h_daemon *d, const struct h_daemon_opts *o, const char *tag)
+{
+	char sql[256];
+	PGconn *c, *direct;
+
+	h_daemon_start(d, &h_shared_pg, o);
+	c = h_connect(d, NULL);
+	direct = h_pg_connect(&h_shared_pg, NULL);
+	snprintf(sql, sizeof(sql), "SELECT pg_sleep(600) /* %s */", tag);
+	h_send_query(c, sql);
+	snprintf(sql, sizeof(sql), "SELECT count(*) >= 1 FROM pg_stat_activity WHERE state = "
+		 "'active' AND " STUCK_WHERE, tag);
+	h_assert(h_poll_until(direct, sql, 10000), "pg_sleep(600) never started");
+	PQfinish(direct);
+	return c;
+}
+
+/* Terminates start_stuck's query, which PostgreSQL would run on after pgberth is gone. */
+static void end_stuck(const char *tag)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+		 "WHERE " STUCK_WHERE, tag);
+	h_pg_exec(sql);
+}
 
 static void assert_stopped_clean(struct h_daemon *d, int ms, int bound, const char *what)
 {
@@ -1552,6 +1331,20 @@ static void assert_stopped_clean(struct h_daemon *d, int ms, int bound, const ch
 }
 
 /*
+ * The stop on sig, which took ms, of a daemon with a query in flight,
+ * drain_timeout 2s and shutdown_timeout 1s: SIGTERM drains for the whole
+ * drain_timeout and ends within 2 + 1 + 1 s; SIGINT does not drain and
+ * ends within 1 + 1 s.
+ */
+static void assert_stuck_stop(struct h_daemon *d, int sig, int ms)
+{
+	assert_stopped_clean(d, ms, sig == SIGTERM ? 4000 : 2000, strsignal(sig));
+	if (sig == SIGTERM)
+		h_assert(ms >= 1800, "SIGTERM with a query in flight: exit after %d ms, before "
+			 "drain_timeout (2 s)", ms);
+}
+
+/*
  * pg_sleep(600) in flight, drain_timeout 2s, shutdown_timeout 1s. _i 0:
  * SIGTERM drains for drain_timeout and ends within 2 + 1 + 1 s; _i 1:
  * SIGINT does not drain and ends within 1 + 1 s.
@@ -1561,27 +1354,19 @@ START_TEST(test_bounds_stuck_query)
 	int sig = _i == 0 ? SIGTERM : SIGINT;
 	struct h_daemon d;
 	struct h_daemon_opts o = { .shutdown_timeout = "1s", .extra_top = "drain_timeout: 2s\n" };
-	PGconn *c, *direct;
+	PGconn *c;
 	PGresult *r;
 	int ms;
 
-	h_daemon_start(&d, &h_shared_pg, &o);
-	c = h_connect(&d, NULL);
-	direct = h_pg_connect(&h_shared_pg, NULL);
-	send_query(c, "SELECT pg_sleep(600) /* svc stuck */");
-	h_assert(h_poll_until(direct, STUCK_ACTIVE("svc stuck"), 10000), "pg_sleep(600) never started");
+	c = start_stuck(&d, &o, "svc stuck");
 	ms = h_daemon_stop(&d, sig, 10000);
-	assert_stopped_clean(&d, ms, sig == SIGTERM ? 4000 : 2000, strsignal(sig));
-	if (sig == SIGTERM)
-		h_assert(ms >= 1800, "SIGTERM with a query in flight: exit after %d ms, before "
-			 "drain_timeout (2 s)", ms);
+	assert_stuck_stop(&d, sig, ms);
 	r = h_result_try(c, 5000);
 	h_assert(r != NULL && PQresultStatus(r) == PGRES_FATAL_ERROR,
 		 "client of a stopped pgberth: %s", r ? PQresStatus(PQresultStatus(r)) : "no answer");
 	PQclear(r);
 	PQfinish(c);
-	h_exec_ok(direct, STUCK_KILL("svc stuck"));
-	PQfinish(direct);
+	end_stuck("svc stuck");
 }
 END_TEST
 
@@ -1596,29 +1381,17 @@ START_TEST(test_bounds_frozen_postgres)
 	struct h_daemon d;
 	struct h_daemon_opts o = { .pool_mode = TXN, .shutdown_timeout = "1s",
 				   .extra_top = "drain_timeout: 2s\n" };
-	PGconn *c, *direct;
+	PGconn *c;
 	int ms;
 
-	h_daemon_start(&d, &h_shared_pg, &o);
-	c = h_connect(&d, NULL);
-	direct = h_pg_connect(&h_shared_pg, NULL);
-	send_query(c, "SELECT pg_sleep(600) /* svc frozen */");
-	h_assert(h_poll_until(direct, STUCK_ACTIVE("svc frozen"), 10000),
-		 "pg_sleep(600) never started");
-	PQfinish(direct);
-
+	c = start_stuck(&d, &o, "svc frozen");
 	h_pg_freeze(&h_shared_pg);
 	h_cancel(c);
 	ms = h_daemon_stop(&d, sig, 10000);
 	h_pg_thaw(&h_shared_pg);
-	assert_stopped_clean(&d, ms, sig == SIGTERM ? 4000 : 2000, strsignal(sig));
-	if (sig == SIGTERM)
-		h_assert(ms >= 1800, "SIGTERM with a query in flight: exit after %d ms, before "
-			 "drain_timeout (2 s)", ms);
+	assert_stuck_stop(&d, sig, ms);
 	PQfinish(c);
-	direct = h_pg_connect(&h_shared_pg, NULL);
-	h_exec_ok(direct, STUCK_KILL("svc frozen"));
-	PQfinish(direct);
+	end_stuck("svc frozen");
 }
 END_TEST
 
@@ -1634,17 +1407,12 @@ START_TEST(test_bounds_second_signal)
 	struct h_daemon d;
 	struct h_daemon_opts o = { .pool_mode = TXN, .shutdown_timeout = "1s",
 				   .extra_top = "drain_timeout: 30s\n" };
-	PGconn *c, *direct;
+	PGconn *c;
 	int idle, ms, left, status;
 	int64_t t0;
 
-	h_daemon_start(&d, &h_shared_pg, &o);
-	c = h_connect(&d, NULL);
-	direct = h_pg_connect(&h_shared_pg, NULL);
-	send_query(c, "SELECT pg_sleep(600) /* svc second */");
-	h_assert(h_poll_until(direct, STUCK_ACTIVE("svc second"), 10000),
-		 "pg_sleep(600) never started");
-	idle = raw_client(&d, "appdb", NULL);
+	c = start_stuck(&d, &o, "svc second");
+	idle = h_raw_client(&d, "appdb", NULL);
 	t0 = h_now_ms();
 	h_assert(kill(d.pid, SIGTERM) == 0, "SIGTERM: %s", strerror(errno));
 	/* The idle client's 57P01 says the drain has begun... */
@@ -1664,8 +1432,7 @@ START_TEST(test_bounds_second_signal)
 	assert_stopped_clean(&d, ms, 2000, sig == SIGTERM ? "a second SIGTERM during the drain"
 			     : "SIGQUIT during the drain");
 	PQfinish(c);
-	h_exec_ok(direct, STUCK_KILL("svc second"));
-	PQfinish(direct);
+	end_stuck("svc second");
 }
 END_TEST
 
@@ -1690,8 +1457,8 @@ static void wait_paused(struct h_daemon *d, PGconn *p, int64_t *sent)
 		PGresult *r;
 
 		*sent = h_now_ms();
-		send_query(p, "SELECT 'probe'");
-		if (still_waiting(p, WAIT_MS))
+		h_send_query(p, "SELECT 'probe'");
+		if (h_still_waiting(p, WAIT_MS))
 			return;
 		/* Answered: the pause was not in effect yet. */
 		r = h_result_try(p, H_QUERY_TIMEOUT);
@@ -1718,12 +1485,12 @@ START_TEST(test_pause_resume)
 	int64_t sent, t;
 	const char *names[3] = { "first", "second", "third" };
 
-	pg_exec("DROP SEQUENCE IF EXISTS svc_pause_seq; CREATE SEQUENCE svc_pause_seq");
+	h_pg_exec("DROP SEQUENCE IF EXISTS svc_pause_seq; CREATE SEQUENCE svc_pause_seq");
 	h_daemon_start(&d, &h_shared_pg, &o);
 	x = h_connect(&d, NULL);
 	h_exec_ok(x, "BEGIN");
 	h_assert_value(x, "SELECT 'x'", "x");
-	p = connect_as(&d, "probedb", NULL);
+	p = h_connect_db(&d, "probedb", NULL);
 	h_assert_value(p, "SELECT 'warm'", "warm");
 	for (int i = 0; i < 3; i++)
 		w[i] = h_connect(&d, NULL);
@@ -1737,8 +1504,8 @@ START_TEST(test_pause_resume)
 
 	/* The server is free now, but new transactions wait, in order. */
 	for (int i = 0; i < 3; i++) {
-		send_query(w[i], "SELECT nextval('svc_pause_seq')");
-		h_assert(still_waiting(w[i], i == 0 ? WAIT_MS : 100),
+		h_send_query(w[i], "SELECT nextval('svc_pause_seq')");
+		h_assert(h_still_waiting(w[i], i == 0 ? WAIT_MS : 100),
 			 "the %s query sent while paused was answered", names[i]);
 	}
 	t = h_now_ms();
@@ -1746,7 +1513,8 @@ START_TEST(test_pause_resume)
 	h_assert(PQstatus(n) == CONNECTION_OK, "a new client while paused: %s", PQerrorMessage(n));
 	h_assert(h_now_ms() - t < 2000, "a new client's login took %lld ms while paused",
 		 (long long)(h_now_ms() - t));
-	h_assert(still_waiting(w[0], 50) && still_waiting(p, 50), "a query was answered while paused");
+	h_assert(h_still_waiting(w[0], 50) && h_still_waiting(p, 50),
+		 "a query was answered while paused");
 
 	h_assert(kill(d.pid, SIGUSR2) == 0, "SIGUSR2: %s", strerror(errno));
 	for (int i = 0; i < 3; i++) {
@@ -1754,9 +1522,9 @@ START_TEST(test_pause_resume)
 
 		snprintf(want, sizeof(want), "%d", i + 1);
 		snprintf(what, sizeof(what), "the %s query after SIGUSR2", names[i]);
-		assert_pending_value(w[i], what, want);
+		h_assert_pending_value(w[i], what, want);
 	}
-	assert_pending_value(p, "the probe after SIGUSR2", "probe");
+	h_assert_pending_value(p, "the probe after SIGUSR2", "probe");
 	h_assert_value(n, "SELECT 'resumed'", "resumed");
 	PQfinish(x);
 	PQfinish(p);
@@ -1773,7 +1541,7 @@ START_TEST(test_pause_query_wait_timeout)
 	struct h_daemon d;
 	struct h_daemon_opts o = { .pool_size = 2, .pool_mode = TXN,
 				   .extra_top = "query_wait_timeout: 500ms\n" };
-	struct outcome out;
+	struct h_outcome out;
 	PGconn *c;
 	int64_t sent;
 
@@ -1782,7 +1550,7 @@ START_TEST(test_pause_query_wait_timeout)
 	h_assert_value(c, "SELECT 'warm'", "warm");
 	h_assert(kill(d.pid, SIGUSR1) == 0, "SIGUSR1: %s", strerror(errno));
 	wait_paused(&d, c, &sent);
-	collect(c, sent, 5000, &out);
+	h_collect_results(c, sent, 5000, &out);
 	h_assert(out.answered && !out.ok && strcmp(out.sqlstate, "57014") == 0,
 		 "a query waiting while paused, query_wait_timeout 500ms: %s [%s] %s",
 		 out.answered ? (out.ok ? "succeeded" : "failed") : "no answer within 5 s",
@@ -1791,7 +1559,7 @@ START_TEST(test_pause_query_wait_timeout)
 		 out.ms);
 	PQfinish(c);
 	h_assert(kill(d.pid, SIGUSR2) == 0, "SIGUSR2: %s", strerror(errno));
-	assert_serves(&d);
+	h_assert_serves(&d);
 	h_daemon_stop_ok(&d);
 }
 END_TEST

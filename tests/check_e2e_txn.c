@@ -53,30 +53,6 @@
 
 /* ---- helpers --------------------------------------------------------- */
 
-static long long backend_pid(PGconn *c)
-{
-	return h_query_ll(c, "SELECT pg_backend_pid()");
-}
-
-/* Runs sql straight on PostgreSQL, as the superuser. */
-static void pg_exec(const char *sql)
-{
-	PGconn *direct = h_pg_connect(&h_shared_pg, NULL);
-
-	h_exec_ok(direct, sql);
-	PQfinish(direct);
-}
-
-/* A login role for one test's pool; roles outlive a test, so idempotent. */
-static void create_role(const char *role)
-{
-	char sql[256];
-
-	snprintf(sql, sizeof(sql), "DO $$ BEGIN CREATE ROLE %s LOGIN; "
-		 "EXCEPTION WHEN duplicate_object THEN NULL; END $$", role);
-	pg_exec(sql);
-}
-
 /* Client backends of role in appdb, not counting the asking connection. */
 static long long role_backends(PGconn *direct, const char *role)
 {
@@ -105,42 +81,6 @@ static void assert_backend_state(PGconn *direct, long long pid, const char *want
 	h_assert(st && strcmp(st, want) == 0, "backend %lld is \"%s\" in pg_stat_activity, "
 		 "expected \"%s\"", pid, st ? st : "(null)", want);
 	free(st);
-}
-
-static void send_query(PGconn *c, const char *sql)
-{
-	h_assert(PQsendQuery(c, sql), "send \"%s\": %s", sql, PQerrorMessage(c));
-}
-
-/* True if the query c sent has still no result ms from now. */
-static bool still_waiting(PGconn *c, int ms)
-{
-	int64_t deadline = h_now_ms() + ms;
-
-	for (;;) {
-		struct pollfd p = { PQsocket(c), POLLIN, 0 };
-		int64_t left;
-
-		if (!PQconsumeInput(c) || !PQisBusy(c))
-			return false;
-		left = deadline - h_now_ms();
-		if (left <= 0)
-			return true;
-		poll(&p, 1, (int)left);
-	}
-}
-
-/* First value of the result of a query sent earlier, asserting success. */
-static char *pending_value(PGconn *c, const char *what)
-{
-	PGresult *r = h_result_try(c, H_QUERY_TIMEOUT);
-	char *v;
-
-	h_assert(r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0,
-		 "%s: %s", what, r ? PQresultErrorMessage(r) : "no result within the deadline");
-	v = strdup(PQgetvalue(r, 0, 0));
-	PQclear(r);
-	return v;
 }
 
 struct notices {
@@ -241,7 +181,7 @@ static void pair_hold(struct pair *p)
 {
 	for (int i = 0; i < 2; i++) {
 		h_exec_ok(p->h[i], "BEGIN");
-		p->pid[i] = backend_pid(p->h[i]);
+		p->pid[i] = h_backend_pid(p->h[i]);
 	}
 	h_assert(p->pid[0] != p->pid[1], "two open transactions share backend %lld", p->pid[0]);
 }
@@ -300,61 +240,28 @@ static void assert_not_on(struct pair *p, PGconn *c, long long target, const cha
 
 /* ---- sampling a role's backends ------------------------------------------ */
 
+/* A role's backends in appdb, sampled while the test runs (h_sampler). */
 struct sampler {
-	PGconn *direct;
+	struct h_sampler h;
 	const char *role;
-	pthread_t th;
-	atomic_bool stop;
-	int max;                       /* most backends of role seen at once */
-	int samples;
-	char error[256];
 };
-
-static void *sampler_main(void *arg)
-{
-	struct sampler *s = arg;
-	char sql[320];
-
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
-		 "'client backend' AND datname = 'appdb' AND usename = '%s'", s->role);
-	while (!atomic_load(&s->stop)) {
-		PGresult *r = h_exec_try(s->direct, sql, 5000);
-		int n;
-
-		if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-			snprintf(s->error, sizeof(s->error), "%s",
-				 r ? PQresultErrorMessage(r) : "sample timed out");
-			PQclear(r);
-			break;
-		}
-		n = atoi(PQgetvalue(r, 0, 0));
-		if (n > s->max)
-			s->max = n;
-		s->samples++;
-		PQclear(r);
-		h_sleep_ms(1);
-	}
-	return NULL;
-}
 
 static void sampler_start(struct sampler *s, const char *role)
 {
-	memset(s, 0, sizeof(*s));
+	char sql[320];
+
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+		 "'client backend' AND datname = 'appdb' AND usename = '%s'", role);
 	s->role = role;
-	s->direct = h_pg_connect(&h_shared_pg, NULL);
-	h_assert(pthread_create(&s->th, NULL, sampler_main, s) == 0, "sampler thread");
+	h_sampler_start(&s->h, sql);
 }
 
 /* Stops the sampler and asserts PostgreSQL never saw more than cap backends. */
 static void sampler_stop(struct sampler *s, int cap)
 {
-	atomic_store(&s->stop, true);
-	pthread_join(s->th, NULL);
-	PQfinish(s->direct);
-	h_assert(s->error[0] == '\0', "sampler: %s", s->error);
-	h_assert(s->samples > 0, "the sampler took no sample");
-	h_assert(s->max <= cap, "PostgreSQL saw %d backends of %s at once (pool_size %d)", s->max,
-		 s->role, cap);
+	h_sampler_stop(&s->h);
+	h_assert(s->h.max <= cap, "PostgreSQL saw %d backends of %s at once (pool_size %d)",
+		 s->h.max, s->role, cap);
 }
 
 /* ---- 1. autocommit clients share the pool ---------------------------- */
@@ -407,7 +314,7 @@ START_TEST(test_autocommit_shares_servers)
 	PGconn *direct;
 	long long x1, x2, z, n;
 
-	create_role(SHARE_ROLE);
+	h_create_role(SHARE_ROLE);
 	h_daemon_start(&d, &h_shared_pg, &o);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	memset(sc, 0, sizeof(sc));
@@ -423,7 +330,7 @@ START_TEST(test_autocommit_shares_servers)
 
 		for (int round = 0; round < 3; round++) {
 			for (int i = 0; i < SHARE_CLIENTS; i++) {
-				long long pid = backend_pid(sc[i].c);
+				long long pid = h_backend_pid(sc[i].c);
 
 				if (pid != seen[0] && pid != seen[1]) {
 					h_assert(seen[1] == 0, "a third backend %lld (after %lld, %lld) "
@@ -446,14 +353,14 @@ START_TEST(test_autocommit_shares_servers)
 	h_assert(role_backends(direct, SHARE_ROLE) == 2, "the pool is full but PostgreSQL has "
 		 "%lld backends", role_backends(direct, SHARE_ROLE));
 	h_exec_ok(hp.h[0], "COMMIT");
-	x1 = backend_pid(sc[0].c);
-	z = backend_pid(sc[1].c);
+	x1 = h_backend_pid(sc[0].c);
+	z = h_backend_pid(sc[1].c);
 	h_assert(x1 == hp.pid[0] && z == hp.pid[0], "with only backend %lld free, clients ran on "
 		 "%lld and %lld", hp.pid[0], x1, z);
 	h_exec_ok(hp.h[0], "BEGIN");
-	h_assert(backend_pid(hp.h[0]) == hp.pid[0], "holder 0 did not get its backend back");
+	h_assert(h_backend_pid(hp.h[0]) == hp.pid[0], "holder 0 did not get its backend back");
 	h_exec_ok(hp.h[1], "COMMIT");
-	x2 = backend_pid(sc[0].c);
+	x2 = h_backend_pid(sc[0].c);
 	h_assert(x2 == hp.pid[1], "with only backend %lld free, client 0 ran on %lld", hp.pid[1], x2);
 	h_exec_ok(hp.h[0], "COMMIT");
 	pair_close(&hp);
@@ -481,7 +388,7 @@ START_TEST(test_autocommit_shares_servers)
 		}
 		fprintf(stderr, "e2e_txn: %d clients x %d queries on 2 servers, at most %d backends "
 			"over %d samples; %d client/backend pairs\n", SHARE_CLIENTS, SHARE_QUERIES,
-			sm.max, sm.samples, total);
+			sm.h.max, sm.h.samples, total);
 	}
 	for (int i = 0; i < SHARE_CLIENTS; i++)
 		PQfinish(sc[i].c);
@@ -508,18 +415,19 @@ START_TEST(test_transaction_keeps_server)
 	b = h_connect(&d, NULL);
 	h_exec_ok(a, "BEGIN");
 	h_assert(PQtransactionStatus(a) == PQTRANS_INTRANS, "BEGIN: status %d", PQtransactionStatus(a));
-	pa = backend_pid(a);
+	pa = h_backend_pid(a);
 	h_exec_ok(a, "CREATE TEMP TABLE keep_t(x int) ON COMMIT DROP");
 	assert_backend_state(direct, pa, "idle in transaction");
 	for (int i = 0; i < 5; i++) {
 		char sql[64];
-		long long pb = backend_pid(b);
+		long long pb = h_backend_pid(b);
 
 		h_assert(pb != pa, "client B ran on backend %lld inside A's open transaction", pb);
 		snprintf(sql, sizeof(sql), "INSERT INTO keep_t VALUES (%d)", i);
 		h_exec_ok(a, sql);
-		h_assert(backend_pid(a) == pa, "statement %d of A's transaction ran on backend %lld, "
-			 "the transaction began on %lld", i, backend_pid(a), pa);
+		h_assert(h_backend_pid(a) == pa,
+			 "statement %d of A's transaction ran on backend %lld, the transaction began "
+			 "on %lld", i, h_backend_pid(a), pa);
 	}
 	h_assert_value(a, "SELECT count(*) FROM keep_t", "5");
 	h_exec_ok(a, "COMMIT");
@@ -531,20 +439,21 @@ START_TEST(test_transaction_keeps_server)
 	a = h_connect(&d, "dbname=onedb");
 	b = h_connect(&d, "dbname=onedb");
 	h_exec_ok(a, "BEGIN");
-	pa = backend_pid(a);
-	send_query(b, "SELECT pg_backend_pid()");
-	h_assert(still_waiting(b, WAIT_MS), "client B was served while A's transaction held the "
+	pa = h_backend_pid(a);
+	h_send_query(b, "SELECT pg_backend_pid()");
+	h_assert(h_still_waiting(b, WAIT_MS), "client B was served while A's transaction held the "
 		 "only server");
 	h_exec_ok(a, "SELECT 1");
-	h_assert(backend_pid(a) == pa, "A changed backend inside its transaction");
-	h_assert(still_waiting(b, 100), "client B was served while A's transaction held the "
+	h_assert(h_backend_pid(a) == pa, "A changed backend inside its transaction");
+	h_assert(h_still_waiting(b, 100), "client B was served while A's transaction held the "
 		 "only server");
 	h_exec_ok(a, "COMMIT");
-	v = pending_value(b, "client B after A's COMMIT");
+	v = h_pending_value(b, "client B after A's COMMIT");
 	h_assert(atoll(v) == pa, "B ran on backend %s, the only server is %lld", v, pa);
 	free(v);
 	/* Now A waits for nothing: B's autocommit statement is over. */
-	h_assert(backend_pid(a) == pa, "A's next transaction on another backend with pool_size 1");
+	h_assert(h_backend_pid(a) == pa,
+		 "A's next transaction on another backend with pool_size 1");
 
 	PQfinish(a);
 	PQfinish(b);
@@ -569,23 +478,23 @@ START_TEST(test_failed_transaction_holds_server)
 	b = h_connect(&d, "dbname=onedb");
 
 	h_exec_ok(a, "BEGIN");
-	pa = backend_pid(a);
+	pa = h_backend_pid(a);
 	h_exec_fails(a, "SELECT 1/0", "22012");
 	h_assert(PQtransactionStatus(a) == PQTRANS_INERROR, "after an error in a transaction: "
 		 "status %d, expected PQTRANS_INERROR", PQtransactionStatus(a));
 	assert_backend_state(direct, pa, "idle in transaction (aborted)");
 
-	send_query(b, "SELECT pg_backend_pid()");
-	h_assert(still_waiting(b, WAIT_MS), "client B was served while A's failed transaction "
+	h_send_query(b, "SELECT pg_backend_pid()");
+	h_assert(h_still_waiting(b, WAIT_MS), "client B was served while A's failed transaction "
 		 "held the only server");
 	h_exec_fails(a, "SELECT 1", "25P02");
 	h_assert(PQtransactionStatus(a) == PQTRANS_INERROR, "status %d", PQtransactionStatus(a));
-	h_assert(still_waiting(b, 100), "client B was served before A's ROLLBACK");
+	h_assert(h_still_waiting(b, 100), "client B was served before A's ROLLBACK");
 
 	h_exec_ok(a, "ROLLBACK");
 	h_assert(PQtransactionStatus(a) == PQTRANS_IDLE, "after ROLLBACK: status %d",
 		 PQtransactionStatus(a));
-	v = pending_value(b, "client B after A's ROLLBACK");
+	v = h_pending_value(b, "client B after A's ROLLBACK");
 	h_assert(atoll(v) == pa, "B ran on backend %s, the only server is %lld", v, pa);
 	free(v);
 	h_assert_value(a, "SELECT 'after rollback'", "after rollback");
@@ -595,11 +504,12 @@ START_TEST(test_failed_transaction_holds_server)
 	 * server rolled back, outside any transaction. */
 	h_exec_ok(a, "BEGIN");
 	h_exec_fails(a, "SELECT 1/0", "22012");
-	send_query(b, "SELECT pg_backend_pid()::text || ':' || (now() = statement_timestamp())::text");
-	h_assert(still_waiting(b, WAIT_MS), "client B was served while A's failed transaction "
+	h_send_query(b, "SELECT pg_backend_pid()::text || ':' || "
+		     "(now() = statement_timestamp())::text");
+	h_assert(h_still_waiting(b, WAIT_MS), "client B was served while A's failed transaction "
 		 "held the only server");
 	PQfinish(a);
-	v = pending_value(b, "client B after A left inside a failed transaction");
+	v = h_pending_value(b, "client B after A left inside a failed transaction");
 	{
 		char want[64];
 
@@ -723,8 +633,8 @@ START_TEST(test_libpq_pipeline)
 	free(pipe_expect(a, "CCEAS"));
 	h_assert(PQtransactionStatus(a) == PQTRANS_INERROR, "failed transaction in a pipeline: "
 		 "status %d, expected PQTRANS_INERROR", PQtransactionStatus(a));
-	send_query(b, "SELECT pg_backend_pid()");
-	h_assert(still_waiting(b, WAIT_MS), "client B was served while A's pipelined transaction "
+	h_send_query(b, "SELECT pg_backend_pid()");
+	h_assert(h_still_waiting(b, WAIT_MS), "client B was served while A's pipelined transaction "
 		 "was open (failed)");
 	pipe_send(a, "ROLLBACK");
 	pipe_send(a, "SELECT pg_backend_pid()");
@@ -733,7 +643,7 @@ START_TEST(test_libpq_pipeline)
 	pid4 = pipe_expect(a, "CTS");
 	h_assert(PQtransactionStatus(a) == PQTRANS_IDLE, "after ROLLBACK: status %d",
 		 PQtransactionStatus(a));
-	v = pending_value(b, "client B after A's pipelined ROLLBACK");
+	v = h_pending_value(b, "client B after A's pipelined ROLLBACK");
 	h_assert(strcmp(v, pid4) == 0 && strcmp(v, pid3) == 0, "pool_size 1 but backends %s, %s, %s",
 		 pid3, pid4, v);
 	free(v);
@@ -811,7 +721,7 @@ START_TEST(test_pgbench_pipeline)
 	struct sampler sm;
 	char *script, *out;
 
-	create_role(BENCH_ROLE);
+	h_create_role(BENCH_ROLE);
 	h_daemon_start(&d, &h_shared_pg, &o);
 	script = write_script(&d, "pipeline.sql",
 			      "\\set a random(1, 1000)\n"
@@ -846,7 +756,7 @@ START_TEST(test_pgbench_extended_and_prepared)
 	struct sampler sm;
 	char *script, *out;
 
-	create_role(BENCH_ROLE);
+	h_create_role(BENCH_ROLE);
 	h_daemon_start(&d, &h_shared_pg, &o);
 	script = write_script(&d, "mix.sql",
 			      "\\set a random(1, 1000)\n"
@@ -920,14 +830,15 @@ START_TEST(test_extended_unnamed)
 	}
 	/* Inside BEGIN ... COMMIT, every extended query runs on one backend. */
 	h_exec_ok(c[1], "BEGIN");
-	in_tx = backend_pid(c[1]);
+	in_tx = h_backend_pid(c[1]);
 	for (int i = 0; i < 5; i++) {
 		r = PQexecParams(c[1], "SELECT pg_backend_pid()", 0, NULL, NULL, NULL, NULL, 0);
 		h_assert(PQresultStatus(r) == PGRES_TUPLES_OK && atoll(PQgetvalue(r, 0, 0)) == in_tx,
 			 "extended query %d in a transaction: %s %s", i, PQresultErrorMessage(r),
 			 PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
 		PQclear(r);
-		h_assert(backend_pid(c[2]) != in_tx, "client 2 ran inside client 1's transaction");
+		h_assert(h_backend_pid(c[2]) != in_tx,
+			 "client 2 ran inside client 1's transaction");
 	}
 	h_exec_ok(c[1], "COMMIT");
 	for (int i = 0; i < 3; i++)
@@ -1052,8 +963,8 @@ START_TEST(test_extended_flush_without_sync)
 	snprintf(raw_pid, sizeof(raw_pid), "%.30s", rows + 3);
 
 	/* No Sync yet: the extended query is open, the server stays with it. */
-	send_query(b, "SELECT pg_backend_pid()");
-	h_assert(still_waiting(b, WAIT_MS), "client B was served between a Flush and its Sync");
+	h_send_query(b, "SELECT pg_backend_pid()");
+	h_assert(h_still_waiting(b, WAIT_MS), "client B was served between a Flush and its Sync");
 
 	/* A portal run in two parts, still before the Sync. */
 	n = put_parse(buf, 0, "SELECT g FROM generate_series(1, 5) g");
@@ -1070,7 +981,7 @@ START_TEST(test_extended_flush_without_sync)
 	read_until(fd, 'C', types, sizeof(types), rows, sizeof(rows));
 	h_assert(strcmp(types, "DDDC") == 0 && strcmp(rows, "3,4,5") == 0,
 		 "rest of the portal: \"%s\" rows %s", types, rows);
-	h_assert(still_waiting(b, 100), "client B was served between a Flush and its Sync");
+	h_assert(h_still_waiting(b, 100), "client B was served between a Flush and its Sync");
 
 	/* Sync: ReadyForQuery, idle; the server goes on to B. */
 	n = h_put_msg(buf, 0, 'S', "", 0);
@@ -1080,7 +991,7 @@ START_TEST(test_extended_flush_without_sync)
 		 "Sync: rc %d type %c status %c", rc, rc == 1 ? m.type : '-',
 		 rc == 1 && m.len ? m.body[0] : '-');
 	h_msg_free(&m);
-	v = pending_value(b, "client B after the Sync");
+	v = h_pending_value(b, "client B after the Sync");
 	h_assert(strcmp(v, raw_pid) == 0, "pool_size 1, but B ran on backend %s and the raw "
 		 "client on %s", v, raw_pid);
 	free(v);
@@ -1161,8 +1072,8 @@ START_TEST(test_copy)
 		h_assert(PQputCopyData(a, line, (int)strlen(line)) == 1, "put: %s", PQerrorMessage(a));
 	}
 	h_assert(PQflush(a) == 0, "flush");
-	send_query(b, "SELECT count(*) FROM copy_t");
-	h_assert(still_waiting(b, WAIT_MS), "client B was served in the middle of A's COPY FROM");
+	h_send_query(b, "SELECT count(*) FROM copy_t");
+	h_assert(h_still_waiting(b, WAIT_MS), "client B was served in the middle of A's COPY FROM");
 	for (int i = 501; i <= 1000; i++) {
 		snprintf(line, sizeof(line), "%d\trow %d\n", i, i);
 		h_assert(PQputCopyData(a, line, (int)strlen(line)) == 1, "put: %s", PQerrorMessage(a));
@@ -1172,7 +1083,7 @@ START_TEST(test_copy)
 	h_assert(r && PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(r), "1000") == 0,
 		 "COPY FROM result: %s", r ? PQresultErrorMessage(r) : "timeout");
 	PQclear(r);
-	v = pending_value(b, "client B after the COPY");
+	v = h_pending_value(b, "client B after the COPY");
 	h_assert(strcmp(v, "1000") == 0, "B counted %s rows after the COPY", v);
 	free(v);
 	h_assert_value(direct, "SELECT count(*) || ':' || sum(a) FROM copy_t", "1000:500500");
@@ -1280,7 +1191,7 @@ START_TEST(test_notice_and_notify)
 	/* Transaction mode: a notification to oneself, delivered with the
 	 * statement that committed it (pool_size 1: UNLISTEN on the same server). */
 	one = h_connect(&d, "dbname=onedb");
-	pid = backend_pid(one);
+	pid = h_backend_pid(one);
 	h_exec_ok(one, "LISTEN berth_self; NOTIFY berth_self, 'to-myself'");
 	n = wait_notify(one, 5000);
 	h_assert(n != NULL, "no notification to oneself in transaction mode");
@@ -1295,7 +1206,7 @@ START_TEST(test_notice_and_notify)
 	s = h_connect(&d, "dbname=sessdb");
 	h_exec_ok(s, "LISTEN berth_chan");
 	direct = h_pg_connect(&h_shared_pg, NULL);
-	pid = backend_pid(direct);
+	pid = h_backend_pid(direct);
 	h_exec_ok(direct, "NOTIFY berth_chan, 'from-direct'");
 	n = wait_notify(s, 5000);
 	h_assert(n != NULL, "session mode: no notification within 5 s of the NOTIFY");
@@ -1546,7 +1457,7 @@ START_TEST(test_statement_mode)
 	char what[900], results[600];
 	bool closed, refused;
 
-	create_role(STMT_ROLE);
+	h_create_role(STMT_ROLE);
 	h_daemon_start(&d, &h_shared_pg, &o);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	a = h_connect(&d, "user=" STMT_ROLE);
@@ -1557,7 +1468,7 @@ START_TEST(test_statement_mode)
 		h_assert_value(a, "SELECT 'a ok'", "a ok");
 		h_assert_value(other, "SELECT 'other ok'", "other ok");
 	}
-	h_assert(backend_pid(a) == backend_pid(other), "pool_size 1, yet two backends");
+	h_assert(h_backend_pid(a) == h_backend_pid(other), "pool_size 1, yet two backends");
 	h_assert_value(a, "SELECT 1; SELECT 2", "2");
 
 	/*
@@ -1566,7 +1477,7 @@ START_TEST(test_statement_mode)
 	 * ReadyForQuery); libpq makes a result of each, so all are read.
 	 */
 	PQsetNoticeReceiver(a, collect_notice, &ns);
-	send_query(a, "BEGIN");
+	h_send_query(a, "BEGIN");
 	refused = results_have_error(a, "0A000", "transaction block", results, sizeof(results), 5000);
 	closed = wait_closed(a, 5000);
 	snprintf(what, sizeof(what), "BEGIN's results: %.400s then %s; notices: %d \"%.200s\" [%s]",
@@ -1634,16 +1545,16 @@ START_TEST(test_per_user_session_override)
 	struct pair hp;
 	long long p1, p2, x1, x2;
 
-	create_role(SESS_ROLE);
-	create_role(POOLED_ROLE);
+	h_create_role(SESS_ROLE);
+	h_create_role(POOLED_ROLE);
 	h_daemon_start(&d, &h_shared_pg, &o);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 
 	/* The session user: one backend each for the whole session. */
 	s1 = h_connect(&d, "user=" SESS_ROLE);
 	s2 = h_connect(&d, "user=" SESS_ROLE);
-	p1 = backend_pid(s1);
-	p2 = backend_pid(s2);
+	p1 = h_backend_pid(s1);
+	p2 = h_backend_pid(s2);
 	h_assert(p1 != p2, "two session-mode clients share backend %lld", p1);
 	h_exec_ok(s1, "CREATE TEMP TABLE sess_t(x int)");
 	for (int i = 0; i < 4; i++)
@@ -1655,7 +1566,7 @@ START_TEST(test_per_user_session_override)
 		h_exec_ok(s1, sql);
 		for (int i = 0; i < 4; i++)
 			h_exec_ok(t[i], "SELECT 1");
-		h_assert(backend_pid(s1) == p1 && backend_pid(s2) == p2,
+		h_assert(h_backend_pid(s1) == p1 && h_backend_pid(s2) == p2,
 			 "round %d: a session-mode client changed backend", round);
 	}
 	h_assert_value(s1, "SELECT count(*) FROM sess_t", "5");
@@ -1668,14 +1579,14 @@ START_TEST(test_per_user_session_override)
 	pair_open(&hp, &d, "user=" POOLED_ROLE);
 	pair_hold(&hp);
 	h_exec_ok(hp.h[0], "COMMIT");
-	x1 = backend_pid(t[0]);
+	x1 = h_backend_pid(t[0]);
 	h_exec_ok(hp.h[0], "BEGIN");
 	h_exec_ok(hp.h[1], "COMMIT");
-	x2 = backend_pid(t[0]);
+	x2 = h_backend_pid(t[0]);
 	h_exec_ok(hp.h[0], "COMMIT");
 	h_assert(x1 == hp.pid[0] && x2 == hp.pid[1], "transaction-mode client ran on %lld then %lld, "
 		 "expected %lld then %lld", x1, x2, hp.pid[0], hp.pid[1]);
-	h_assert(backend_pid(s1) == p1, "the session client changed backend");
+	h_assert(h_backend_pid(s1) == p1, "the session client changed backend");
 	pair_close(&hp);
 
 	for (int i = 0; i < 4; i++)
@@ -1775,7 +1686,7 @@ START_TEST(test_stress)
 	PGconn *direct;
 	int64_t t0, slowest = 0;
 
-	create_role(STRESS_ROLE);
+	h_create_role(STRESS_ROLE);
 	direct = h_pg_connect(&h_shared_pg, NULL);
 	h_exec_ok(direct, "CREATE TABLE stress_t(id int PRIMARY KEY, n int NOT NULL)");
 	h_exec_ok(direct, "INSERT INTO stress_t SELECT g, 0 FROM generate_series(0, 49) g");
@@ -1815,7 +1726,8 @@ START_TEST(test_stress)
 	}
 	fprintf(stderr, "e2e_txn: %d threads x %d transactions on 3 servers in %lld ms "
 		"(slowest thread %lld ms), at most %d backends over %d samples\n", STRESS_THREADS,
-		STRESS_TX, (long long)(h_now_ms() - t0), (long long)slowest, sm.max, sm.samples);
+		STRESS_TX, (long long)(h_now_ms() - t0), (long long)slowest, sm.h.max,
+		sm.h.samples);
 	/* Every transaction committed exactly once. */
 	h_assert_value(direct, "SELECT count(*) || ':' || min(n) || ':' || max(n) FROM stress_t",
 		     "50:200:200");
@@ -1858,7 +1770,7 @@ START_TEST(test_server_terminated)
 	/* Killed while its client is idle inside a transaction. */
 	a = h_connect(&d, NULL);
 	h_exec_ok(a, "BEGIN");
-	pa = backend_pid(a);
+	pa = h_backend_pid(a);
 	terminate_backend(direct, pa);
 	t0 = h_now_ms();
 	r = h_exec_try(a, "SELECT 1", 10000);
@@ -1871,15 +1783,15 @@ START_TEST(test_server_terminated)
 	PQfinish(a);
 	h_assert_value(other, "SELECT 'other unaffected'", "other unaffected");
 	c = h_connect(&d, NULL);
-	p = backend_pid(c);
+	p = h_backend_pid(c);
 	h_assert(p != pa, "a new client ran on the terminated backend %lld", pa);
 	PQfinish(c);
 
 	/* Killed in the middle of its client's query. */
 	a = h_connect(&d, NULL);
 	h_exec_ok(a, "BEGIN");
-	pa = backend_pid(a);
-	send_query(a, "SELECT pg_sleep(30) /* berth-doomed */");
+	pa = h_backend_pid(a);
+	h_send_query(a, "SELECT pg_sleep(30) /* berth-doomed */");
 	{
 		char sql[160];
 
@@ -1904,7 +1816,7 @@ START_TEST(test_server_terminated)
 		PGconn *next = i % 2 ? h_connect(&d, "dbname=onedb") : c;
 		long long fresh;
 
-		p = backend_pid(c);
+		p = h_backend_pid(c);
 		terminate_backend(direct, p);
 		r = h_exec_try(next, "SELECT pg_backend_pid()", 10000);
 		h_assert(r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK, "round %d: the transaction "

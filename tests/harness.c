@@ -219,6 +219,17 @@ bool h_path_exists(const char *path)
 	return lstat(path, &st) == 0;
 }
 
+bool h_is_socket(const char *path, ino_t *ino)
+{
+	struct stat st;
+
+	if (stat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
+		return false;
+	if (ino)
+		*ino = st.st_ino;
+	return true;
+}
+
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
 	(void)st;
@@ -894,6 +905,66 @@ PGconn *h_pg_connect(const struct h_pg *pg, const char *extra)
 	return c;
 }
 
+void h_pg_exec(const char *sql)
+{
+	PGconn *direct = h_pg_connect(&h_shared_pg, NULL);
+
+	h_exec_ok(direct, sql);
+	PQfinish(direct);
+}
+
+void h_create_role(const char *role)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql), "DO $$ BEGIN CREATE ROLE %s LOGIN; "
+		 "EXCEPTION WHEN duplicate_object THEN NULL; END $$", role);
+	h_pg_exec(sql);
+}
+
+static void *sampler_main(void *arg)
+{
+	struct h_sampler *s = arg;
+
+	while (!atomic_load(&s->stop)) {
+		PGresult *r = h_exec_try(s->direct, s->sql, 5000);
+		int n;
+
+		if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+			snprintf(s->error, sizeof(s->error), "%s",
+				 r ? PQresultErrorMessage(r) : "sample timed out");
+			PQclear(r);
+			break;
+		}
+		n = atoi(PQgetvalue(r, 0, 0));
+		if (n > s->max)
+			s->max = n;
+		s->samples++;
+		PQclear(r);
+		h_sleep_ms(1);
+	}
+	return NULL;
+}
+
+void h_sampler_start(struct h_sampler *s, const char *sql)
+{
+	memset(s, 0, sizeof(*s));
+	h_assert(strlen(sql) < sizeof(s->sql), "sampler query too long: %s", sql);
+	snprintf(s->sql, sizeof(s->sql), "%s", sql);
+	s->direct = h_pg_connect(&h_shared_pg, NULL);
+	h_assert(pthread_create(&s->th, NULL, sampler_main, s) == 0, "sampler thread");
+}
+
+void h_sampler_stop(struct h_sampler *s)
+{
+	atomic_store(&s->stop, true);
+	pthread_join(s->th, NULL);
+	PQfinish(s->direct);
+	s->direct = NULL;
+	h_assert(s->error[0] == '\0', "sampler: %s", s->error);
+	h_assert(s->samples > 0, "the sampler took no sample");
+}
+
 /* ---- the template cluster -------------------------------------------- */
 
 static int pg_user_init(char *err, size_t errlen)
@@ -1350,6 +1421,55 @@ PGconn *h_connect(const struct h_daemon *d, const char *extra)
 	return c;
 }
 
+PGconn *h_connect_db(const struct h_daemon *d, const char *db, const char *user)
+{
+	char extra[160];
+
+	snprintf(extra, sizeof(extra), "dbname=%s%s%s", db, user ? " user=" : "", user ? user : "");
+	return h_connect(d, extra);
+}
+
+PGconn *h_connect_start(const struct h_daemon *d, const char *extra, bool verbose,
+			PostgresPollingStatusType *state)
+{
+	char *conninfo = h_conninfo(d, extra);
+	PGconn *c = PQconnectStart(conninfo);
+
+	free(conninfo);
+	h_assert(c && PQstatus(c) != CONNECTION_BAD, "PQconnectStart: %s",
+		 c ? PQerrorMessage(c) : "out of memory");
+	if (verbose)
+		PQsetErrorVerbosity(c, PQERRORS_VERBOSE);
+	*state = PGRES_POLLING_WRITING;
+	return c;
+}
+
+int h_drive_connect(PGconn *c, PostgresPollingStatusType *state, int64_t deadline)
+{
+	for (;;) {
+		struct pollfd p = { PQsocket(c), 0, 0 };
+		int64_t left;
+
+		if (*state == PGRES_POLLING_OK || *state == PGRES_POLLING_FAILED)
+			return (int)*state;
+		p.events = *state == PGRES_POLLING_WRITING ? POLLOUT : POLLIN;
+		left = deadline - h_now_ms();
+		if (left <= 0)
+			return -1;
+		if (poll(&p, 1, (int)left) == 0)
+			return -1;
+		*state = PQconnectPoll(c);
+	}
+}
+
+void h_assert_serves(const struct h_daemon *d)
+{
+	PGconn *c = h_connect(d, NULL);
+
+	h_assert_value(c, "SELECT 'serving'", "serving");
+	PQfinish(c);
+}
+
 /* Waits until c's socket is readable (or writable too); false at the deadline. */
 static bool wait_socket(PGconn *c, bool want_write, int64_t deadline)
 {
@@ -1488,6 +1608,11 @@ const char *h_sqlstate(const PGresult *r)
 	return s ? s : "";
 }
 
+long long h_backend_pid(PGconn *c)
+{
+	return h_query_ll(c, "SELECT pg_backend_pid()");
+}
+
 bool h_poll_until(PGconn *c, const char *sql, int timeout_ms)
 {
 	int64_t deadline = h_now_ms() + timeout_ms;
@@ -1504,6 +1629,125 @@ bool h_poll_until(PGconn *c, const char *sql, int timeout_ms)
 			return false;
 		h_sleep_ms(10);
 	}
+}
+
+void h_send_query(PGconn *c, const char *sql)
+{
+	h_assert(PQsendQuery(c, sql), "send \"%s\": %s", sql, PQerrorMessage(c));
+}
+
+bool h_still_waiting(PGconn *c, int ms)
+{
+	int64_t deadline = h_now_ms() + ms;
+
+	for (;;) {
+		struct pollfd p = { PQsocket(c), POLLIN, 0 };
+		int64_t left;
+
+		if (!PQconsumeInput(c) || !PQisBusy(c))
+			return false;
+		left = deadline - h_now_ms();
+		if (left <= 0)
+			return true;
+		poll(&p, 1, (int)left);
+	}
+}
+
+char *h_pending_value(PGconn *c, const char *what)
+{
+	PGresult *r = h_result_try(c, H_QUERY_TIMEOUT);
+	char *v;
+
+	h_assert(r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0,
+		 "%s: %s", what, r ? PQresultErrorMessage(r) : "no result within the deadline");
+	v = strdup(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return v;
+}
+
+void h_assert_pending_value(PGconn *c, const char *what, const char *want)
+{
+	char *v = h_pending_value(c, what);
+
+	h_assert(strcmp(v, want) == 0, "%s: got \"%s\", expected \"%s\"", what, v, want);
+	free(v);
+}
+
+/* Keeps r's error in o unless o has one already: the first error is the one that counts. */
+static void outcome_error(struct h_outcome *o, const PGresult *r)
+{
+	const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+	o->ok = false;
+	if (o->sqlstate[0] || o->message[0])
+		return;
+	snprintf(o->sqlstate, sizeof(o->sqlstate), "%s", st ? st : "");
+	snprintf(o->message, sizeof(o->message), "%s", PQresultErrorMessage(r));
+}
+
+void h_collect_results(PGconn *c, int64_t t0, int timeout_ms, struct h_outcome *o)
+{
+	int64_t deadline = h_now_ms() + timeout_ms;
+	bool have_row = false;
+	PGresult *r;
+
+	memset(o, 0, sizeof(*o));
+	o->ok = true;
+	for (;;) {
+		struct pollfd p = { PQsocket(c), POLLIN, 0 };
+		int64_t left;
+
+		while (!PQisBusy(c)) {
+			r = PQgetResult(c);
+			if (r == NULL) {
+				o->answered = true;
+				o->ms = (int)(h_now_ms() - t0);
+				return;
+			}
+			if (PQresultStatus(r) == PGRES_FATAL_ERROR) {
+				outcome_error(o, r);
+			} else if (PQresultStatus(r) == PGRES_TUPLES_OK && !have_row &&
+				   PQntuples(r) > 0) {
+				have_row = true;
+				o->value = atoll(PQgetvalue(r, 0, 0));
+			}
+			PQclear(r);
+		}
+		left = deadline - h_now_ms();
+		if (left <= 0 || p.fd < 0) {
+			o->answered = p.fd < 0;
+			o->ms = (int)(h_now_ms() - t0);
+			return;
+		}
+		poll(&p, 1, (int)left);
+		if (!PQconsumeInput(c)) {
+			/* Broken: libpq hands out what it has, then its own error. */
+			for (int i = 0; i < 8 && (r = PQgetResult(c)) != NULL; i++) {
+				if (PQresultStatus(r) == PGRES_FATAL_ERROR)
+					outcome_error(o, r);
+				PQclear(r);
+			}
+			o->ok = false;
+			if (!o->message[0])
+				snprintf(o->message, sizeof(o->message), "%s", PQerrorMessage(c));
+			o->answered = true;
+			o->ms = (int)(h_now_ms() - t0);
+			return;
+		}
+	}
+}
+
+void h_run_query(PGconn *c, const char *sql, int timeout_ms, struct h_outcome *o)
+{
+	int64_t t0 = h_now_ms();
+
+	if (!PQsendQuery(c, sql)) {
+		memset(o, 0, sizeof(*o));
+		o->answered = true;
+		snprintf(o->message, sizeof(o->message), "send: %s", PQerrorMessage(c));
+		return;
+	}
+	h_collect_results(c, t0, timeout_ms, o);
 }
 
 /* ---- raw protocol ---------------------------------------------------- */
@@ -1526,6 +1770,18 @@ int h_raw_connect(const char *sockpath)
 		close(fd);
 		return -1;
 	}
+	return fd;
+}
+
+int h_raw_client(const struct h_daemon *d, const char *db, const char *user)
+{
+	const char *kv[] = { "user", user ? user : H_SUPERUSER, "database", db, NULL };
+	struct h_login l;
+	int fd = h_raw_connect(d->sockpath), rc;
+
+	h_assert(fd >= 0, "connect %s: %s", d->sockpath, strerror(errno));
+	rc = h_raw_login(fd, kv, &l, 10000);
+	h_assert(rc == 0, "raw login to %s: rc %d [%s] %s", db, rc, l.sqlstate, l.message);
 	return fd;
 }
 
@@ -1655,6 +1911,41 @@ void h_msg_free(struct h_msg *m)
 	m->body = NULL;
 }
 
+void h_msg_field(const struct h_msg *m, char field, char *out, size_t len)
+{
+	const char *p = m->body, *end = m->body + m->len;
+
+	out[0] = '\0';
+	while (p < end && *p) {
+		char f = *p++;
+		size_t n = strnlen(p, (size_t)(end - p));
+
+		if (f == field)
+			snprintf(out, len, "%.*s", (int)n, p);
+		p += n + 1;
+	}
+}
+
+int h_raw_wait_error(int fd, int timeout_ms, struct h_raw_error *e)
+{
+	struct h_msg m;
+	int rc = h_raw_read_msg(fd, &m, timeout_ms);
+
+	memset(e, 0, sizeof(*e));
+	if (rc <= 0)
+		return rc;
+	if (m.type != 'E') {
+		snprintf(e->message, sizeof(e->message), "message '%c'", m.type);
+		h_msg_free(&m);
+		return -1;
+	}
+	h_msg_field(&m, 'C', e->sqlstate, sizeof(e->sqlstate));
+	h_msg_field(&m, 'V', e->severity, sizeof(e->severity));
+	h_msg_field(&m, 'M', e->message, sizeof(e->message));
+	h_msg_free(&m);
+	return 1;
+}
+
 size_t h_startup_packet(char *buf, size_t cap, const char *const kv[])
 {
 	size_t len = 8;
@@ -1678,22 +1969,10 @@ size_t h_startup_packet(char *buf, size_t cap, const char *const kv[])
 /* Copies the SQLSTATE ('C') and message ('M') fields of an ErrorResponse. */
 static void parse_error(const struct h_msg *m, char sqlstate[6], char *message, size_t msglen)
 {
-	const char *p = m->body, *end = m->body + m->len;
-
 	if (sqlstate)
-		sqlstate[0] = '\0';
+		h_msg_field(m, 'C', sqlstate, 6);
 	if (message && msglen)
-		message[0] = '\0';
-	while (p < end && *p) {
-		char field = *p++;
-		size_t n = strnlen(p, (size_t)(end - p));
-
-		if (field == 'C' && sqlstate)
-			snprintf(sqlstate, 6, "%.*s", (int)n, p);
-		else if (field == 'M' && message)
-			snprintf(message, msglen, "%.*s", (int)n, p);
-		p += n + 1;
-	}
+		h_msg_field(m, 'M', message, msglen);
 }
 
 int h_raw_login(int fd, const char *const kv[], struct h_login *out, int timeout_ms)

@@ -40,6 +40,8 @@
 
 #include <check.h>
 #include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -77,6 +79,8 @@ char *h_mkdtemp(const char *tag);
 char *h_read_file(const char *path);
 bool h_write_file(const char *path, const char *text);
 bool h_path_exists(const char *path);
+/* True if path is a socket (stat, so through links); its inode in *ino unless ino is NULL. */
+bool h_is_socket(const char *path, ino_t *ino);
 /* Removes a directory tree; quiet about what is already gone. */
 void h_rm_rf(const char *path);
 
@@ -161,6 +165,25 @@ void h_tcase_add_pg(TCase *tc);
 
 /* Superuser connection straight to PostgreSQL (database appdb unless extra says). */
 PGconn *h_pg_connect(const struct h_pg *pg, const char *extra);
+/* Runs sql straight on the shared instance, as the superuser; asserts it succeeded. */
+void h_pg_exec(const char *sql);
+/* A LOGIN role in the shared instance; roles outlive a test, so a role that exists is fine. */
+void h_create_role(const char *role);
+
+/* A thread that counts something in PostgreSQL over and over (what a pool holds at once). */
+struct h_sampler {
+	PGconn *direct;                /* its own connection to the shared instance */
+	char sql[512];                 /* one count */
+	pthread_t th;
+	atomic_bool stop;
+	int max;                       /* largest count seen */
+	int samples;
+	char error[256];               /* why sampling ended early, "" if it did not */
+};
+/* Starts s running sql every millisecond on a direct connection to the shared instance. */
+void h_sampler_start(struct h_sampler *s, const char *sql);
+/* Stops s; asserts it took a sample and met no error. The caller asserts on s->max. */
+void h_sampler_stop(struct h_sampler *s);
 
 /* ---- the daemon ------------------------------------------------------ */
 
@@ -263,6 +286,20 @@ char *h_conninfo(const struct h_daemon *d, const char *extra);
 PGconn *h_connect(const struct h_daemon *d, const char *extra);
 /* Never asserts; the caller checks PQstatus and PQfinishes. */
 PGconn *h_connect_try(const struct h_daemon *d, const char *extra);
+/* h_connect to database db as user (NULL: the superuser). */
+PGconn *h_connect_db(const struct h_daemon *d, const char *db, const char *user);
+/*
+ * PQconnectStart through the daemon (conninfo as h_conninfo), for a client
+ * that must wait or be refused while the test goes on; drive it with
+ * h_drive_connect. verbose puts the server's SQLSTATE into PQerrorMessage
+ * ("FATAL:  53300: ..."), the only place libpq tells it for a failed login.
+ */
+PGconn *h_connect_start(const struct h_daemon *d, const char *extra, bool verbose,
+			PostgresPollingStatusType *state);
+/* PGRES_POLLING_OK or PGRES_POLLING_FAILED, or -1 if still going at the deadline. */
+int h_drive_connect(PGconn *c, PostgresPollingStatusType *state, int64_t deadline);
+/* Asserts that a query through d is answered: the daemon serves. */
+void h_assert_serves(const struct h_daemon *d);
 
 /*
  * Waits for the result of a query already sent (PQsend*). Returns the
@@ -288,11 +325,41 @@ char *h_pg_setting(const char *setting);
 long long h_query_ll(PGconn *c, const char *sql);
 /* The result's SQLSTATE, or "" if it has none. */
 const char *h_sqlstate(const PGresult *r);
+/* pg_backend_pid() of c's session (through pgberth: of the server it runs on now). */
+long long h_backend_pid(PGconn *c);
 /*
  * Runs sql (returning one boolean) every few ms until it returns true.
  * False if timeout_ms passed first.
  */
 bool h_poll_until(PGconn *c, const char *sql, int timeout_ms);
+
+/* PQsendQuery, asserting that it was sent. */
+void h_send_query(PGconn *c, const char *sql);
+/* True if the query c sent has still no result ms from now. */
+bool h_still_waiting(PGconn *c, int ms);
+/* First value of the result of a query sent earlier, asserting success; caller frees. */
+char *h_pending_value(PGconn *c, const char *what);
+/* Asserts that the first value of the result of a query sent earlier is want. */
+void h_assert_pending_value(PGconn *c, const char *what, const char *want);
+
+/* What one query came to: every result read, the first error kept. */
+struct h_outcome {
+	bool answered;                 /* the query ended (results or a broken connection) */
+	bool ok;                       /* no error result */
+	char sqlstate[6];              /* of the first error, "" if none or without one */
+	char message[256];
+	long long value;               /* first column of the first row, if numeric */
+	int ms;                        /* from t0 (h_run_query: the send) to the end */
+};
+/*
+ * Reads every result of the query c sent until libpq has none left or the
+ * connection broke, within timeout_ms. Unlike h_result_try it keeps the
+ * FIRST error, the one pgberth or PostgreSQL sent; a broken connection adds
+ * libpq's own after it. Never asserts.
+ */
+void h_collect_results(PGconn *c, int64_t t0, int timeout_ms, struct h_outcome *o);
+/* Sends sql and h_collect_results; a send that fails is an answered error. Never asserts. */
+void h_run_query(PGconn *c, const char *sql, int timeout_ms, struct h_outcome *o);
 
 /* ---- systemd's side of sd_notify -------------------------------------- */
 
@@ -317,6 +384,8 @@ bool h_notify_value(const char *dgram, const char *key, char *val, size_t len);
 
 /* Connected AF_UNIX stream socket, or -1. */
 int h_raw_connect(const char *sockpath);
+/* A raw client logged in to db through d as user (NULL: the superuser); asserts. */
+int h_raw_client(const struct h_daemon *d, const char *db, const char *user);
 /* Writes everything (MSG_NOSIGNAL); 0, or -1 if the peer is gone. */
 int h_raw_send(int fd, const void *buf, size_t len);
 /* Reads exactly len bytes: len, 0 on EOF first, -1 on error, -2 on timeout. */
@@ -335,6 +404,20 @@ struct h_msg {
 /* One backend message: 1 on success, 0 on EOF, -1 error/garbage, -2 timeout. */
 int h_raw_read_msg(int fd, struct h_msg *m, int timeout_ms);
 void h_msg_free(struct h_msg *m);
+/* One field of an ErrorResponse or NoticeResponse body into out ("" if absent). */
+void h_msg_field(const struct h_msg *m, char field, char *out, size_t len);
+
+struct h_raw_error {
+	char sqlstate[6];
+	char severity[16];             /* the non-localized 'V' field */
+	char message[256];
+};
+/*
+ * Waits for an unsolicited message on an idle raw client. Returns 1 with
+ * the ErrorResponse's fields, 0 on EOF first, -2 at the deadline, -1 if
+ * something else came (its type in e->message).
+ */
+int h_raw_wait_error(int fd, int timeout_ms, struct h_raw_error *e);
 
 /*
  * Builds a v3.0 StartupMessage from NULL-terminated key/value pairs into
