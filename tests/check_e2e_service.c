@@ -1208,21 +1208,25 @@ static void wait_refused(struct h_daemon *d)
 /*
  * Session mode: the client inside a transaction at SIGTERM finishes it and
  * goes on with more queries; the daemon waits for it, and exits 0 as soon
- * as it disconnects.
+ * as it disconnects. One worker, and an idle client whose 57P01 shows that
+ * the worker has begun the drain while the session was in its transaction.
  */
 START_TEST(test_drain_session_client_leaves)
 {
 	struct h_daemon d;
-	struct h_daemon_opts o = { .extra_top = "drain_timeout: 5s\n" };
+	struct h_daemon_opts o = { .workers = 1, .extra_top = "drain_timeout: 5s\n" };
 	PGconn *s;
-	int status, ms;
+	int idle, status, ms;
 	int64_t t;
 
 	h_daemon_start(&d, &h_shared_pg, &o);
 	s = h_connect(&d, NULL);
+	idle = h_raw_client(&d, "appdb", NULL);
 	h_exec_ok(s, "BEGIN");
 	h_assert_value(s, "SELECT 'open'", "open");
 	h_assert(kill(d.pid, SIGTERM) == 0, "SIGTERM: %s", strerror(errno));
+	assert_raw_shutdown(idle, 2000, "idle session client at SIGTERM");
+	close(idle);
 	wait_refused(&d);
 	h_assert_value(s, "SELECT 'in txn'", "in txn");
 	h_exec_ok(s, "COMMIT");
