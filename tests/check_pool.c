@@ -5,10 +5,11 @@
  * only a name. What is asserted is what a user of the pooler would notice:
  * how many server connections a (database, user) gets, which client is
  * served next, which server it gets, and that nothing is left behind once
- * every client is gone. A randomized run checks the same against a simple
- * model over thousands of steps; build with ASan/LSan (make check-asan) to
+ * every client is gone. A randomized run (TCase "model") checks the same
+ * against a model over thousands of steps, first without a registry config,
+ * then through reloads and pauses; build with ASan/LSan (make check-asan) to
  * prove that freed pools and destroyed registries leak nothing. Reloads and
- * pauses (TCases "reload", "pause", and a second model run) use real config
+ * pauses (TCases "reload", "pause", and the model run) use real config
  * snapshots parsed from YAML, so ASan also sees who holds each snapshot.
  */
 #include <check.h>
@@ -1075,418 +1076,6 @@ START_TEST(spare_capped_at_size)
 END_TEST
 
 /*
- * Randomized run against a model. Clients move between the states below;
- * the model predicts every result of the registry, which client each handoff
- * goes to and which server it carries, which idle server a client gets (its
- * own worker's first) and on whose loop, and the counts after each step.
- * Servers are released by the client's worker; idle ones are sometimes
- * taken out and closed, as the idle timeout does.
- */
-enum mstate {
-	M_DETACHED,                 /* no pool */
-	M_ATTACHED,                 /* attached, holds nothing */
-	M_WAITING,                  /* mpool->queue */
-	M_INFLIGHT,                 /* popped; handoff not yet delivered */
-	M_CONNECTING,               /* holds a slot, no server yet */
-	M_ACTIVE,                   /* holds a server */
-};
-
-enum { MCLIENTS = 16, MPOOLS = 3, MTOKENS = 32 };
-
-struct mclient {
-	enum mstate state;
-	int mpool;                  /* index in mpools when attached */
-	struct pool_waiter w;
-	void *server;               /* M_ACTIVE, or M_INFLIGHT (may be NULL) */
-	bool cancelled;             /* M_INFLIGHT: pass the handoff on */
-};
-
-struct mpool {
-	struct pool *pool;          /* NULL when the registry should have freed it */
-	const struct db_config *db;
-	const char *user;
-	int size;
-	int queue[MCLIENTS];        /* client indexes, FIFO */
-	int qlen;
-	void *idle[MTOKENS];        /* most recent last */
-	int idle_worker[MTOKENS];   /* the worker that parked idle[i] */
-	int nidle;
-	int nservers;
-	int nclients;
-};
-
-static struct mclient mc[MCLIENTS];
-static struct mpool mp[MPOOLS];
-static char token[MTOKENS];
-static bool token_used[MTOKENS];
-static uint64_t rng;
-static unsigned long step;
-static unsigned long nhandoffs;
-
-static uint64_t rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
-static void *token_get(void)
-{
-	for (int i = 0; i < MTOKENS; i++) {
-		if (!token_used[i]) {
-			token_used[i] = true;
-			return &token[i];
-		}
-	}
-	ck_abort_msg("step %lu: more live servers than the model allows", step);
-	return NULL;
-}
-
-static void token_put(void *server)
-{
-	int i = (int)((char *)server - token);
-
-	ck_assert_msg(i >= 0 && i < MTOKENS && token_used[i],
-	              "step %lu: bad server %p", step, server);
-	token_used[i] = false;
-}
-
-/* A handoff came out of the registry: it must be for the model's head
- * waiter and carry the expected server. */
-static void model_handoff(int p, const struct pool_handoff *h, void *server)
-{
-	struct mpool *m = &mp[p];
-
-	ck_assert_msg(m->qlen > 0, "step %lu: handoff with no waiter", step);
-	int head = m->queue[0];
-	struct mclient *c = &mc[head];
-	ck_assert_msg(h->worker == c->w.worker && h->slot == c->w.slot &&
-	              h->client_id == c->w.client_id,
-	              "step %lu: handoff to client %llu, head is %llu (FIFO broken)",
-	              step, (unsigned long long)h->client_id,
-	              (unsigned long long)c->w.client_id);
-	ck_assert_msg(h->server == server, "step %lu: handoff carries %p, expected %p",
-	              step, h->server, server);
-	memmove(m->queue, m->queue + 1, sizeof(int) * (size_t)(m->qlen - 1));
-	m->qlen--;
-	nhandoffs++;
-	c->state = M_INFLIGHT;
-	c->server = server;
-	c->cancelled = false;
-}
-
-/* A server comes back from the worker that holds it. */
-static void model_release(int p, void *server, int worker)
-{
-	struct mpool *m = &mp[p];
-	struct pool_handoff h;
-	enum pool_release_result res = pool_release(&reg, m->pool, server, worker, &h);
-
-	ck_assert_msg(res == (m->qlen > 0 ? POOL_HANDED : POOL_PARKED),
-	              "step %lu: release gave %d, %d waiting", step, res, m->qlen);
-	if (res == POOL_HANDED) {
-		ck_assert_msg(h.pool == m->pool, "step %lu: handoff names another pool", step);
-		model_handoff(p, &h, server);
-	} else {
-		m->idle_worker[m->nidle] = worker;
-		m->idle[m->nidle++] = server;
-	}
-}
-
-/* Takes idle[i] off the model's list. */
-static void model_unpark(struct mpool *m, int i)
-{
-	memmove(&m->idle[i], &m->idle[i + 1], sizeof(m->idle[0]) * (size_t)(m->nidle - 1 - i));
-	memmove(&m->idle_worker[i], &m->idle_worker[i + 1],
-	        sizeof(m->idle_worker[0]) * (size_t)(m->nidle - 1 - i));
-	m->nidle--;
-}
-
-static void model_closed(int p)
-{
-	struct mpool *m = &mp[p];
-	struct pool_handoff h;
-	bool handed = pool_server_closed(&reg, m->pool, &h);
-
-	ck_assert_msg(handed == (m->qlen > 0), "step %lu: closed handed=%d, %d waiting",
-	              step, handed, m->qlen);
-	if (handed) {
-		ck_assert_msg(h.pool == m->pool, "step %lu: handoff names another pool", step);
-		model_handoff(p, &h, NULL);
-	} else {
-		m->nservers--;
-		if (m->nservers == 0 && m->nclients == 0)
-			m->pool = NULL;
-	}
-}
-
-static void model_check(void)
-{
-	size_t live = 0;
-
-	for (int p = 0; p < MPOOLS; p++) {
-		struct mpool *m = &mp[p];
-		int s, i, w, held = 0;
-
-		if (m->pool == NULL)
-			continue;
-		live++;
-		ck_assert_msg(pool_listed(m->pool), "step %lu: pool %d freed too early", step, p);
-		pool_counts(&reg, m->pool, &s, &i, &w);
-		ck_assert_msg(s == m->nservers && i == m->nidle && w == m->qlen &&
-		              m->pool->nclients == m->nclients,
-		              "step %lu pool %d: servers %d/%d idle %d/%d waiters %d/%d "
-		              "clients %d/%d (registry/model)", step, p, s, m->nservers,
-		              i, m->nidle, w, m->qlen, m->pool->nclients, m->nclients);
-		ck_assert_msg(s <= m->size, "step %lu: %d servers, size %d", step, s, m->size);
-		ck_assert_msg(i <= s, "step %lu: %d idle of %d servers", step, i, s);
-		/* Nobody waits while a server is parked or a slot is free. */
-		ck_assert_msg(w == 0 || (i == 0 && s == m->size),
-		              "step %lu: %d waiting with %d idle, %d/%d servers",
-		              step, w, i, s, m->size);
-		for (int k = 0; k < i; k++)
-			ck_assert_msg(m->pool->idle[k].server == m->idle[k] &&
-			              m->pool->idle[k].worker == m->idle_worker[k],
-			              "step %lu: idle[%d] differs", step, k);
-		for (int k = 0; k < MCLIENTS; k++)
-			if (mc[k].mpool == p && (mc[k].state == M_INFLIGHT ||
-			                         mc[k].state == M_CONNECTING ||
-			                         mc[k].state == M_ACTIVE))
-				held++;
-		ck_assert_msg(s == held + i, "step %lu: %d servers counted, %d held + %d idle",
-		              step, s, held, i);
-	}
-	ck_assert_msg(npools() == live, "step %lu: %zu pools listed, model has %zu",
-	              step, npools(), live);
-}
-
-static void model_step(int k)
-{
-	struct mclient *c = &mc[k];
-	struct mpool *m = &mp[c->mpool];
-	void *server = NULL;
-	int p;
-
-	switch (c->state) {
-	case M_DETACHED:
-		p = (int)(rnd() % MPOOLS);
-		m = &mp[p];
-		struct pool *pool = pool_attach(&reg, m->db, m->user, m->size);
-		ck_assert_ptr_nonnull(pool);
-		if (m->pool != NULL) {
-			ck_assert_msg(pool == m->pool, "step %lu: attach found another pool", step);
-		} else {
-			ck_assert_msg(pool->nservers == 0 && pool->nidle == 0 &&
-			              pool->nwaiters == 0 && pool->nclients == 1,
-			              "step %lu: new pool is not fresh", step);
-			m->pool = pool;
-		}
-		m->nclients++;
-		c->mpool = p;
-		c->state = M_ATTACHED;
-		break;
-	case M_ATTACHED:
-		if (rnd() % 4 == 0) {
-			pool_detach(&reg, m->pool);
-			if (--m->nclients == 0 && m->nservers == 0)
-				m->pool = NULL;
-			c->state = M_DETACHED;
-			break;
-		}
-		if (m->nidle > 0 && rnd() % 8 == 0) {
-			/* An idle server times out: its worker takes it and closes it. */
-			int i = (int)(rnd() % (uint64_t)m->nidle);
-			server = m->idle[i];
-			ck_assert_msg(pool_take_idle(&reg, m->pool, server),
-			              "step %lu: idle server not taken", step);
-			ck_assert_msg(!pool_take_idle(&reg, m->pool, server),
-			              "step %lu: idle server taken twice", step);
-			model_unpark(m, i);
-			token_put(server);
-			model_closed(c->mpool);
-			break;
-		}
-		c->w.idle_owner = -1;
-		enum pool_result res = pool_acquire(&reg, m->pool, &c->w, &server);
-		if (m->qlen == 0 && m->nidle > 0) {
-			/* The client's own worker's newest, else the newest of all. */
-			int i = m->nidle - 1;
-			while (i > 0 && m->idle_worker[i] != c->w.worker)
-				i--;
-			if (m->idle_worker[i] != c->w.worker)
-				i = m->nidle - 1;
-			ck_assert_msg(res == POOL_GOT_IDLE, "step %lu: got %d, expected idle", step, res);
-			ck_assert_msg(server == m->idle[i] && c->w.idle_owner == m->idle_worker[i],
-			              "step %lu: got idle %p on w%d, expected %p on w%d", step,
-			              server, c->w.idle_owner, m->idle[i], m->idle_worker[i]);
-			model_unpark(m, i);
-			c->server = server;
-			c->state = M_ACTIVE;
-		} else if (m->qlen == 0 && m->nservers < m->size) {
-			ck_assert_msg(res == POOL_MAY_CONNECT, "step %lu: got %d, expected connect",
-			              step, res);
-			m->nservers++;
-			c->state = M_CONNECTING;
-		} else {
-			ck_assert_msg(res == POOL_MUST_WAIT, "step %lu: got %d, expected wait",
-			              step, res);
-			m->queue[m->qlen++] = k;
-			c->state = M_WAITING;
-		}
-		break;
-	case M_WAITING:
-		if (rnd() % 3 != 0)
-			break;      /* most of the time, keep waiting */
-		ck_assert_msg(pool_cancel_wait(&reg, m->pool, &c->w),
-		              "step %lu: queued waiter not cancelled", step);
-		for (int q = 0; q < m->qlen; q++) {
-			if (m->queue[q] == k) {
-				memmove(m->queue + q, m->queue + q + 1,
-				        sizeof(int) * (size_t)(m->qlen - q - 1));
-				m->qlen--;
-				break;
-			}
-		}
-		c->state = M_ATTACHED;
-		break;
-	case M_INFLIGHT:
-		if (!c->cancelled && rnd() % 4 == 0) {
-			ck_assert_msg(!pool_cancel_wait(&reg, m->pool, &c->w),
-			              "step %lu: popped waiter cancelled", step);
-			c->cancelled = true;
-			break;
-		}
-		if (c->cancelled) {
-			/* The client gave up: the receiver passes it on. */
-			c->state = M_ATTACHED;
-			if (c->server != NULL)
-				model_release(c->mpool, c->server, c->w.worker);
-			else
-				model_closed(c->mpool);
-		} else if (c->server != NULL) {
-			c->state = M_ACTIVE;
-		} else {
-			c->state = M_CONNECTING;
-		}
-		break;
-	case M_CONNECTING:
-		c->state = M_ATTACHED;
-		if (rnd() % 5 == 0) {
-			model_closed(c->mpool);     /* the connect failed */
-		} else {
-			c->server = token_get();
-			c->state = M_ACTIVE;
-		}
-		break;
-	case M_ACTIVE:
-		server = c->server;
-		c->server = NULL;
-		c->state = M_ATTACHED;
-		if (rnd() % 6 == 0) {
-			token_put(server);
-			model_closed(c->mpool);
-		} else {
-			model_release(c->mpool, server, c->w.worker);
-		}
-		break;
-	}
-}
-
-static int ntokens_freed;
-
-static void free_token(void *server)
-{
-	token_put(server);
-	ntokens_freed++;
-}
-
-START_TEST(random_against_model)
-{
-	const char *env = getenv("PGBERTH_POOL_SEED");
-	uint64_t seed = env != NULL ? strtoull(env, NULL, 0) : 0x9e3779b97f4a7c15ULL;
-	static const struct { const struct db_config *db; const char *user; int size; } def[MPOOLS] = {
-		{ &db_app, "alice", 3 }, { &db_app, "bob", 1 }, { &db_other, "alice", 4 },
-	};
-
-	rng = seed != 0 ? seed : 1;
-	memset(mc, 0, sizeof(mc));
-	memset(mp, 0, sizeof(mp));
-	memset(token_used, 0, sizeof(token_used));
-	for (int p = 0; p < MPOOLS; p++) {
-		mp[p].db = def[p].db;
-		mp[p].user = def[p].user;
-		mp[p].size = def[p].size;
-	}
-	for (int k = 0; k < MCLIENTS; k++)
-		waiter_init(&mc[k].w, k % 4, (uint32_t)k, 1000u + (uint64_t)k);
-
-	unsigned long waits = 0;
-	nhandoffs = 0;
-	for (step = 0; step < 10000; step++) {
-		int k = (int)(rnd() % MCLIENTS);
-		enum mstate before = mc[k].state;
-		model_step(k);
-		if (before == M_ATTACHED && mc[k].state == M_WAITING)
-			waits++;
-		model_check();
-	}
-	/* The run must actually have exercised queueing and handoffs. */
-	ck_assert_msg(waits > 100 && nhandoffs > 100, "seed %llu: %lu waits, %lu handoffs",
-	              (unsigned long long)seed, waits, nhandoffs);
-
-	/* Drain in index order: every client gives up what it has and
-	 * detaches. A handoff can only go to a client still waiting, which
-	 * comes later in the order. */
-	for (int k = 0; k < MCLIENTS; k++) {
-		struct mclient *c = &mc[k];
-		struct mpool *m;
-
-		while (c->state != M_DETACHED) {
-			m = &mp[c->mpool];
-			if (c->state == M_WAITING) {
-				ck_assert(pool_cancel_wait(&reg, m->pool, &c->w));
-				for (int q = 0; q < m->qlen; q++) {
-					if (m->queue[q] == k) {
-						memmove(m->queue + q, m->queue + q + 1,
-						        sizeof(int) * (size_t)(m->qlen - q - 1));
-						m->qlen--;
-						break;
-					}
-				}
-				c->state = M_ATTACHED;
-			} else if (c->state == M_ATTACHED) {
-				pool_detach(&reg, m->pool);
-				if (--m->nclients == 0 && m->nservers == 0)
-					m->pool = NULL;
-				c->state = M_DETACHED;
-			} else {
-				if (c->state == M_INFLIGHT && !c->cancelled) {
-					ck_assert(!pool_cancel_wait(&reg, m->pool, &c->w));
-					c->cancelled = true;
-				}
-				model_step(k);
-			}
-			model_check();
-		}
-	}
-	/* Only parked servers remain; the registry frees them on destroy. */
-	int parked = 0;
-	for (int p = 0; p < MPOOLS; p++) {
-		ck_assert_int_eq(mp[p].qlen, 0);
-		ck_assert_int_eq(mp[p].nservers, mp[p].nidle);
-		parked += mp[p].nidle;
-	}
-	ntokens_freed = 0;
-	pool_registry_destroy(&reg, free_token);
-	ck_assert_int_eq(ntokens_freed, parked);
-	for (int i = 0; i < MTOKENS; i++)
-		ck_assert_msg(!token_used[i], "server %d neither parked nor closed", i);
-	pool_registry_init(&reg);
-}
-END_TEST
-
-/*
  * Reload and pause. The registry follows config snapshots parsed from YAML
  * as the daemon's are, so pool_size, the reserve, per-user overrides and
  * conninfo come from the same code path as in production. A test drops its
@@ -2271,20 +1860,41 @@ START_TEST(totals_sum_pools)
 END_TEST
 
 /*
- * Randomized run of reloads and pauses against a model. Clients of three
- * (database, user) pools come and go as in random_against_model while the
- * registry is paused and resumed and follows snapshots whose pool_size,
- * reserve, per-user override and conninfo change, and from which "other"
- * sometimes disappears (its pool retires; a later client gets a new one).
- * Workers are modelled as the daemon's: they close a server of an old gen
- * instead of releasing it, and close the idle servers pool_idle_unwanted
- * names. The model predicts every result, and after each step checks what
- * a reload and a pause promise: a pool never has more servers than
- * max(size + reserve, what it had when a reload shrank it) and only comes
- * down from there; parked servers fit the idle array; after a resume or a
- * reload nobody waits who could have a server or a slot.
+ * Randomized run against a model. Clients of three (database, user) pools
+ * move between the states below; the model predicts every result of the
+ * registry, which client each handoff goes to and which server it carries,
+ * which idle server a client gets (its own worker's first) and on whose
+ * loop, and the counts after each step. Servers are released by the
+ * client's worker; idle ones are sometimes taken out and closed, as the
+ * idle timeout does.
+ *
+ * The run starts without a registry config, pools sized by the caller as
+ * in the unit tests, then follows snapshots parsed from YAML whose
+ * pool_size, reserve, per-user override and conninfo change, and from
+ * which "other" sometimes disappears (its pool retires; a later client gets
+ * a new one), while the registry is paused and resumed. Workers are
+ * modelled as the daemon's: they close a server of an old gen instead of
+ * releasing it, and close the idle servers pool_idle_unwanted names. After
+ * each step the model also checks what a reload and a pause promise: a
+ * pool never has more servers than max(size + reserve, what it had when a
+ * reload shrank it) and only comes down from there; parked servers fit the
+ * idle array; after a resume or a reload nobody waits who could have a
+ * server or a slot; the per-database server count is the sum of its pools'.
  */
-enum { RCLIENTS = 12, RKEYS = 3, RPOOLS = 24, RTOKENS = 96, RSERVE = 2 };
+enum mstate {
+	M_DETACHED,                 /* no pool */
+	M_ATTACHED,                 /* attached, holds nothing */
+	M_WAITING,                  /* rpool->queue */
+	M_INFLIGHT,                 /* popped; handoff not yet delivered */
+	M_CONNECTING,               /* holds a slot, no server yet */
+	M_ACTIVE,                   /* holds a server */
+};
+
+enum {
+	RCLIENTS = 16, RKEYS = 3, RPOOLS = 24, RTOKENS = 96, RSERVE = 2,
+	RNOCFG_STEPS = 6000,        /* steps without a registry config, then a reload */
+	RSTEPS = 16000,
+};
 
 struct rclient {
 	enum mstate state;
@@ -2312,11 +1922,17 @@ struct rpool {
 	int nclients;
 };
 
+/* The caller's entries while the registry has no config: their conninfo is
+ * the first snapshot's, as rs starts out. */
+static struct db_config rdb_app = { .name = "app", .conninfo = "host=/tmp port=5432 dbname=app" };
+static struct db_config rdb_other = { .name = "other", .conninfo = "host=/tmp dbname=other" };
+
 static const struct { struct db_config *db; const char *user; } rkeys[RKEYS] = {
-	{ &db_app, "alice" }, { &db_app, "bob" }, { &db_other, "alice" },
+	{ &rdb_app, "alice" }, { &rdb_app, "bob" }, { &rdb_other, "alice" },
 };
 
-/* What the registry's current snapshot says. */
+/* What the registry's current snapshot says; before the first reload, what
+ * the caller's entries and sizes say. */
 static struct {
 	int app_size;
 	int bob_size;               /* override for bob; 0: none */
@@ -2327,6 +1943,8 @@ static struct {
 } rs;
 
 static struct rclient rc[RCLIENTS];
+static uint64_t rng;
+static unsigned long step;
 static struct rpool rpools[RPOOLS];
 static int rcur[RKEYS];         /* rpools index of the key's unretired pool, or -1 */
 static bool rpaused;
@@ -2336,8 +1954,16 @@ static unsigned rtoken_gen[RTOKENS];
 /* What the run exercised, so that it cannot pass by doing nothing. */
 static struct {
 	unsigned long waits, handoffs, reloads, retired, refused, served_idle, served_slot;
-	unsigned long surplus_waiting, unwanted_closed, paused_parks, shrunk_over;
+	unsigned long surplus_waiting, unwanted_closed, paused_parks, shrunk_over, timed_out;
 } rstat;
+
+static uint64_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
 
 static void *rtoken_get(unsigned gen)
 {
@@ -2661,14 +2287,34 @@ static void r_idle_sweep(int p)
 	}
 }
 
+/* An idle server times out: its worker takes it out and closes it. */
+static void r_idle_timeout(int p)
+{
+	struct rpool *m = &rpools[p];
+	int i = (int)(rnd() % (uint64_t)m->nidle);
+	void *server = m->idle[i];
+
+	ck_assert_msg(pool_take_idle(&reg, m->pool, server), "step %lu: idle server not taken",
+	              step);
+	ck_assert_msg(!pool_take_idle(&reg, m->pool, server), "step %lu: idle server taken twice",
+	              step);
+	rpool_unpark(m, i);
+	rtoken_put(server);
+	rstat.timed_out++;
+	r_closed(p);
+}
+
 static void r_attach(struct rclient *c)
 {
 	int key = (int)(rnd() % RKEYS);
 	struct pool *pool;
 
 	errno = 0;
-	/* The size passed is nonsense on purpose: the config's must win. */
-	pool = pool_attach(&reg, rkeys[key].db, rkeys[key].user, 1000);
+	/* The size passed is nonsense on purpose where it must not count: the
+	 * config's wins, and an existing pool keeps its own. Without a config a
+	 * new pool takes the caller's. */
+	pool = pool_attach(&reg, rkeys[key].db, rkeys[key].user,
+	                   reg.cfg == NULL && rcur[key] < 0 ? rkey_size(key) : 1000);
 	if (!rkey_configured(key)) {
 		ck_assert_msg(pool == NULL && errno == ENOENT,
 		              "step %lu: attach to a removed database gave %p, errno %d",
@@ -2777,6 +2423,8 @@ static void r_step(int k)
 	case M_ATTACHED:
 		if (rnd() % 4 == 0)
 			r_detach(c);
+		else if (m->nidle > 0 && rnd() % 8 == 0)
+			r_idle_timeout(c->rp);
 		else
 			r_acquire(k);
 		break;
@@ -2833,7 +2481,16 @@ static void r_check(void)
 {
 	size_t live = 0;
 	int ts = 0, ti = 0, tw = 0, s, i, w;
+	int dbservers[RKEYS] = {0}, dbpools[RKEYS] = {0};
 
+	/* Per database (by its first key): what its pools count, retired or not. */
+	for (int p = 0; p < RPOOLS; p++) {
+		if (rpools[p].pool == NULL)
+			continue;
+		int d = rpools[p].key == 2 ? 2 : 0;
+		dbservers[d] += rpools[p].nservers;
+		dbpools[d]++;
+	}
 	for (int p = 0; p < RPOOLS; p++) {
 		struct rpool *m = &rpools[p];
 		int held = 0;
@@ -2882,21 +2539,39 @@ static void r_check(void)
 		              strcmp(db->conninfo, m->conninfo) == 0,
 		              "step %lu pool %d: entry %s \"%s\", model \"%s\"", step, p, db->name,
 		              db->conninfo, m->conninfo);
-		if (!m->retired)
+		if (reg.cfg == NULL)
+			ck_assert_msg(db == rkeys[m->key].db,
+			              "step %lu pool %d: entry not the caller's (no config)", step, p);
+		else if (!m->retired)
 			ck_assert_msg(db == config_find_db(reg.cfg, db->name),
 			              "step %lu pool %d: entry not from the current snapshot", step, p);
+		/* max_db_connections counts over the database's pools. */
+		int d = m->key == 2 ? 2 : 0;
+		ck_assert_msg(strcmp(m->pool->dbc->dbname, db->name) == 0 &&
+		              m->pool->dbc->nservers == dbservers[d] &&
+		              m->pool->dbc->npools == dbpools[d],
+		              "step %lu pool %d: database %s counts %d servers in %d pools, model "
+		              "%d in %d", step, p, m->pool->dbc->dbname, m->pool->dbc->nservers,
+		              m->pool->dbc->npools, dbservers[d], dbpools[d]);
 		ck_assert_msg(pool_idle_unwanted(&reg, m->pool, m->gen) ==
 		              ((m->retired && m->nclients == 0) || s > m->size),
 		              "step %lu pool %d: pool_idle_unwanted for the current gen", step, p);
 	}
 	ck_assert_msg(npools() == live, "step %lu: %zu pools listed, model has %zu",
 	              step, npools(), live);
+	size_t ndbs = 0;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &reg.dbs)
+		ndbs++;
+	ck_assert_msg(ndbs == (size_t)(dbpools[0] > 0) + (size_t)(dbpools[2] > 0),
+	              "step %lu: %zu database counts listed, model has pools in %d", step, ndbs,
+	              (dbpools[0] > 0) + (dbpools[2] > 0));
 	pool_totals(&reg, &s, &i, &w);
 	ck_assert_msg(s == ts && i == ti && w == tw, "step %lu: totals %d/%d/%d, pools %d/%d/%d",
 	              step, s, i, w, ts, ti, tw);
 }
 
-START_TEST(reload_pause_against_model)
+START_TEST(random_against_model)
 {
 	const char *env = getenv("PGBERTH_POOL_SEED");
 	uint64_t seed = env != NULL ? strtoull(env, NULL, 0) : 0x2545f4914f6cdd1dULL;
@@ -2910,19 +2585,31 @@ START_TEST(reload_pause_against_model)
 	for (int key = 0; key < RKEYS; key++)
 		rcur[key] = -1;
 	rpaused = false;
-	rs.app_size = 2;
-	rs.bob_size = 0;
-	rs.app_reserve = 1;
+	/* What the caller's entries say until the first reload: app/alice 3,
+	 * app/bob 1, other/alice 4, no reserve. */
+	rs.app_size = 3;
+	rs.bob_size = 1;
+	rs.app_reserve = rdb_app.reserve_pool_size;
 	rs.app_port = 5432;
-	rs.other_size = 2;
+	rs.other_size = 4;
 	rs.other = true;
-	reload(rs_config());
+	ck_assert_ptr_null(reg.cfg);
 	for (int k = 0; k < RCLIENTS; k++)
-		waiter_init(&rc[k].w, k % 4, (uint32_t)k, 5000u + (uint64_t)k);
+		waiter_init(&rc[k].w, k % 4, (uint32_t)k, 1000u + (uint64_t)k);
 
-	for (step = 0; step < 6000; step++) {
+	for (step = 0; step < RSTEPS; step++) {
 		unsigned r = (unsigned)(rnd() % 100);
-		if (r < 3) {
+		if (step == RNOCFG_STEPS) {
+			/* Without a config the run must have exercised queueing and
+			 * handoffs on its own. */
+			ck_assert_msg(rstat.waits > 100 && rstat.handoffs > 100 && rstat.timed_out > 10,
+			              "seed %llu, no config: %lu waits, %lu handoffs, %lu timed out",
+			              (unsigned long long)seed, rstat.waits, rstat.handoffs,
+			              rstat.timed_out);
+			r_reload();
+		} else if (r < 6 && reg.cfg == NULL) {
+			r_step((int)(rnd() % RCLIENTS));    /* no reload nor pause yet */
+		} else if (r < 3) {
 			r_reload();
 		} else if (r < 6) {
 			r_pause();
@@ -2941,16 +2628,19 @@ START_TEST(reload_pause_against_model)
 	              rstat.retired > 3 && rstat.refused > 3 && rstat.served_idle > 10 &&
 	              rstat.served_slot > 10 && rstat.surplus_waiting > 3 &&
 	              rstat.unwanted_closed > 3 && rstat.paused_parks > 10 &&
-	              rstat.shrunk_over > 3,
+	              rstat.shrunk_over > 3 && rstat.timed_out > 30,
 	              "seed %llu exercised too little: %lu waits, %lu handoffs, %lu reloads, "
 	              "%lu retired, %lu refused, %lu+%lu served, %lu surplus with waiters, "
-	              "%lu unwanted closed, %lu parked while paused, %lu shrunk below servers",
+	              "%lu unwanted closed, %lu parked while paused, %lu shrunk below servers, "
+	              "%lu timed out",
 	              (unsigned long long)seed, rstat.waits, rstat.handoffs, rstat.reloads,
 	              rstat.retired, rstat.refused, rstat.served_idle, rstat.served_slot,
 	              rstat.surplus_waiting, rstat.unwanted_closed, rstat.paused_parks,
-	              rstat.shrunk_over);
+	              rstat.shrunk_over, rstat.timed_out);
 
-	/* Drain as random_against_model does, running. */
+	/* Drain in index order, running: every client gives up what it has and
+	 * detaches. A handoff can only go to a client still waiting, which
+	 * comes later in the order. */
 	if (rpaused)
 		r_pause();
 	for (int k = 0; k < RCLIENTS; k++) {
@@ -2970,6 +2660,16 @@ START_TEST(reload_pause_against_model)
 				}
 				r_step(k);
 			}
+			r_check();
+		}
+	}
+	/* The idle servers of "other" time out: its pools go, and with them
+	 * its database count. App's parked servers go with the registry. */
+	for (int p = 0; p < RPOOLS; p++) {
+		while (rpools[p].pool != NULL && rpools[p].key == 2) {
+			ck_assert_int_eq(rpools[p].nclients, 0);
+			ck_assert_int_eq(rpools[p].nservers, rpools[p].nidle);
+			r_idle_timeout(p);
 			r_check();
 		}
 	}
@@ -3047,7 +2747,6 @@ static Suite *pool_suite(void)
 
 	tcase_add_checked_fixture(model, setup, teardown);
 	tcase_add_test(model, random_against_model);
-	tcase_add_test(model, reload_pause_against_model);
 	suite_add_tcase(s, model);
 	return s;
 }
