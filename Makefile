@@ -86,7 +86,7 @@ demo: all
 	@scripts/demo.sh $(BUILD)
 
 bench: all
-	@$(MAKE) --no-print-directory $(BUILD)/bench/idle_clients
+	@$(MAKE) --no-print-directory $(BUILD)/bench/idle_clients $(BUILD)/bench/floor_relay
 	@scripts/bench.sh $(BUILD)
 
 # The idle-connection client that scripts/bench.sh drives: libpq only.
@@ -94,6 +94,11 @@ $(BUILD)/bench/idle_clients: bench/idle_clients.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SAN) $(shell pkg-config --cflags libpq) \
 		-o $@ $< $(shell pkg-config --libs libpq)
+
+# The yardstick relay that copies bytes and does nothing else: libc only.
+$(BUILD)/bench/floor_relay: bench/floor_relay.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(SAN) -o $@ $<
 
 # The units name the installed paths, not DESTDIR's: they are written for the
 # machine they end up on. With DESTDIR empty (a real install), install also

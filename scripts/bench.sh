@@ -26,6 +26,10 @@
 #   BENCH_POOL_SIZE=20          pool_size of the transaction pools (both poolers)
 #   BENCH_WORKERS=default       pgberth's workers in the main runs (default: the daemon's own default)
 #   BENCH_WORKERS_COMPARE="1 2" pgberth workers compared at 50 clients, -S ("" skips)
+#   BENCH_FLOOR=1               also run every transaction-pool point through
+#                               floor_relay (bench/floor_relay.c), a pooler cut
+#                               down to what pgbench needs, as the yardstick of
+#                               the least CPU a pooler can spend here (0 skips)
 #   BENCH_SCALE=10 [1]          pgbench -i scale
 #   BENCH_PG_MAX_CONN=<auto>    PostgreSQL max_connections (auto: enough for
 #                               the largest direct run plus the poolers' servers)
@@ -61,6 +65,7 @@ case $BUILD in
 esac
 PGBERTH=$BUILD/pgberth
 IDLE=$BUILD/bench/idle_clients
+FLOOR=$BUILD/bench/floor_relay
 OUT=$BUILD/bench
 LOGS=$OUT/logs
 PG_USER=pgberth-test    # runs PostgreSQL and PgBouncer when we are root
@@ -71,6 +76,7 @@ PG_PORT=55432
 PGB_PORT=6432
 BNC_PORT=6433
 WORKERS_PORT_BASE=6440  # + workers, for the workers comparison
+FLOOR_PORT=6450         # floor_relay, the yardstick
 
 # --- Settings ---------------------------------------------------------------
 
@@ -98,9 +104,11 @@ POOL=${BENCH_POOL_SIZE:-20}
 WORKERS=${BENCH_WORKERS:-default}
 WORKERS_COMPARE=${BENCH_WORKERS_COMPARE-1 2}
 WORKERS_CLIENTS=50
+WITH_FLOOR=${BENCH_FLOOR:-1}
 SCALE=${BENCH_SCALE:-$d_scale}
 
 [ "$WORKERS" = default ] || is_uint "$WORKERS" || die "BENCH_WORKERS must be a number or 'default'"
+case $WITH_FLOOR in 0 | 1) ;; *) die "BENCH_FLOOR must be 0 or 1" ;; esac
 for v in T ROUNDS IDLE_N IDLE_T POOL SCALE; do
 	if ! is_uint "${!v}" || [ "${!v}" -eq 0 ]; then
 		die "$v must be a positive integer (got \"${!v}\")"
@@ -263,6 +271,7 @@ trap 'on_signal HUP 129' HUP
 step "checking packages"
 [ -x "$PGBERTH" ] || die "$PGBERTH not found; run \"make bench\" (or make) first"
 [ -x "$IDLE" ] || die "$IDLE not found; run \"make bench\" (or make $IDLE) first"
+[ "$WITH_FLOOR" -eq 0 ] || [ -x "$FLOOR" ] || die "$FLOOR not found; run \"make bench\" (or make $FLOOR) first"
 pkgs=()
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || pkgs+=(pgbouncer)
 command -v gnuplot >/dev/null 2>&1 || pkgs+=(gnuplot-nox)
@@ -367,7 +376,7 @@ say "$CPU_MODEL, $NPROC CPUs, $MEM_GB GiB; $PGBERTH_VERSION at $COMMIT; $BNC_VER
 # --- PostgreSQL ------------------------------------------------------------
 
 # Server connections the poolers keep open while the direct runs go on.
-RESERVE=$((2 * POOL + 2 * SPOOL + ${#WLIST[@]} * POOL + 10))
+RESERVE=$((3 * POOL + 2 * SPOOL + ${#WLIST[@]} * POOL + 10))
 SUPERUSER_RESERVED=3
 write_pg_conf() { # MAX_CONNECTIONS
 	cat >"$RUN/pgdata/bench.conf" <<EOF
@@ -519,6 +528,12 @@ start_target() { # NAME
 	pgberth) start_pgberth pgberth "$PGB_PORT" "$WORKERS" 1 ;;
 	pgbouncer) start_pgbouncer ;;
 	pgberth_w*) start_pgberth "$1" $((WORKERS_PORT_BASE + ${1#pgberth_w})) "${1#pgberth_w}" 0 ;;
+	floor)
+		setsid "$FLOOR" "$SOCK/.s.PGSQL.$FLOOR_PORT" "$SOCK/.s.PGSQL.$PG_PORT" "$POOL" "$DB" "$DB_USER" \
+			</dev/null >/dev/null 2>>"$LOGS/floor.log" &
+		PIDS[floor]=$!
+		wait_ready floor "$FLOOR_PORT"
+		;;
 	esac
 }
 
@@ -526,6 +541,10 @@ step "starting pgberth (workers $WORKERS) and PgBouncer: pool_size $POOL, transa
 start_target pgberth || die "pgberth did not start"
 start_target pgbouncer || die "PgBouncer did not start"
 say "pgberth pid ${PIDS[pgberth]} on port $PGB_PORT, PgBouncer pid ${PIDS[pgbouncer]} on port $BNC_PORT"
+if [ "$WITH_FLOOR" -eq 1 ]; then
+	start_target floor || die "floor_relay did not start; see $LOGS/floor.log"
+	say "floor_relay pid ${PIDS[floor]} on port $FLOOR_PORT (pool $POOL)"
+fi
 
 # --- Runs -----------------------------------------------------------------
 
@@ -538,6 +557,7 @@ target_port() {
 	pgberth) echo "$PGB_PORT" ;;
 	pgbouncer) echo "$BNC_PORT" ;;
 	pgberth_w*) echo $((WORKERS_PORT_BASE + ${1#pgberth_w})) ;;
+	floor) echo "$FLOOR_PORT" ;;
 	esac
 }
 
@@ -645,11 +665,14 @@ for c in "${CLIENTS_A[@]}"; do POINTS+=("S_extended_c$c|-S extended|txn|$c|-S -M
 for c in "${PREP_A[@]}"; do POINTS+=("S_prepared_c$c|-S prepared (session pools)|session|$c|-S -M prepared"); done
 for c in "${CONN_A[@]}"; do POINTS+=("S_connect_c$c|-S -C simple (connection per txn)|txn|$c|-S -C -M simple"); done
 TARGETS=(direct pgberth pgbouncer)
+[ "$WITH_FLOOR" -eq 0 ] || TARGETS+=(floor)
+NT=${#TARGETS[@]}
 
 # --- Warm-up and idle clients -------------------------------------------------------
 
 step "warm-up: pgbench -S, $POOL clients, 2 s through each target (not recorded)"
 for target in "${TARGETS[@]}"; do
+	[ "$target" != floor ] || continue
 	run_bounded 120 "$LOGS/warmup-$target.log" "$PG_BINDIR/pgbench" -n -S -h "$SOCK" \
 		-p "$(target_port "$target")" -U "$DB_USER" -c "$POOL" -j 2 -T 2 "$DB"
 	say "  $target: $(grep -m 1 '^tps' "$LOGS/warmup-$target.log" || echo "failed (logs/warmup-$target.log)")"
@@ -716,13 +739,15 @@ done
 
 # --- Interleaved rounds -----------------------------------------------------------
 
-step "${#POINTS[@]} points x 3 targets x $ROUNDS round(s), $T s each"
+step "${#POINTS[@]} points x $NT targets x $ROUNDS round(s), $T s each"
 for ((r = 1; r <= ROUNDS; r++)); do
 	for i in "${!POINTS[@]}"; do
 		IFS='|' read -r point workload dbkind clients args <<<"${POINTS[$i]}"
-		rot=$(((i + r) % 3))
-		for k in 0 1 2; do
-			target=${TARGETS[$(((k + rot) % 3))]}
+		rot=$(((i + r) % NT))
+		for ((k = 0; k < NT; k++)); do
+			target=${TARGETS[$(((k + rot) % NT))]}
+			# floor_relay has transaction pools only.
+			[ "$target" != floor ] || [ "$dbkind" = txn ] || continue
 			# shellcheck disable=SC2086  # args are words on purpose
 			run_point "$r" "$point" "$workload" "$clients" "$target" "$dbkind" $args
 			sleep 0.5
@@ -780,8 +805,8 @@ ratio() { # A B: A / B
 
 step "writing $OUT/results.md, results.csv, tps.png"
 csv=$OUT/results.csv
-echo "point,workload,clients,target,tps,latency_ms,pooler_cpu_us_per_txn,rounds_ok,rounds,tps_ratio_pgberth_pgbouncer,cpu_ratio_pgberth_pgbouncer,note" >"$csv"
-rows=""
+echo "point,workload,clients,target,tps,latency_ms,pooler_cpu_us_per_txn,rounds_ok,rounds,tps_ratio_pgberth_pgbouncer,cpu_ratio_pgberth_pgbouncer,tps_ratio_floor_pgbouncer,cpu_ratio_floor_pgbouncer,note" >"$csv"
+rows="" frows=""
 declare -A PLOT=() RT=() RL=() RU=() ROK=() RWHY=()
 for entry in "${POINTS[@]}"; do
 	IFS='|' read -r point workload dbkind clients args <<<"$entry"
@@ -794,16 +819,24 @@ for entry in "${POINTS[@]}"; do
 	done
 	tr=$(ratio "${RT[pgberth]}" "${RT[pgbouncer]}")
 	cr=$(ratio "${RU[pgberth]}" "${RU[pgbouncer]}")
+	ftr="" fcr=""
+	if [ "$WITH_FLOOR" -eq 1 ] && [ "$dbkind" = txn ]; then
+		ftr=$(ratio "${RT[floor]}" "${RT[pgbouncer]}")
+		fcr=$(ratio "${RU[floor]}" "${RU[pgbouncer]}")
+		frows+="| $workload | $clients | $(fmt "${RT[floor]}" %.0f) | $(fmt "${RL[floor]}" %.3f) | $(fmt "${RU[floor]}" %.1f) "
+		frows+="| $(fmt "$tr" %.2f) | $(fmt "$ftr" %.2f) | $(fmt "$cr" %.2f) | $(fmt "$fcr" %.2f) |"$'\n'
+	fi
 	for target in "${TARGETS[@]}"; do
-		printf '%s,"%s",%s,%s,%s,%s,%s,%s,%s,%s,%s,"%s"\n' "$point" "$workload" "$clients" "$target" \
-			"${RT[$target]}" "${RL[$target]}" "${RU[$target]}" "${ROK[$target]}" "$ROUNDS" "$tr" "$cr" \
+		[ "$target" != floor ] || [ "$dbkind" = txn ] || continue
+		printf '%s,"%s",%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"%s"\n' "$point" "$workload" "$clients" "$target" \
+			"${RT[$target]}" "${RL[$target]}" "${RU[$target]}" "${ROK[$target]}" "$ROUNDS" "$tr" "$cr" "$ftr" "$fcr" \
 			"${RWHY[$target]//\"/\'}" >>"$csv"
 	done
 	rows+="| $workload | $clients | $(fmt "${RT[direct]}" %.0f) | $(fmt "${RT[pgberth]}" %.0f) | $(fmt "${RT[pgbouncer]}" %.0f) "
 	rows+="| $(fmt "${RL[direct]}" %.3f) | $(fmt "${RL[pgberth]}" %.3f) | $(fmt "${RL[pgbouncer]}" %.3f) "
 	rows+="| $(fmt "${RU[pgberth]}" %.1f) | $(fmt "${RU[pgbouncer]}" %.1f) | $(fmt "$tr" %.2f) | $(fmt "$cr" %.2f) |"$'\n'
 	if [ "${point%_c*}" = S_simple ]; then
-		PLOT[$clients]="$clients ${RT[direct]:-NaN} ${RT[pgberth]:-NaN} ${RT[pgbouncer]:-NaN}"
+		PLOT[$clients]="$clients ${RT[direct]:-NaN} ${RT[pgberth]:-NaN} ${RT[pgbouncer]:-NaN} ${RT[floor]:-NaN}"
 	fi
 done
 
@@ -811,7 +844,7 @@ wrows=""
 best="" best_tps=""
 for w in "${WLIST[@]}"; do
 	agg "workers$w" "pgberth_w$w"
-	printf '%s,"%s",%s,%s,%s,%s,%s,%s,%s,,,"%s"\n' "workers$w" "-S simple, pgberth workers $w" "$WORKERS_CLIENTS" \
+	printf '%s,"%s",%s,%s,%s,%s,%s,%s,%s,,,,,"%s"\n' "workers$w" "-S simple, pgberth workers $w" "$WORKERS_CLIENTS" \
 		"pgberth_w$w" "$A_TPS" "$A_LAT" "$A_CPU" "$A_OK" "$ROUNDS" "${A_NOTE//\"/\'}" >>"$csv"
 	[ "$A_OK" -gt 0 ] || NOTES+=("pgberth workers $w: n/a: ${A_NOTE#*: }")
 	wrows+="| $w | $(fmt "$A_TPS" %.0f) | $(fmt "$A_LAT" %.3f) | $(fmt "$A_CPU" %.1f) |"$'\n'
@@ -822,7 +855,7 @@ done
 
 # The plot: TPS against clients, -S simple.
 dat=$LOGS/tps_simple.dat
-echo "# clients direct pgberth pgbouncer" >"$dat"
+echo "# clients direct pgberth pgbouncer floor" >"$dat"
 for c in $(printf '%s\n' "${!PLOT[@]}" | sort -n); do
 	echo "${PLOT[$c]}" >>"$dat"
 done
@@ -830,7 +863,11 @@ cmin=$(printf '%s\n' "${!PLOT[@]}" | sort -n | head -n 1)
 cmax=$(printf '%s\n' "${!PLOT[@]}" | sort -n | tail -n 1)
 term="png size 900,560"
 gnuplot -e 'set terminal pngcairo' >/dev/null 2>&1 && term="pngcairo size 900,560 font ',10'"
-if [ -n "$cmin" ] && gnuplot >"$LOGS/gnuplot.log" 2>&1 <<EOF; then
+floor_plot=""
+[ "$WITH_FLOOR" -eq 0 ] || floor_plot=", '' using 1:5 with linespoints lw 1 dt 2 pt 1 title 'floor (floor_relay)'"
+if [ -z "$cmin" ]; then
+	note "no -S simple point was run, so there is no plot"
+elif gnuplot >"$LOGS/gnuplot.log" 2>&1 <<EOF; then
 set terminal $term
 set output '$OUT/tps.png'
 set title "pgbench -S -M simple, ${T} s per run: TPS by clients (pool_size $POOL, transaction pooling)"
@@ -846,7 +883,7 @@ set datafile missing 'NaN'
 set xtics ($(for c in $(printf '%s\n' "${!PLOT[@]}" | sort -n); do printf '"%s" %s,' "$c" "$c"; done | sed 's/,$//'))
 plot '$dat' using 1:2 with linespoints lw 2 pt 7 title 'PostgreSQL direct', \
      ''     using 1:3 with linespoints lw 2 pt 5 title 'pgberth', \
-     ''     using 1:4 with linespoints lw 2 pt 9 title 'PgBouncer'
+     ''     using 1:4 with linespoints lw 2 pt 9 title 'PgBouncer'$floor_plot
 EOF
 	say "  wrote $OUT/tps.png"
 else
@@ -890,6 +927,21 @@ elapsed=$((SECONDS - t_start))
 	printf '%s' "$rows"
 	echo
 	echo "![TPS by clients](tps.png)"
+	if [ -n "$frows" ]; then
+		echo
+		echo "## The floor: a pooler cut down to what pgbench needs"
+		echo
+		echo "floor_relay (bench/floor_relay.c) is a transaction pooler with the same pool_size and nothing"
+		echo "else: it answers the login with a canned reply, copies bytes with one read() and one write() per"
+		echo "chunk, and frees a server at ReadyForQuery 'I'. It parses no message, checks nothing, keeps no"
+		echo "client state. Its CPU per transaction is about what the kernel alone charges a pooler for the"
+		echo "same work on this machine, so a ratio to PgBouncer that floor_relay itself does not reach is out"
+		echo "of reach for any pooler here. It ran in the same rounds, interleaved with the others."
+		echo
+		echo "| Workload | Clients | floor TPS | floor lat ms | floor CPU µs/txn | pgberth / PgBouncer TPS | floor / PgBouncer TPS | pgberth / PgBouncer CPU | floor / PgBouncer CPU |"
+		echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+		printf '%s' "$frows"
+	fi
 	if [ -n "$wrows" ]; then
 		echo
 		echo "## pgberth workers (pgbench -S simple, $WORKERS_CLIENTS clients)"
