@@ -559,9 +559,12 @@ static int client_greet(struct client *c, struct server *s)
 				rc = client_param_changed(c, s->params[i].name, s->params[i].value);
 		}
 	} else {
+		/* One pass over the defaults: the client's own value, if any,
+		 * stands in for the one at hand. */
 		for (const char *p = c->defaults, *end = c->defaults + c->defaults_len; p < end && rc == 0;) {
 			const char *v = p + strlen(p) + 1;
-			rc = proto_put_param_status(&c->out, p, client_view_get(c, p));
+			const char *own = c->view ? blob_get(c->view, c->view_len, p) : NULL;
+			rc = proto_put_param_status(&c->out, p, own ? own : v);
 			p = v + strlen(v) + 1;
 		}
 	}
