@@ -51,5 +51,8 @@ int buf_take_block(struct buf *b, struct buf_cache *bc);
 /* An empty buffer gives its block back (or frees it); a non-empty one is
  * left alone. */
 void buf_give_block(struct buf *b, struct buf_cache *bc);
+/* Hands what from holds, memory and all, to the empty buffer to (whose own
+ * memory is freed); from is left empty, holding nothing. No byte is copied. */
+void buf_move(struct buf *to, struct buf *from);
 
 #endif

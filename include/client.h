@@ -34,6 +34,7 @@ struct client {
 	struct list login_node;     /* worker->logins until logged in */
 	uint64_t login_deadline;    /* uv_now() ms by which it must be logged in */
 	struct list wait_node;      /* worker->waits, idle_clients or idle_tx */
+	struct list flush_node;     /* worker->flushes while it is on it */
 	uint64_t wait_since;        /* uv_now() ms it went on that list */
 	uint64_t id;                /* "c42" in logs */
 	uint32_t slot;              /* worker slot, behind the BackendKeyData pid */
@@ -123,5 +124,10 @@ void client_update_poll(struct client *c);
 /* Writes what is owed to the client. Returns 0, or -1 if the client is gone
  * (it has then been closed). */
 int client_flush(struct client *c);
+/* client_flush, but once this loop iteration's I/O callbacks are done:
+ * the answers read in one pass over the ready sockets go out back to back,
+ * and a client that polls many connections finds more of them ready each
+ * time it wakes. Only from an I/O callback. */
+void client_flush_later(struct client *c);
 
 #endif

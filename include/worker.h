@@ -71,6 +71,8 @@ struct worker {
 	struct list idle_clients;   /* clients with nothing to do, by wait_since (client_idle_timeout) */
 	struct list idle_tx;        /* clients idle inside a transaction, by wait_since */
 	struct list idle_servers;   /* SERVER_IDLE servers on this loop, least recently used first */
+	struct list flushes;        /* clients whose server's answer goes out at the end of this iteration */
+	uv_check_t flush_check;     /* runs right after the I/O callbacks: sends those answers */
 	uv_poll_t *accept_poll;     /* on the dup of the listening fd; owned, or NULL */
 	int accept_fd;              /* that dup; closed with the poll */
 	uv_timer_t accept_backoff;  /* pauses accepting after EMFILE */

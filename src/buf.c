@@ -108,3 +108,11 @@ void buf_give_block(struct buf *b, struct buf_cache *bc)
 	b->data = NULL;
 	b->cap = b->start = b->end = 0;
 }
+
+void buf_move(struct buf *to, struct buf *from)
+{
+	free(to->data);
+	*to = *from;
+	from->data = NULL;
+	from->cap = from->start = from->end = 0;
+}

@@ -63,6 +63,7 @@ void client_accept(struct worker *w, int fd)
 	c->state = CLIENT_STARTUP;
 	list_init(&c->waiter.node);
 	list_init(&c->wait_node);
+	list_init(&c->flush_node);
 	list_add_tail(&w->clients, &c->node);
 	atomic_fetch_add(&w->rt->nclients, 1);
 	worker_login_start(w, c);
@@ -115,6 +116,7 @@ void client_close(struct client *c, const char *reason)
 	list_del(&c->node);
 	list_del(&c->login_node);
 	list_del(&c->wait_node);
+	list_del(&c->flush_node);
 	worker_slot_free(w, c->slot);
 	atomic_fetch_sub(&w->rt->nclients, 1);
 	c->poll->data = (void *)(intptr_t)c->fd;
@@ -163,7 +165,9 @@ int client_flush(struct client *c)
 			goto pending;
 		buf_consume(&c->out, (size_t)n);
 	}
-	buf_free(&c->out);      /* pgberth's own messages are rare: keep no block */
+	/* pgberth's own messages are rare: keep no buffer. A server's block
+	 * handed over whole goes back to the cache. */
+	buf_give_block(&c->out, &c->w->bufs);
 	struct server *s = c->server;
 	if (c->state == CLIENT_ACTIVE && s->fwd > 0) {
 		n = relay_write(c->fd, buf_head(&s->in), s->fwd);
@@ -186,13 +190,22 @@ gone:
 	return -1;
 }
 
+void client_flush_later(struct client *c)
+{
+	if (!list_linked(&c->flush_node))
+		list_add_tail(&c->w->flushes, &c->flush_node);
+}
+
 void client_update_poll(struct client *c)
 {
 	int events = 0;
 
 	if (buf_len(&c->in) < RELAY_BUF)
 		events |= UV_READABLE;
-	if (buf_len(&c->out) > 0 || (c->state == CLIENT_ACTIVE && c->server->fwd > 0))
+	/* A client due for a flush this iteration is written to before the
+	 * poll is asked again. */
+	if ((buf_len(&c->out) > 0 || (c->state == CLIENT_ACTIVE && c->server->fwd > 0)) &&
+	    !list_linked(&c->flush_node))
 		events |= UV_WRITABLE;
 	if (events != c->poll_events) {
 		c->poll_events = events;

@@ -781,6 +781,27 @@ static void server_stmt_block(struct server *s)
 	client_close(c, "statement mode: a transaction block (the client's socket was full)");
 }
 
+/* What the server sent is scanned and cleared for its client. When it is
+ * all of what the server owes (its block holds whole messages, and a
+ * ReadyForQuery ended them) the block moves to the client's output as it
+ * is: the server is clean at once and goes back to the pool now, before
+ * the bytes reach the client. Either way the bytes go out at the end of
+ * this loop iteration, with the other answers read in it. */
+static void server_answer_read(struct server *s)
+{
+	struct client *c = s->client;
+
+	if (s->replies_owed == 0 && s->msg_remain == 0 && s->fwd == buf_len(&s->in) &&
+	    buf_len(&c->out) == 0 && s->cancel == NULL) {
+		buf_move(&c->out, &s->in);
+		s->fwd = 0;
+		client_flush_later(c);
+		client_maybe_done(c);   /* may close c */
+		return;
+	}
+	client_flush_later(c);
+}
+
 static void server_read(struct server *s)
 {
 	ssize_t n = relay_read(s->fd, &s->in, &s->w->bufs);
@@ -804,7 +825,7 @@ static void server_read(struct server *s)
 			server_stmt_block(s);
 			return;
 		}
-		client_flush(s->client);   /* may close the client and release s */
+		server_answer_read(s);
 		return;
 	case SERVER_INTERNAL:
 		server_internal_input(s);

@@ -276,6 +276,21 @@ static void worker_stop(struct worker *w)
 	uv_close((uv_handle_t *)&w->doorbell, NULL);
 	uv_close((uv_handle_t *)&w->login_timer, NULL);
 	uv_close((uv_handle_t *)&w->janitor, NULL);
+	uv_close((uv_handle_t *)&w->flush_check, NULL);
+}
+
+/* The answers servers gave in this iteration's I/O callbacks, now all at
+ * once (client_flush_later). A flush can close clients and hand servers
+ * on, never queue more: only server reads do. */
+static void worker_flush(uv_check_t *check)
+{
+	struct worker *w = check->data;
+
+	while (!list_empty(&w->flushes)) {
+		struct client *c = list_first(&w->flushes, struct client, flush_node);
+		list_del(&c->flush_node);
+		client_flush(c);
+	}
 }
 
 #define ACCEPT_BACKOFF_MS 100
@@ -488,6 +503,7 @@ int worker_start(struct worker *w, struct runtime *rt, int id)
 	list_init(&w->idle_clients);
 	list_init(&w->idle_tx);
 	list_init(&w->idle_servers);
+	list_init(&w->flushes);
 	if ((rc = buf_cache_init(&w->bufs, RELAY_BUF, 64)) != 0)
 		return rc;
 	w->cfg = config_ref(rt->cfg);
@@ -505,6 +521,9 @@ int worker_start(struct worker *w, struct runtime *rt, int id)
 	uv_timer_init(&w->loop, &w->accept_backoff);
 	w->accept_backoff.data = w;
 	uv_timer_start(&w->janitor, worker_janitor, JANITOR_MS, JANITOR_MS);
+	uv_check_init(&w->loop, &w->flush_check);
+	w->flush_check.data = w;
+	uv_check_start(&w->flush_check, worker_flush);
 	if ((rc = uv_thread_create(&w->thread, worker_main, w)) != 0)
 		goto err_async;
 	return 0;
@@ -514,6 +533,7 @@ err_async:
 	uv_close((uv_handle_t *)&w->login_timer, NULL);
 	uv_close((uv_handle_t *)&w->janitor, NULL);
 	uv_close((uv_handle_t *)&w->accept_backoff, NULL);
+	uv_close((uv_handle_t *)&w->flush_check, NULL);
 	uv_run(&w->loop, UV_RUN_NOWAIT);
 err_mtx:
 	uv_mutex_destroy(&w->inbox_mtx);

@@ -1,0 +1,133 @@
+/*
+ * Unit tests for buf.c: the byte buffer, the bounded block cache behind the
+ * relay, and buf_move, which hands a server's block to its client whole.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+#define BLOCK 4096
+
+START_TEST(append_consume_reserve)
+{
+	struct buf b = {0};
+
+	ck_assert_int_eq(buf_append(&b, "hello", 5), 0);
+	ck_assert_uint_eq(buf_len(&b), 5);
+	buf_consume(&b, 2);
+	ck_assert_uint_eq(buf_len(&b), 3);
+	ck_assert_int_eq(memcmp(buf_head(&b), "llo", 3), 0);
+	/* Room is made by moving the rest to the front before growing. */
+	size_t cap = b.cap;
+	ck_assert_int_eq(buf_reserve(&b, cap - 3), 0);
+	ck_assert_uint_eq(b.cap, cap);
+	ck_assert_int_eq(memcmp(buf_head(&b), "llo", 3), 0);
+	ck_assert_int_eq(buf_reserve(&b, cap), 0);
+	ck_assert_uint_ge(b.cap, cap + 3);
+	ck_assert_int_eq(memcmp(buf_head(&b), "llo", 3), 0);
+	buf_consume(&b, 3);
+	ck_assert_uint_eq(buf_len(&b), 0);
+	ck_assert_uint_eq(b.start, 0);
+	buf_free(&b);
+	ck_assert_ptr_null(b.data);
+}
+END_TEST
+
+START_TEST(cache_is_bounded_and_lifo)
+{
+	struct buf_cache bc;
+	struct buf b[3] = {{0}};
+
+	ck_assert_int_eq(buf_cache_init(&bc, BLOCK, 2), 0);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_eq(buf_take_block(&b[i], &bc), 0);
+		ck_assert_uint_eq(b[i].cap, BLOCK);
+	}
+	uint8_t *last = b[2].data;
+	/* A buffer with bytes in it keeps its block. */
+	ck_assert_int_eq(buf_append(&b[0], "x", 1), 0);
+	buf_give_block(&b[0], &bc);
+	ck_assert_ptr_nonnull(b[0].data);
+	ck_assert_int_eq(bc.n, 0);
+	buf_consume(&b[0], 1);
+	buf_give_block(&b[0], &bc);
+	buf_give_block(&b[1], &bc);
+	buf_give_block(&b[2], &bc);  /* beyond max: freed */
+	ck_assert_int_eq(bc.n, 2);
+	ck_assert_ptr_null(b[2].data);
+	/* The block given back last is the one taken next. */
+	uint8_t *top = bc.blocks[1];
+	ck_assert_int_eq(buf_take_block(&b[2], &bc), 0);
+	ck_assert_ptr_eq(b[2].data, top);
+	ck_assert_ptr_ne(b[2].data, last);
+	buf_give_block(&b[2], &bc);
+	buf_cache_destroy(&bc);
+}
+END_TEST
+
+START_TEST(move_hands_the_block_over)
+{
+	struct buf_cache bc;
+	struct buf from = {0}, to = {0};
+
+	ck_assert_int_eq(buf_cache_init(&bc, BLOCK, 4), 0);
+	ck_assert_int_eq(buf_take_block(&from, &bc), 0);
+	ck_assert_int_eq(buf_append(&from, "..answer", 8), 0);
+	buf_consume(&from, 2);
+	uint8_t *block = from.data;
+	/* to's own memory (a small buffer, now empty) is freed, not leaked. */
+	ck_assert_int_eq(buf_append(&to, "old", 3), 0);
+	buf_consume(&to, 3);
+
+	buf_move(&to, &from);
+	ck_assert_ptr_eq(to.data, block);       /* no copy */
+	ck_assert_uint_eq(buf_len(&to), 6);
+	ck_assert_int_eq(memcmp(buf_head(&to), "answer", 6), 0);
+	ck_assert_ptr_null(from.data);
+	ck_assert_uint_eq(from.cap, 0);
+	ck_assert_uint_eq(buf_len(&from), 0);
+
+	/* Once sent, the moved block goes back to the cache. */
+	buf_consume(&to, 6);
+	buf_give_block(&to, &bc);
+	ck_assert_ptr_null(to.data);
+	ck_assert_int_eq(bc.n, 1);
+	ck_assert_ptr_eq(bc.blocks[0], block);
+	buf_cache_destroy(&bc);
+}
+END_TEST
+
+START_TEST(move_from_empty)
+{
+	struct buf from = {0}, to = {0};
+
+	buf_move(&to, &from);
+	ck_assert_ptr_null(to.data);
+	ck_assert_uint_eq(buf_len(&to), 0);
+	ck_assert_int_eq(buf_append(&to, "x", 1), 0);
+	buf_free(&to);
+}
+END_TEST
+
+static Suite *buf_suite(void)
+{
+	Suite *s = suite_create("buf");
+	TCase *tc = tcase_create("buf");
+	tcase_add_test(tc, append_consume_reserve);
+	tcase_add_test(tc, cache_is_bounded_and_lifo);
+	tcase_add_test(tc, move_hands_the_block_over);
+	tcase_add_test(tc, move_from_empty);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(buf_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
