@@ -5,12 +5,14 @@
  *  - at start it logs POOL_SIZE connections in to PostgreSQL (trust
  *    authentication) and keeps the first login's reply;
  *  - a client's startup packet is answered with that reply, unread;
- *  - a client's bytes go to a free server, or wait (FIFO) for one; the
- *    server's bytes go back to the client in one write per read, and the
- *    server is free again when what it sent ends with ReadyForQuery 'I';
+ *  - a client's bytes go to a free server, or wait (FIFO) for one; a
+ *    server's bytes are read straight into its client's output, and the
+ *    server is free again as soon as what it sent ends with ReadyForQuery
+ *    'I'; the outputs filled in one pass over the ready sockets are
+ *    written at the end of that pass, one write each;
  *  - a Terminate closes the client.
  * One thread, one epoll loop, one read() and one write() per chunk, no
- * allocation but one buffer per client at accept. Whatever CPU it spends
+ * copy, no allocation but one buffer per client at accept. Whatever CPU it spends
  * per transaction is about what the kernel alone charges for accepting a
  * client, moving a query and its answer through a pooler and closing; a
  * real pooler cannot spend much less. It checks nothing else and is no
@@ -50,7 +52,9 @@ struct conn {
 	struct conn *next;      /* free servers; waiting clients; the dead */
 	uint8_t tail[6];        /* servers: the last bytes sent, to spot 'Z' */
 	size_t len;             /* clients: bytes held in buf */
-	uint8_t buf[];          /* clients only */
+	size_t outlen;          /* clients: bytes for it in buf + CHUNK */
+	bool queued;            /* clients: on the flush list */
+	uint8_t buf[];          /* clients only: CHUNK of input, then CHUNK of output */
 };
 
 static volatile sig_atomic_t stop;
@@ -59,7 +63,9 @@ static size_t login_len;
 static struct conn *free_servers;
 static struct conn *wait_head, *wait_tail;
 static struct conn *graveyard;
-static uint8_t chunk[CHUNK];
+static uint8_t chunk[CHUNK];         /* what servers send to clients gone */
+static struct conn **flushes;        /* clients with output, this pass */
+static size_t nflushes, maxflushes;
 static int ep;
 
 static void on_signal(int sig)
@@ -279,25 +285,55 @@ static void client_dispatch(struct conn *c)
 	wait_tail = c;
 }
 
+static void client_write_out(struct conn *c)
+{
+	bool ok = send_all(c->fd, c->buf + CHUNK, c->outlen);
+	c->outlen = 0;
+	if (!ok)
+		client_close(c);
+}
+
 static void on_server(struct conn *s)
 {
-	ssize_t n = read(s->fd, chunk, CHUNK);
+	struct conn *c = s->peer;
+	uint8_t *p = chunk;
+	size_t room = CHUNK;
+	if (c != NULL) {
+		if (c->outlen == CHUNK)
+			client_write_out(c);    /* a big answer: no more room */
+		if (!c->dead) {
+			p = c->buf + CHUNK + c->outlen;
+			room = CHUNK - c->outlen;
+		}
+	}
+	ssize_t n = read(s->fd, p, room);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {
 		fprintf(stderr, "floor_relay: a server went away\n");
 		exit(1);
 	}
-	struct conn *c = s->peer;
-	if (c != NULL && !send_all(c->fd, chunk, (size_t)n))
-		client_close(c);
-	/* The last six bytes sent: ReadyForQuery 'I' ends the transaction. */
+	c = s->peer;
+	if (c != NULL && !c->dead) {
+		c->outlen += (size_t)n;
+		if (!c->queued) {
+			if (nflushes == maxflushes) {
+				maxflushes = maxflushes ? 2 * maxflushes : 1024;
+				flushes = realloc(flushes, maxflushes * sizeof(*flushes));
+				if (flushes == NULL)
+					die("realloc");
+			}
+			c->queued = true;
+			flushes[nflushes++] = c;
+		}
+	}
+	/* The last six bytes read: ReadyForQuery 'I' ends the transaction. */
 	size_t k = (size_t)n;
 	if (k >= sizeof(s->tail)) {
-		memcpy(s->tail, chunk + k - sizeof(s->tail), sizeof(s->tail));
+		memcpy(s->tail, p + k - sizeof(s->tail), sizeof(s->tail));
 	} else {
 		memmove(s->tail, s->tail + k, sizeof(s->tail) - k);
-		memcpy(s->tail + sizeof(s->tail) - k, chunk, k);
+		memcpy(s->tail + sizeof(s->tail) - k, p, k);
 	}
 	if (s->tail[0] == 'Z' && get32(s->tail + 1) == 5 && s->tail[5] == 'I') {
 		c = s->peer;
@@ -317,7 +353,7 @@ static void on_accept(int lfd)
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 			return;
-		struct conn *c = calloc(1, sizeof(*c) + CHUNK);
+		struct conn *c = calloc(1, sizeof(*c) + 2 * CHUNK);
 		if (c == NULL) {
 			close(fd);
 			continue;
@@ -380,6 +416,14 @@ int main(int argc, char **argv)
 			else
 				on_server(c);
 		}
+		/* The answers of this pass, back to back. */
+		for (size_t i = 0; i < nflushes; i++) {
+			struct conn *c = flushes[i];
+			c->queued = false;
+			if (!c->dead && c->outlen > 0)
+				client_write_out(c);
+		}
+		nflushes = 0;
 		while (graveyard != NULL) {
 			struct conn *c = graveyard;
 			graveyard = c->next;
