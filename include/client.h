@@ -44,13 +44,16 @@ struct client {
 	enum pool_mode mode;        /* when the server goes back to the pool */
 	bool logged_in;             /* greeted: AuthenticationOk ... ReadyForQuery sent */
 	bool terminated;            /* sent Terminate: its last query may finish */
+	bool leaving;               /* drain: 57P01 queued after its last answer; closed once out is sent */
 
 	int fd;                     /* owned; closed in the poll close callback */
 	uv_poll_t *poll;            /* owned; freed in its close callback */
 	int poll_events;            /* events the poll is started with */
 
 	struct buf in;              /* bytes read from the client, not yet sent on */
-	struct buf out;             /* messages pgberth itself owes the client */
+	struct buf out;             /* owed to the client before anything else: pgberth's own
+	                             * messages, or a server's last answer (its whole block,
+	                             * handed over so that the server could go back to the pool) */
 	size_t fwd;                 /* bytes at the front of in scanned and cleared to forward */
 	uint32_t msg_remain;        /* bytes of the message being scanned not yet cleared */
 

@@ -168,6 +168,10 @@ int client_flush(struct client *c)
 	/* pgberth's own messages are rare: keep no buffer. A server's block
 	 * handed over whole goes back to the cache. */
 	buf_give_block(&c->out, &c->w->bufs);
+	if (c->leaving) {
+		client_close(c, "shutdown: pgberth is shutting down (57P01)");
+		return -1;
+	}
 	struct server *s = c->server;
 	if (c->state == CLIENT_ACTIVE && s->fwd > 0) {
 		n = relay_write(c->fd, buf_head(&s->in), s->fwd);
@@ -200,7 +204,7 @@ void client_update_poll(struct client *c)
 {
 	int events = 0;
 
-	if (buf_len(&c->in) < RELAY_BUF)
+	if (buf_len(&c->in) < RELAY_BUF && !c->leaving)
 		events |= UV_READABLE;
 	/* A client due for a flush this iteration is written to before the
 	 * poll is asked again. */
@@ -768,6 +772,8 @@ static bool client_sent_terminate(const struct client *c)
 
 static void client_read(struct client *c)
 {
+	if (c->leaving)
+		return;     /* it gets nothing more done: its poll no longer reads */
 	ssize_t n = relay_read(c->fd, &c->in, &c->w->bufs);
 
 	if (n == -EAGAIN) {
@@ -853,6 +859,26 @@ void client_server_ready(struct client *c)
 		server_update_poll(c->server);
 }
 
+/* A client leaving at a drain boundary gets 57P01 after the answer it may
+ * still have in out, never instead of part of it: then it is closed once
+ * out is sent (or at drain_timeout). Returns true if it is closed now. */
+static bool client_leave(struct client *c)
+{
+	if (buf_len(&c->out) == 0) {
+		client_fatal(c, "57P01", "shutdown", "pgberth is shutting down");
+		return true;
+	}
+	if (!c->leaving) {
+		if (proto_put_error(&c->out, "FATAL", "57P01", "pgberth is shutting down", NULL) < 0) {
+			client_close(c, "shutdown: out of memory");
+			return true;
+		}
+		c->leaving = true;
+		client_update_poll(c);
+	}
+	return false;
+}
+
 int client_maybe_done(struct client *c)
 {
 	struct server *s = c->server;
@@ -885,10 +911,8 @@ int client_maybe_done(struct client *c)
 	}
 	client_go_idle(c);
 	server_done(s);     /* unlinks c; may hand s to a client waiting here */
-	if (w->draining) {
-		client_fatal(c, "57P01", "shutdown", "pgberth is shutting down");
-		return -1;
-	}
+	if (w->draining)
+		return client_leave(c) ? -1 : 0;
 	client_update_poll(c);
 	return 0;
 }
@@ -918,8 +942,7 @@ bool client_drain(struct client *c)
 	}
 	if (busy)
 		return false;
-	client_fatal(c, "57P01", "shutdown", "pgberth is shutting down");
-	return true;
+	return client_leave(c);
 }
 
 void client_note_waiting_on_client(struct client *c)
