@@ -53,6 +53,7 @@ typedef void (*server_done_fn)(struct server *s, bool ok);
 struct server {
 	struct list node;           /* worker->servers while it has handles */
 	struct list idle_node;      /* worker->idle_servers while SERVER_IDLE on a loop */
+	struct list flush_node;     /* worker->server_flushes while it is on it */
 	uint64_t id;                /* "s7" in logs */
 	struct runtime *rt;
 	struct worker *w;           /* owning worker, NULL while parked */
@@ -140,5 +141,9 @@ int server_set_param(struct server *s, const char *name, const char *value);
 int server_update_poll(struct server *s);
 /* Writes what is owed to the server. 0, or -1 if it failed (server closed). */
 int server_flush(struct server *s);
+/* server_flush, but once this loop iteration's I/O callbacks are done, with
+ * the other queries of the iteration: PostgreSQL's backends are woken in
+ * one burst, and the pooler is not preempted by each of them in turn. */
+void server_flush_later(struct server *s);
 
 #endif

@@ -71,8 +71,10 @@ struct worker {
 	struct list idle_clients;   /* clients with nothing to do, by wait_since (client_idle_timeout) */
 	struct list idle_tx;        /* clients idle inside a transaction, by wait_since */
 	struct list idle_servers;   /* SERVER_IDLE servers on this loop, least recently used first */
+	struct list server_flushes; /* servers whose client's query goes out at the end of this iteration */
 	struct list flushes;        /* clients whose server's answer goes out at the end of this iteration */
-	uv_check_t flush_check;     /* runs right after the I/O callbacks: sends those answers */
+	uv_check_t flush_check;     /* runs right after the I/O callbacks: sends those, queries first */
+	uv_idle_t flush_idle;       /* active while they wait: the poll must not block before the check */
 	uv_poll_t *accept_poll;     /* on the dup of the listening fd; owned, or NULL */
 	int accept_fd;              /* that dup; closed with the poll */
 	uv_timer_t accept_backoff;  /* pauses accepting after EMFILE */
@@ -111,6 +113,10 @@ void worker_client_gone(struct worker *w);
 
 /* Starts the login deadline of a newly accepted client. */
 void worker_login_start(struct worker *w, struct client *c);
+
+/* Something was put on server_flushes or flushes: they are sent at the end
+ * of this loop iteration, even if it was queued outside the I/O phase. */
+void worker_flush_soon(struct worker *w);
 
 /* Janitor period: the granularity of every timeout but the login one. */
 #define JANITOR_MS 100

@@ -196,8 +196,10 @@ gone:
 
 void client_flush_later(struct client *c)
 {
-	if (!list_linked(&c->flush_node))
+	if (!list_linked(&c->flush_node)) {
 		list_add_tail(&c->w->flushes, &c->flush_node);
+		worker_flush_soon(c->w);
+	}
 }
 
 void client_update_poll(struct client *c)
@@ -749,6 +751,10 @@ static void client_active_input(struct client *c)
 
 	if (rc < 0) {
 		client_fatal(c, "08P01", "protocol", "invalid message from client");
+		return;
+	}
+	if (c->fwd > 0 && rc != RELAY_TERMINATE) {
+		server_flush_later(s);
 		return;
 	}
 	if (c->fwd > 0 && server_flush(s) < 0)

@@ -99,6 +99,7 @@ static struct server *server_new(struct worker *w, struct pool *pool)
 	s->born_ms = uv_now(&w->loop);
 	list_init(&s->idle_node);
 	list_init(&s->node);
+	list_init(&s->flush_node);
 	list_add_tail(&w->servers, &s->node);
 	return s;
 }
@@ -143,6 +144,7 @@ static void server_close_handles(struct server *s)
 	}
 	list_del(&s->node);
 	list_del(&s->idle_node);
+	list_del(&s->flush_node);
 }
 
 /* Closes s without giving its pool slot back: the caller reuses it. */
@@ -852,6 +854,14 @@ static void server_idle_event(struct server *s)
 		return;
 	}
 	server_close(s, "the server sent data while idle (closed by the server?)");
+}
+
+void server_flush_later(struct server *s)
+{
+	if (!list_linked(&s->flush_node)) {
+		list_add_tail(&s->w->server_flushes, &s->flush_node);
+		worker_flush_soon(s->w);
+	}
 }
 
 int server_flush(struct server *s)

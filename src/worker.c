@@ -277,6 +277,7 @@ static void worker_stop(struct worker *w)
 	uv_close((uv_handle_t *)&w->login_timer, NULL);
 	uv_close((uv_handle_t *)&w->janitor, NULL);
 	uv_close((uv_handle_t *)&w->flush_check, NULL);
+	uv_close((uv_handle_t *)&w->flush_idle, NULL);
 }
 
 /* The answers servers gave in this iteration's I/O callbacks, now all at
@@ -286,11 +287,30 @@ static void worker_flush(uv_check_t *check)
 {
 	struct worker *w = check->data;
 
-	while (!list_empty(&w->flushes)) {
-		struct client *c = list_first(&w->flushes, struct client, flush_node);
-		list_del(&c->flush_node);
-		client_flush(c);
+	while (!list_empty(&w->server_flushes) || !list_empty(&w->flushes)) {
+		while (!list_empty(&w->server_flushes)) {
+			struct server *s = list_first(&w->server_flushes, struct server, flush_node);
+			list_del(&s->flush_node);
+			server_flush(s);
+		}
+		if (!list_empty(&w->flushes)) {
+			struct client *c = list_first(&w->flushes, struct client, flush_node);
+			list_del(&c->flush_node);
+			client_flush(c);
+		}
 	}
+	uv_idle_stop(&w->flush_idle);
+}
+
+static void worker_flush_idle(uv_idle_t *idle)
+{
+	(void)idle;     /* being active is its job: a zero poll timeout */
+}
+
+void worker_flush_soon(struct worker *w)
+{
+	if (!uv_is_active((uv_handle_t *)&w->flush_idle))
+		uv_idle_start(&w->flush_idle, worker_flush_idle);
 }
 
 #define ACCEPT_BACKOFF_MS 100
@@ -504,6 +524,7 @@ int worker_start(struct worker *w, struct runtime *rt, int id)
 	list_init(&w->idle_tx);
 	list_init(&w->idle_servers);
 	list_init(&w->flushes);
+	list_init(&w->server_flushes);
 	if ((rc = buf_cache_init(&w->bufs, RELAY_BUF, 64)) != 0)
 		return rc;
 	w->cfg = config_ref(rt->cfg);
@@ -524,6 +545,8 @@ int worker_start(struct worker *w, struct runtime *rt, int id)
 	uv_check_init(&w->loop, &w->flush_check);
 	w->flush_check.data = w;
 	uv_check_start(&w->flush_check, worker_flush);
+	uv_idle_init(&w->loop, &w->flush_idle);
+	w->flush_idle.data = w;
 	if ((rc = uv_thread_create(&w->thread, worker_main, w)) != 0)
 		goto err_async;
 	return 0;
@@ -534,6 +557,7 @@ err_async:
 	uv_close((uv_handle_t *)&w->janitor, NULL);
 	uv_close((uv_handle_t *)&w->accept_backoff, NULL);
 	uv_close((uv_handle_t *)&w->flush_check, NULL);
+	uv_close((uv_handle_t *)&w->flush_idle, NULL);
 	uv_run(&w->loop, UV_RUN_NOWAIT);
 err_mtx:
 	uv_mutex_destroy(&w->inbox_mtx);
