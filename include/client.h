@@ -130,7 +130,8 @@ int client_flush(struct client *c);
 /* client_flush, but once this loop iteration's I/O callbacks are done:
  * the answers read in one pass over the ready sockets go out back to back,
  * and a client that polls many connections finds more of them ready each
- * time it wakes. Only from an I/O callback. */
+ * time it wakes. From any callback of the worker's loop
+ * (worker_flush_soon keeps the poll from blocking first). */
 void client_flush_later(struct client *c);
 
 #endif

@@ -282,8 +282,11 @@ int server_update_poll(struct server *s)
 
 	if (buf_len(&s->in) < RELAY_BUF)
 		events |= UV_READABLE;
-	if (buf_len(&s->out) > 0 ||
-	    (s->state == SERVER_ACTIVE && s->client != NULL && s->client->fwd > 0))
+	/* A server due for a flush this iteration is written to before the
+	 * poll is asked again. */
+	if ((buf_len(&s->out) > 0 ||
+	     (s->state == SERVER_ACTIVE && s->client != NULL && s->client->fwd > 0)) &&
+	    !list_linked(&s->flush_node))
 		events |= UV_WRITABLE;
 	if (server_watch(s, events, false) == 0)
 		return 0;

@@ -280,9 +280,10 @@ static void worker_stop(struct worker *w)
 	uv_close((uv_handle_t *)&w->flush_idle, NULL);
 }
 
-/* The answers servers gave in this iteration's I/O callbacks, now all at
- * once (client_flush_later). A flush can close clients and hand servers
- * on, never queue more: only server reads do. */
+/* The queries and answers of this iteration, now all at once
+ * (server_flush_later, client_flush_later), queries first. Sending an
+ * answer can release a server to a waiting client, whose query is then
+ * queued in turn: the loop runs until both lists are empty. */
 static void worker_flush(uv_check_t *check)
 {
 	struct worker *w = check->data;
