@@ -932,8 +932,9 @@ elapsed=$((SECONDS - t_start))
 		echo "## The floor: a pooler cut down to what pgbench needs"
 		echo
 		echo "floor_relay (bench/floor_relay.c) is a transaction pooler with the same pool_size and nothing"
-		echo "else: it answers the login with a canned reply, copies bytes with one read() and one write() per"
-		echo "chunk, and frees a server at ReadyForQuery 'I'. It parses no message, checks nothing, keeps no"
+		echo "else: it answers the login with a canned reply, reads a server's answer straight into its client's"
+		echo "output, frees the server as soon as that answer ends with ReadyForQuery 'I', and writes the answers"
+		echo "of each pass over the ready sockets at its end. It parses no message, checks nothing, keeps no"
 		echo "client state. Its CPU per transaction is about what the kernel alone charges a pooler for the"
 		echo "same work on this machine, so a ratio to PgBouncer that floor_relay itself does not reach is out"
 		echo "of reach for any pooler here. It ran in the same rounds, interleaved with the others."
