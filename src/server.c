@@ -245,7 +245,8 @@ static void server_deadline_clear(struct server *s)
  * dropped from epoll: during login, force re-arms after every step. */
 static int server_watch(struct server *s, int events, bool force)
 {
-	int fd = PQsocket(s->conn);
+	/* After login the socket stays put: the fast path skips the call. */
+	int fd = force || s->poll == NULL ? PQsocket(s->conn) : s->fd;
 
 	if (fd < 0)
 		return -1;
