@@ -372,8 +372,15 @@ const char *client_setup_sql(struct client *c, struct server *s, bool *reset_fir
 	if (*reset_first)
 		return "";
 	if (!s->params_checked) {
-		for (int i = 0; i < NREAPPLIED; i++)
-			s->reval[i] = server_param(s, server_reapplied[i]);
+		/* A value equal to the pool's default points at the default
+		 * itself, so that for the usual client, which SET nothing, the
+		 * check below is a pointer compare. The defaults live as long as
+		 * the pool, which outlives its servers. */
+		for (int i = 0; i < NREAPPLIED; i++) {
+			const char *have = server_param(s, server_reapplied[i]);
+			const char *def = client_default(c, server_reapplied[i]);
+			s->reval[i] = def != NULL && have != NULL && strcmp(def, have) == 0 ? def : have;
+		}
 		s->params_checked = true;
 	}
 	if (!c->want_ok) {
