@@ -80,7 +80,8 @@ struct worker {
 	uv_timer_t accept_backoff;  /* pauses accepting after EMFILE */
 	int32_t keys[64];           /* random cancel keys, taken from the end */
 	int nkeys;
-	uv_timer_t janitor;         /* every JANITOR_MS: the timeouts above, reserve and min pool */
+	uv_poll_t janitor;          /* every JANITOR_MS: the timeouts above, reserve and min pool */
+	int janitor_fd;             /* the timerfd that ticks it; closed in the poll's close callback */
 	uint64_t last_sweep;        /* uv_now of the last walk over every idle server */
 	struct buf_cache bufs;      /* relay blocks for this worker's connections */
 	struct buf scratch;         /* SQL being built for a server; used within one call */
@@ -111,8 +112,11 @@ int32_t worker_cancel_key(struct worker *w);
  * one has. */
 void worker_client_gone(struct worker *w);
 
-/* Starts the login deadline of a newly accepted client. */
+/* Starts the login deadline of a newly accepted client; worker_login_end
+ * drops it (logged in or gone), and stops the timer once no login is
+ * left, so that an idle loop has no timer due. */
 void worker_login_start(struct worker *w, struct client *c);
+void worker_login_end(struct worker *w, struct client *c);
 
 /* Something was put on server_flushes or flushes: they are sent at the end
  * of this loop iteration, even if it was queued outside the I/O phase. */

@@ -114,7 +114,7 @@ void client_close(struct client *c, const char *reason)
 		pool_detach(&w->rt->pools, c->pool);
 
 	list_del(&c->node);
-	list_del(&c->login_node);
+	worker_login_end(w, c);
 	list_del(&c->wait_node);
 	list_del(&c->flush_node);
 	worker_slot_free(w, c->slot);
@@ -601,7 +601,7 @@ static int client_greet(struct client *c, struct server *s)
 	if (rc < 0)
 		return -1;
 	c->logged_in = true;
-	list_del(&c->login_node);
+	worker_login_end(w, c);
 	log_info("c%llu/w%d: %s@%s logged in (%s mode)", (unsigned long long)c->id, w->id,
 	         c->user, c->dbname, pool_mode_name(c->mode));
 	return 0;
