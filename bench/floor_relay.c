@@ -363,6 +363,7 @@ static void on_accept(int lfd)
 		c->state = STARTUP;
 		c->fd = fd;
 		watch(c);
+		on_client(c);   /* the startup packet is usually there already */
 	}
 }
 
