@@ -46,7 +46,7 @@ struct pool_waiter {
 	int worker;                 /* index of the worker that owns the client */
 	uint32_t slot;              /* the client's slot on that worker */
 	uint64_t client_id;         /* checked against the slot's client */
-	uint64_t since_ms;          /* when it started waiting (caller's clock) */
+	uint64_t since_ms;          /* when it started waiting (the loop time, uv_now, of its worker) */
 	int idle_owner;             /* out: worker holding the idle server acquired */
 };
 

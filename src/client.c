@@ -554,8 +554,8 @@ static void client_acquire(struct client *c)
 
 	list_del(&c->wait_node);
 	c->state = CLIENT_WAITING;
-	c->waiter.since_ms = uv_hrtime() / 1000000;
 	c->wait_since = uv_now(&w->loop);
+	c->waiter.since_ms = c->wait_since;   /* loop time: every worker's follows the same clock */
 	list_add_tail(&w->waits, &c->wait_node);
 	switch (pool_acquire(&w->rt->pools, c->pool, &c->waiter, &server)) {
 	case POOL_GOT_IDLE:

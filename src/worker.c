@@ -201,8 +201,8 @@ static void worker_janitor(uv_poll_t *poll, int status, int events)
 	if (w->id != 0)
 		return;
 	struct pool_handoff h[16];
-	uint64_t timeout = w->cfg->reserve_pool_timeout_ms, hr = uv_hrtime() / 1000000;
-	int n = pool_reserve_sweep(&rt->pools, hr > timeout ? hr - timeout : 0, h, 16);
+	uint64_t timeout = w->cfg->reserve_pool_timeout_ms;
+	int n = pool_reserve_sweep(&rt->pools, now > timeout ? now - timeout : 0, h, 16);
 	for (int i = 0; i < n; i++) {
 		log_info("w%d: reserve pool: a connection for c%llu after %llu ms", w->id,
 		         (unsigned long long)h[i].client_id, (unsigned long long)timeout);
