@@ -71,8 +71,11 @@ void client_accept(struct worker *w, int fd)
 	log_debug("c%llu/w%d: accepted", (unsigned long long)c->id, w->id);
 	/* A client sends its startup packet right after connect(), so it is
 	 * nearly always there by now (96% of connections under pgbench -C):
-	 * reading at once saves a trip through epoll_wait per connection. If
-	 * it is not, the read says EAGAIN and arms the poll. */
+	 * reading at once saves a trip through epoll_wait per connection. The
+	 * poll is started first (libuv adds the fd to epoll only at its next
+	 * poll, with whatever events are wanted by then): a client that goes
+	 * on to wait for a server must still be watched, to notice it leave. */
+	client_update_poll(c);
 	client_read(c);
 	return;
 err:

@@ -13,6 +13,7 @@
  * events with deadlines, and where what they assert is that something did
  * NOT happen, they watch for it over a window longer than the timeout.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -200,6 +201,70 @@ START_TEST(test_max_client_conn)
 	}
 	for (int i = 0; i < MAXCONN; i++)
 		PQfinish(c[i]);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/* ---- a waiting client that leaves ------------------------------------ */
+
+/*
+ * pool_size 1 (session), max_client_conn 2: A holds the only server. B's
+ * startup packet and its hang-up are both in the socket before pgberth
+ * accepts it (pgberth is stopped meanwhile), so pgberth reads the packet
+ * at accept and queues B for a server. B's leaving must be noticed then,
+ * not when a server frees up: a newcomer C gets in at once instead of being
+ * refused by max_client_conn, and logs in as soon as A leaves.
+ */
+START_TEST(test_waiting_client_leaves)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = {
+		.extra_top = "max_client_conn: 2\n",
+		.extra_dbs = TAGGED_DB("wldb", "    pool_size: 1\n    pool_mode: session\n"),
+	};
+	static const char body[] = "user\0" H_SUPERUSER "\0database\0wldb\0";
+	uint8_t pkt[8 + sizeof(body)];
+	uint32_t len = htonl((uint32_t)sizeof(pkt)), code = htonl(196608);
+	PostgresPollingStatusType st;
+	PGconn *a, *c;
+	int fd, rc;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect_db(&d, "wldb", NULL);
+	h_exec_ok(a, "SELECT 1");
+
+	memcpy(pkt, &len, 4);
+	memcpy(pkt + 4, &code, 4);
+	memcpy(pkt + 8, body, sizeof(body));    /* body's own NUL ends the packet */
+	h_assert(kill(d.pid, SIGSTOP) == 0, "SIGSTOP pgberth: %s", strerror(errno));
+	fd = h_raw_connect(d.sockpath);
+	rc = fd < 0 ? -1 : h_raw_send(fd, pkt, sizeof(pkt));
+	if (fd >= 0)
+		close(fd);
+	h_assert(kill(d.pid, SIGCONT) == 0, "SIGCONT pgberth: %s", strerror(errno));
+	h_assert(rc == 0, "raw client B could not connect and send its startup packet");
+
+	/* C is let in (and waits, A still holds the server) once B is seen gone. */
+	int64_t deadline = h_now_ms() + 5000;
+	for (;;) {
+		c = h_connect_start(&d, "dbname=wldb", true, &st);
+		rc = h_drive_connect(c, &st, h_now_ms() + 300);
+		if (rc == -1)
+			break;
+		h_assert(rc == PGRES_POLLING_FAILED && strstr(PQerrorMessage(c), "53300") != NULL,
+			 "C while A holds the only server: %s",
+			 rc == PGRES_POLLING_OK ? "logged in" : PQerrorMessage(c));
+		PQfinish(c);
+		h_assert(h_now_ms() < deadline,
+			 "5 s after B left while waiting, C is still refused by max_client_conn");
+		h_sleep_ms(20);
+	}
+	PQfinish(a);
+	rc = h_drive_connect(c, &st, h_now_ms() + 10000);
+	h_assert(rc == PGRES_POLLING_OK, "C did not log in after A left: %s",
+		 rc == -1 ? "no answer within 10 s" : PQerrorMessage(c));
+	h_exec_ok(c, "SELECT 1");
+	PQfinish(c);
 	h_daemon_stop_ok(&d);
 }
 END_TEST
@@ -997,6 +1062,7 @@ static Suite *e2e_limits_suite(void)
 	tc = h_tcase("limits", 60);
 	h_tcase_add_pg(tc);
 	tcase_add_test(tc, test_max_client_conn);
+	tcase_add_test(tc, test_waiting_client_leaves);
 	tcase_add_test(tc, test_query_wait_timeout);
 	tcase_add_test(tc, test_reserve_pool);
 	tcase_add_loop_test(tc, test_max_db_connections, 0, 2);
