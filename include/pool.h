@@ -86,6 +86,7 @@ struct pool {
 	int max_db;                 /* cap on dbc->nservers, 0 for none */
 	struct pool_dbcount *dbc;
 	int nservers;               /* connecting + in use + idle + draining */
+	int retiring;               /* of nservers: taken by pool_take_idle_spare, not yet closed */
 	struct pool_idle *idle;     /* parked servers, most recent last; idle_cap long */
 	int idle_cap;
 	int nidle;
@@ -153,6 +154,22 @@ void *pool_evict_idle(struct pool_registry *reg, struct pool *pool, int *owner);
  * False if it is not idle any more: another worker acquired it (a
  * MSG_MIGRATE for it is on its way to the owner) or evicted it (MSG_EVICT). */
 bool pool_take_idle(struct pool_registry *reg, struct pool *pool, void *server);
+
+/* For server_idle_timeout: takes an idle server out of the pool to be
+ * closed, only if the pool has more than keep (min_pool_size) servers
+ * besides those already being closed this way. The check and the take are
+ * one step under the lock, so that janitors on two workers cannot both
+ * close the servers that min_pool_size keeps. After closing it (without
+ * giving the slot back), the caller calls pool_spare_closed, which gives
+ * the slot up and may hand it on, as pool_server_closed does. */
+enum pool_spare {
+	POOL_SPARE_TAKEN,           /* out of the pool; counted in retiring until closed */
+	POOL_SPARE_KEPT,            /* still idle: the pool is at keep */
+	POOL_SPARE_GONE,            /* not idle any more (as pool_take_idle's false) */
+};
+enum pool_spare pool_take_idle_spare(struct pool_registry *reg, struct pool *pool, void *server,
+                                     int keep);
+bool pool_spare_closed(struct pool_registry *reg, struct pool *pool, struct pool_handoff *out);
 
 /* Server parameters of a fresh login, for clients that log in without a
  * server. The first call for the pool's current gen stores blob (taking

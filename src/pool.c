@@ -347,6 +347,21 @@ static bool pool_pass_db_slot_locked(struct pool_registry *reg, struct pool *fro
 	return true;
 }
 
+/* A server slot of pool was given up: it goes to the head waiter, or to
+ * another pool of the database at its max_db_connections cap. Lock held. */
+static bool pool_slot_freed_locked(struct pool_registry *reg, struct pool *pool,
+                                   struct pool_handoff *out)
+{
+	bool handed = !reg->paused && pool_can_grow_locked(pool, pool->size) &&
+	              pool_pop_waiter_locked(pool, NULL, out);
+	if (handed)
+		pool_count_server_locked(pool, 1);
+	else if (pool->max_db > 0 && !reg->paused)
+		handed = pool_pass_db_slot_locked(reg, pool, out);
+	pool_maybe_free_locked(pool);
+	return handed;
+}
+
 bool pool_server_closed(struct pool_registry *reg, struct pool *pool,
                         struct pool_handoff *out)
 {
@@ -354,13 +369,42 @@ bool pool_server_closed(struct pool_registry *reg, struct pool *pool,
 
 	pthread_mutex_lock(&reg->mtx);
 	pool_count_server_locked(pool, -1);
-	handed = !reg->paused && pool_can_grow_locked(pool, pool->size) &&
-	         pool_pop_waiter_locked(pool, NULL, out);
-	if (handed)
-		pool_count_server_locked(pool, 1);
-	else if (pool->max_db > 0 && !reg->paused)
-		handed = pool_pass_db_slot_locked(reg, pool, out);
-	pool_maybe_free_locked(pool);
+	handed = pool_slot_freed_locked(reg, pool, out);
+	pthread_mutex_unlock(&reg->mtx);
+	return handed;
+}
+
+enum pool_spare pool_take_idle_spare(struct pool_registry *reg, struct pool *pool, void *server,
+                                     int keep)
+{
+	enum pool_spare res = POOL_SPARE_GONE;
+
+	pthread_mutex_lock(&reg->mtx);
+	for (int i = 0; i < pool->nidle; i++) {
+		if (pool->idle[i].server != server)
+			continue;
+		if (pool->nservers - pool->retiring <= keep) {
+			res = POOL_SPARE_KEPT;
+			break;
+		}
+		memmove(&pool->idle[i], &pool->idle[i + 1], (size_t)(pool->nidle - 1 - i) * sizeof(*pool->idle));
+		pool->nidle--;
+		pool->retiring++;   /* still counted, so that the pool stays */
+		res = POOL_SPARE_TAKEN;
+		break;
+	}
+	pthread_mutex_unlock(&reg->mtx);
+	return res;
+}
+
+bool pool_spare_closed(struct pool_registry *reg, struct pool *pool, struct pool_handoff *out)
+{
+	bool handed;
+
+	pthread_mutex_lock(&reg->mtx);
+	pool->retiring--;
+	pool_count_server_locked(pool, -1);
+	handed = pool_slot_freed_locked(reg, pool, out);
 	pthread_mutex_unlock(&reg->mtx);
 	return handed;
 }

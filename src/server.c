@@ -1049,6 +1049,25 @@ void server_migrate(struct worker *w, struct server *s, const struct pool_handof
 	server_detach(s, h);
 }
 
+/* After pool_take_idle_spare: closes a spare idle server past
+ * server_idle_timeout, or lets go of one another worker has acquired. */
+static void server_sweep_took(struct server *s, bool taken)
+{
+	struct pool *pool = s->pool;
+	struct runtime *rt = s->rt;
+	struct pool_handoff h;
+
+	if (!taken) {
+		list_del(&s->idle_node);
+		s->state = SERVER_MOVING;
+		server_watch(s, 0, false);
+		return;
+	}
+	server_close_keep_slot(s, "server_idle_timeout reached");
+	if (pool_spare_closed(&rt->pools, pool, &h))
+		server_handoff(rt, &h);
+}
+
 /* The least recently used idle servers come first: stop at the first one
  * that may stay, but walk them all once a second for server_lifetime. */
 void server_sweep_idle(struct worker *w, uint64_t now)
@@ -1064,10 +1083,12 @@ void server_sweep_idle(struct worker *w, uint64_t now)
 		struct server *s = list_entry(pos, struct server, idle_node);
 		const char *why = NULL;
 		if (idle_to > 0 && now - s->idle_since_ms >= idle_to) {
-			int n, nidle, nw;
-			pool_counts(&w->rt->pools, s->pool, &n, &nidle, &nw);
-			if (n > pool_db(&w->rt->pools, s->pool, NULL, NULL)->min_pool_size)
-				why = "server_idle_timeout reached";
+			int keep = pool_db(&w->rt->pools, s->pool, NULL, NULL)->min_pool_size;
+			enum pool_spare took = pool_take_idle_spare(&w->rt->pools, s->pool, s, keep);
+			if (took != POOL_SPARE_KEPT) {
+				server_sweep_took(s, took == POOL_SPARE_TAKEN);
+				continue;
+			}
 		} else if (!full) {
 			break;
 		}

@@ -297,6 +297,67 @@ START_TEST(server_closed_hands_slot_to_head_waiter)
 }
 END_TEST
 
+/*
+ * server_idle_timeout with min_pool_size 1 and three idle servers, as two
+ * workers' janitors see it: a spare taken for closing still counts until it
+ * is closed, so takes made meanwhile (the other worker's) stop at the
+ * minimum, and the one kept stays idle and can be acquired.
+ */
+START_TEST(idle_spares_stop_at_min_pool_size)
+{
+	struct pool *pool = pool_attach(&reg, &db_app, "alice", 3);
+	struct pool_waiter w;
+	struct pool_handoff h;
+	void *server = NULL;
+
+	take_slots(pool, 3);
+	for (int i = 0; i < 3; i++)
+		ck_assert(!pool_release(&reg, pool, &srv[i], 0, &h));
+	ck_assert_int_eq(pool_take_idle_spare(&reg, pool, &srv[0], 1), POOL_SPARE_TAKEN);
+	ck_assert_int_eq(pool_take_idle_spare(&reg, pool, &srv[1], 1), POOL_SPARE_TAKEN);
+	/* Neither is closed yet: the third is the one min_pool_size keeps. */
+	ck_assert_int_eq(pool_take_idle_spare(&reg, pool, &srv[2], 1), POOL_SPARE_KEPT);
+	expect_counts(pool, 3, 1, 0);
+	/* One taken already is no longer idle. */
+	ck_assert_int_eq(pool_take_idle_spare(&reg, pool, &srv[0], 0), POOL_SPARE_GONE);
+	ck_assert(!pool_spare_closed(&reg, pool, &h));
+	ck_assert(!pool_spare_closed(&reg, pool, &h));
+	expect_counts(pool, 1, 1, 0);
+	ck_assert_int_eq(pool_take_idle_spare(&reg, pool, &srv[2], 1), POOL_SPARE_KEPT);
+	waiter_init(&w, 0, 0, 1);
+	ck_assert_int_eq(pool_acquire(&reg, pool, &w, &server), POOL_GOT_IDLE);
+	ck_assert_ptr_eq(server, &srv[2]);
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	pool_detach(&reg, pool);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
+/*
+ * A spare's slot, given up once it is closed, goes to the head waiter.
+ */
+START_TEST(closed_spare_hands_slot_to_waiter)
+{
+	struct pool *pool = pool_attach(&reg, &db_app, "alice", 1);
+	struct pool_waiter w;
+	struct pool_handoff h;
+	void *server = NULL;
+
+	take_slots(pool, 1);
+	ck_assert(!pool_release(&reg, pool, &srv[0], 0, &h));
+	ck_assert_int_eq(pool_take_idle_spare(&reg, pool, &srv[0], 0), POOL_SPARE_TAKEN);
+	/* Still counted while it closes: a newcomer waits. */
+	waiter_init(&w, 1, 7, 42);
+	ck_assert_int_eq(pool_acquire(&reg, pool, &w, &server), POOL_MUST_WAIT);
+	ck_assert(pool_spare_closed(&reg, pool, &h));
+	expect_handoff(&h, &w, NULL);
+	expect_counts(pool, 1, 0, 0);
+	ck_assert(!pool_server_closed(&reg, pool, &h));
+	pool_detach(&reg, pool);
+	ck_assert(list_empty(&reg.pools));
+}
+END_TEST
+
 START_TEST(server_closed_frees_slot_for_next_acquire)
 {
 	struct pool *pool = pool_attach(&reg, &db_app, "alice", 2);
@@ -2706,6 +2767,8 @@ static Suite *pool_suite(void)
 	tcase_add_test(unit, release_hands_to_head_waiter_fifo);
 	tcase_add_test(unit, server_closed_hands_slot_to_head_waiter);
 	tcase_add_test(unit, server_closed_frees_slot_for_next_acquire);
+	tcase_add_test(unit, idle_spares_stop_at_min_pool_size);
+	tcase_add_test(unit, closed_spare_hands_slot_to_waiter);
 	tcase_add_test(unit, cancel_wait);
 	tcase_add_test(unit, unused_pool_is_freed);
 	tcase_add_test(unit, destroy_frees_parked_servers);
