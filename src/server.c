@@ -1050,7 +1050,8 @@ void server_migrate(struct worker *w, struct server *s, const struct pool_handof
 }
 
 /* After pool_take_idle_spare: closes a spare idle server past
- * server_idle_timeout, or lets go of one another worker has acquired. */
+ * server_idle_timeout; or (taken false, also after pool_take_idle) lets go
+ * of one that another worker has acquired. */
 static void server_sweep_took(struct server *s, bool taken)
 {
 	struct pool *pool = s->pool;
@@ -1098,13 +1099,10 @@ void server_sweep_idle(struct worker *w, uint64_t now)
 			why = "not wanted after a reload (conninfo, pool_size or database changed)";
 		if (why == NULL)
 			continue;
-		if (pool_take_idle(&w->rt->pools, s->pool, s)) {
+		if (pool_take_idle(&w->rt->pools, s->pool, s))
 			server_close(s, why);
-		} else {
-			list_del(&s->idle_node);
-			s->state = SERVER_MOVING;
-			server_watch(s, 0, false);
-		}
+		else
+			server_sweep_took(s, false);
 	}
 }
 
