@@ -305,21 +305,29 @@ enum pool_release_result pool_release(struct pool_registry *reg, struct pool *po
 	return res;
 }
 
+/* Where server is parked in pool->idle, or -1. Lock held. */
+static int pool_idle_index_locked(const struct pool *pool, const void *server)
+{
+	for (int i = 0; i < pool->nidle; i++)
+		if (pool->idle[i].server == server)
+			return i;
+	return -1;
+}
+
+static void pool_idle_remove_locked(struct pool *pool, int i)
+{
+	memmove(&pool->idle[i], &pool->idle[i + 1], (size_t)(pool->nidle - 1 - i) * sizeof(*pool->idle));
+	pool->nidle--;
+}
+
 bool pool_take_idle(struct pool_registry *reg, struct pool *pool, void *server)
 {
-	bool found = false;
-
 	pthread_mutex_lock(&reg->mtx);
-	for (int i = 0; i < pool->nidle; i++) {
-		if (pool->idle[i].server != server)
-			continue;
-		memmove(&pool->idle[i], &pool->idle[i + 1], (size_t)(pool->nidle - 1 - i) * sizeof(*pool->idle));
-		pool->nidle--;
-		found = true;
-		break;
-	}
+	int i = pool_idle_index_locked(pool, server);
+	if (i >= 0)
+		pool_idle_remove_locked(pool, i);
 	pthread_mutex_unlock(&reg->mtx);
-	return found;
+	return i >= 0;
 }
 
 /* A slot freed in a database at its max_db_connections cap goes to the
@@ -380,18 +388,13 @@ enum pool_spare pool_take_idle_spare(struct pool_registry *reg, struct pool *poo
 	enum pool_spare res = POOL_SPARE_GONE;
 
 	pthread_mutex_lock(&reg->mtx);
-	for (int i = 0; i < pool->nidle; i++) {
-		if (pool->idle[i].server != server)
-			continue;
-		if (pool->nservers - pool->retiring <= keep) {
-			res = POOL_SPARE_KEPT;
-			break;
-		}
-		memmove(&pool->idle[i], &pool->idle[i + 1], (size_t)(pool->nidle - 1 - i) * sizeof(*pool->idle));
-		pool->nidle--;
+	int i = pool_idle_index_locked(pool, server);
+	if (i >= 0 && pool->nservers - pool->retiring <= keep) {
+		res = POOL_SPARE_KEPT;
+	} else if (i >= 0) {
+		pool_idle_remove_locked(pool, i);
 		pool->retiring++;   /* still counted, so that the pool stays */
 		res = POOL_SPARE_TAKEN;
-		break;
 	}
 	pthread_mutex_unlock(&reg->mtx);
 	return res;
