@@ -641,9 +641,10 @@ int h_proc_fd_count(pid_t pid)
 	return n;
 }
 
-long h_proc_rss_kb(pid_t pid)
+long h_proc_status_kb(pid_t pid, const char *field)
 {
 	char path[64], line[256];
+	size_t n = strlen(field);
 	long kb = -1;
 	FILE *f;
 
@@ -652,13 +653,18 @@ long h_proc_rss_kb(pid_t pid)
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "VmRSS:", 6) == 0) {
-			kb = strtol(line + 6, NULL, 10);
+		if (strncmp(line, field, n) == 0 && line[n] == ':') {
+			kb = strtol(line + n + 1, NULL, 10);
 			break;
 		}
 	}
 	fclose(f);
 	return kb;
+}
+
+long h_proc_rss_kb(pid_t pid)
+{
+	return h_proc_status_kb(pid, "VmRSS");
 }
 
 /* ---- PostgreSQL ------------------------------------------------------ */

@@ -125,8 +125,23 @@ const char *h_daemon_bin(void);
 
 /* Open fds of a process (/proc/PID/fd), or -1. */
 int h_proc_fd_count(pid_t pid);
+/* A KiB field of /proc/PID/status ("VmRSS", "VmHWM"), or -1. */
+long h_proc_status_kb(pid_t pid, const char *field);
 /* Resident set size of a process in KiB (VmRSS), or -1. */
 long h_proc_rss_kb(pid_t pid);
+
+/* Under ASan, RSS says nothing about what the code keeps: shadow memory and
+ * the quarantine of freed blocks dominate it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
 
 /* ---- PostgreSQL ------------------------------------------------------ */
 
