@@ -25,7 +25,8 @@
 #   BENCH_IDLE_TIMEOUT=120      bound on each phase of the idle-client test
 #   BENCH_POOL_SIZE=20          pool_size of the transaction pools (both poolers)
 #   BENCH_WORKERS=default       pgberth's workers in the main runs (default: the daemon's own default)
-#   BENCH_WORKERS_COMPARE="1 2" pgberth workers compared at 50 clients, -S ("" skips)
+#   BENCH_WORKERS_COMPARE="1 2" pgberth workers compared, next to PgBouncer, at -S 50
+#                               clients and on -C ("" skips)
 #   BENCH_FLOOR=1               also run every transaction-pool point through
 #                               floor_relay (bench/floor_relay.c), a pooler cut
 #                               down to what pgbench needs, as the yardstick of
@@ -757,17 +758,28 @@ done
 
 # --- Workers comparison ----------------------------------------------------------
 
+# -S at WORKERS_CLIENTS and every -C point, on each workers setting and on
+# PgBouncer, interleaved round by round: which setting suits which workload.
+WPOINTS=("workers|-S simple|$WORKERS_CLIENTS|-S -M simple")
+for c in "${CONN_A[@]}"; do WPOINTS+=("workersC$c|-S -C simple|$c|-S -C -M simple"); done
 if [ "${#WLIST[@]}" -gt 0 ]; then
-	step "pgberth workers ${WLIST[*]}: pgbench -S simple, $WORKERS_CLIENTS clients, $ROUNDS round(s)"
+	WTARGETS=()
+	for w in "${WLIST[@]}"; do WTARGETS+=("pgberth_w$w"); done
+	WTARGETS+=(pgbouncer)
+	step "pgberth workers ${WLIST[*]} and PgBouncer: -S simple at $WORKERS_CLIENTS clients, -C at ${CONN_A[*]}; $ROUNDS round(s)"
 	for w in "${WLIST[@]}"; do
 		start_target "pgberth_w$w" || note "pgberth with workers $w did not start"
 	done
 	for ((r = 1; r <= ROUNDS; r++)); do
-		order=("${WLIST[@]}")
-		[ $((r % 2)) -eq 1 ] || mapfile -t order < <(printf '%s\n' "${WLIST[@]}" | tac)
-		for w in "${order[@]}"; do
-			run_point "$r" "workers$w" "-S simple, workers $w" "$WORKERS_CLIENTS" "pgberth_w$w" txn -S -M simple
-			sleep 0.5
+		for i in "${!WPOINTS[@]}"; do
+			IFS='|' read -r point workload clients args <<<"${WPOINTS[$i]}"
+			rot=$(((i + r) % ${#WTARGETS[@]}))
+			for ((k = 0; k < ${#WTARGETS[@]}; k++)); do
+				target=${WTARGETS[$(((k + rot) % ${#WTARGETS[@]}))]}
+				# shellcheck disable=SC2086  # args are words on purpose
+				run_point "$r" "$point" "$workload, ${target/pgberth_w/pgberth workers }" "$clients" "$target" txn $args
+				sleep 0.5
+			done
 		done
 	done
 	for w in "${WLIST[@]}"; do
@@ -840,17 +852,28 @@ for entry in "${POINTS[@]}"; do
 	fi
 done
 
-wrows=""
-best="" best_tps=""
-for w in "${WLIST[@]}"; do
-	agg "workers$w" "pgberth_w$w"
-	printf '%s,"%s",%s,%s,%s,%s,%s,%s,%s,,,,,"%s"\n' "workers$w" "-S simple, pgberth workers $w" "$WORKERS_CLIENTS" \
-		"pgberth_w$w" "$A_TPS" "$A_LAT" "$A_CPU" "$A_OK" "$ROUNDS" "${A_NOTE//\"/\'}" >>"$csv"
-	[ "$A_OK" -gt 0 ] || NOTES+=("pgberth workers $w: n/a: ${A_NOTE#*: }")
-	wrows+="| $w | $(fmt "$A_TPS" %.0f) | $(fmt "$A_LAT" %.3f) | $(fmt "$A_CPU" %.1f) |"$'\n'
-	if [ -n "$A_TPS" ] && { [ -z "$best_tps" ] || awk -v a="$A_TPS" -v b="$best_tps" 'BEGIN { exit !(a > b) }'; }; then
-		best=$w best_tps=$A_TPS
-	fi
+wrows="" wbest=()
+for wp in "${WPOINTS[@]}"; do
+	[ "${#WLIST[@]}" -gt 0 ] || break
+	IFS='|' read -r point workload clients _ <<<"$wp"
+	agg "$point" pgbouncer
+	btps=$A_TPS blat=$A_LAT bcpu=$A_CPU
+	printf '%s,"%s",%s,%s,%s,%s,%s,%s,%s,,,,,"%s"\n' "$point" "$workload, PgBouncer" "$clients" \
+		pgbouncer "$A_TPS" "$A_LAT" "$A_CPU" "$A_OK" "$ROUNDS" "${A_NOTE//\"/\'}" >>"$csv"
+	best="" best_tps=""
+	for w in "${WLIST[@]}"; do
+		agg "$point" "pgberth_w$w"
+		printf '%s,"%s",%s,%s,%s,%s,%s,%s,%s,,,,,"%s"\n' "$point" "$workload, pgberth workers $w" "$clients" \
+			"pgberth_w$w" "$A_TPS" "$A_LAT" "$A_CPU" "$A_OK" "$ROUNDS" "${A_NOTE//\"/\'}" >>"$csv"
+		[ "$A_OK" -gt 0 ] || NOTES+=("$workload, pgberth workers $w: n/a: ${A_NOTE#*: }")
+		wrows+="| $workload | $clients | $w | $(fmt "$A_TPS" %.0f) | $(fmt "$A_LAT" %.3f) | $(fmt "$A_CPU" %.1f) "
+		wrows+="| $(fmt "$(ratio "$A_TPS" "$btps")" %.2f) | $(fmt "$(ratio "$A_CPU" "$bcpu")" %.2f) |"$'\n'
+		if [ -n "$A_TPS" ] && { [ -z "$best_tps" ] || awk -v a="$A_TPS" -v b="$best_tps" 'BEGIN { exit !(a > b) }'; }; then
+			best=$w best_tps=$A_TPS
+		fi
+	done
+	wrows+="| $workload | $clients | PgBouncer | $(fmt "$btps" %.0f) | $(fmt "$blat" %.3f) | $(fmt "$bcpu" %.1f) | | |"$'\n'
+	wbest+=("$workload, $clients clients: ${best:-none}")
 done
 
 # The plot: TPS against clients, -S simple.
@@ -945,17 +968,17 @@ elapsed=$((SECONDS - t_start))
 	fi
 	if [ -n "$wrows" ]; then
 		echo
-		echo "## pgberth workers (pgbench -S simple, $WORKERS_CLIENTS clients)"
+		echo "## pgberth workers"
 		echo
-		echo "| workers | TPS | lat ms | CPU µs/txn |"
-		echo "|--:|--:|--:|--:|"
+		echo "Each workers setting and PgBouncer in the same rounds; the ratios are against that PgBouncer."
+		echo
+		echo "| Workload | Clients | workers | TPS | lat ms | CPU µs/txn | TPS / PgBouncer | CPU / PgBouncer |"
+		echo "|---|--:|--:|--:|--:|--:|--:|--:|"
 		printf '%s' "$wrows"
 		echo
-		if [ -n "$best" ]; then
-			echo "Best on this machine (nproc $NPROC): workers $best."
-		else
-			echo "No workers setting produced a result."
-		fi
+		echo "Best TPS on this machine (nproc $NPROC), by workload:"
+		echo
+		printf -- '- %s\n' "${wbest[@]}"
 	fi
 	echo
 	echo "## Idle clients"
