@@ -45,9 +45,14 @@ struct buf_cache {
 
 int buf_cache_init(struct buf_cache *bc, size_t size, int max);
 void buf_cache_destroy(struct buf_cache *bc);
-/* Gives an empty buffer without a block a cached one (or a new one) of
- * bc->size bytes. 0 or -ENOMEM. */
+/* Gives a buffer without a block a cached one (or a new one) of bc->size
+ * bytes; what a smaller buffer (see buf_shrink) holds moves into it.
+ * 0 or -ENOMEM, the buffer then as it was. */
 int buf_take_block(struct buf *b, struct buf_cache *bc);
+/* A block holding at most max bytes gives them to a buffer of their own
+ * size and goes back to bc: for a connection that may hold a few bytes for
+ * long. Left as it is if that cannot be allocated. */
+void buf_shrink(struct buf *b, struct buf_cache *bc, size_t max);
 /* An empty buffer gives its block back (or frees it); a non-empty one is
  * left alone. */
 void buf_give_block(struct buf *b, struct buf_cache *bc);

@@ -1,6 +1,8 @@
 /*
- * Byte buffers for socket I/O. Growth doubles; the block is never shrunk
- * while in use, and freed by buf_free when its owner lets go.
+ * Byte buffers for socket I/O. Growth doubles. The relay's buffers hold a
+ * block of the worker's cache while they have bytes and give it back once
+ * empty; buf_shrink lets one that holds a few bytes for long give it back
+ * early. buf_free releases whatever a buffer holds.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -86,14 +88,19 @@ void buf_cache_destroy(struct buf_cache *bc)
 
 int buf_take_block(struct buf *b, struct buf_cache *bc)
 {
-	if (b->data != NULL)
+	if (b->data != NULL && b->cap >= bc->size)
 		return 0;
 	uint8_t *p = bc->n > 0 ? bc->blocks[--bc->n] : malloc(bc->size);
 	if (p == NULL)
 		return -ENOMEM;
+	size_t len = buf_len(b);
+	if (len > 0)
+		memcpy(p, buf_head(b), len);    /* what buf_shrink set aside */
+	free(b->data);
 	b->data = p;
 	b->cap = bc->size;
-	b->start = b->end = 0;
+	b->start = 0;
+	b->end = len;
 	return 0;
 }
 
@@ -107,6 +114,23 @@ void buf_give_block(struct buf *b, struct buf_cache *bc)
 		free(b->data);
 	b->data = NULL;
 	b->cap = b->start = b->end = 0;
+}
+
+void buf_shrink(struct buf *b, struct buf_cache *bc, size_t max)
+{
+	size_t len = buf_len(b);
+
+	if (b->data == NULL || b->cap != bc->size || len == 0 || len > max)
+		return;
+	uint8_t *p = malloc(len);
+	if (p == NULL)
+		return;     /* it keeps the block */
+	memcpy(p, buf_head(b), len);
+	b->start = b->end = 0;
+	buf_give_block(b, bc);
+	b->data = p;
+	b->cap = len;
+	b->end = len;
 }
 
 void buf_move(struct buf *to, struct buf *from)

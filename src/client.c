@@ -39,6 +39,10 @@
 #include "server.h"
 #include "worker.h"
 
+/* Most a queued client moves out of its block (client_wait_light): a query,
+ * or a few. */
+#define WAIT_SHRINK_MAX 4096
+
 static void client_on_io(uv_poll_t *handle, int status, int events);
 static void client_read(struct client *c);
 
@@ -549,6 +553,18 @@ static void client_evict_for(struct client *c)
 		free(m);    /* that worker stopped: it closes its servers itself */
 }
 
+/* A queued client may wait long, holding only its query. Once the worker's
+ * cache has no block to spare, that query moves to a buffer of its own size
+ * and the 32 KiB block goes back: ten thousand clients queued at once then
+ * hold a few hundred kilobytes instead of a page of a block each, and the
+ * heap does not keep that high-water mark after they are served. With a
+ * block to spare the client keeps its own: no allocation per transaction. */
+static void client_wait_light(struct client *c)
+{
+	if (c->w->bufs.n == 0)
+		buf_shrink(&c->in, &c->w->bufs, WAIT_SHRINK_MAX);
+}
+
 /* Asks the pool for a server: now, or as a waiter (worker->waits). */
 static void client_acquire(struct client *c)
 {
@@ -572,6 +588,7 @@ static void client_acquire(struct client *c)
 		break;
 	case POOL_MUST_WAIT:
 		log_debug("c%llu/w%d: waiting for a server", (unsigned long long)c->id, w->id);
+		client_wait_light(c);
 		client_evict_for(c);
 		break;
 	}
@@ -826,8 +843,10 @@ static void client_read(struct client *c)
 		client_acquire(c);
 		return;
 	case CLIENT_WAITING:
-	case CLIENT_LOGIN:
+		client_wait_light(c);
 		break;  /* kept until the server is ready; reading stops when full */
+	case CLIENT_LOGIN:
+		break;
 	}
 	buf_give_block(&c->in, &c->w->bufs);    /* if it is empty */
 	client_update_poll(c);

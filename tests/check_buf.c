@@ -99,6 +99,54 @@ START_TEST(move_hands_the_block_over)
 }
 END_TEST
 
+START_TEST(shrink_gives_the_block_back)
+{
+	struct buf_cache bc;
+	struct buf b = {0};
+
+	ck_assert_int_eq(buf_cache_init(&bc, BLOCK, 4), 0);
+	ck_assert_int_eq(buf_take_block(&b, &bc), 0);
+	ck_assert_int_eq(buf_append(&b, "..query", 7), 0);
+	buf_consume(&b, 2);
+	uint8_t *block = b.data;
+
+	/* Over max: kept as it is. */
+	buf_shrink(&b, &bc, 4);
+	ck_assert_ptr_eq(b.data, block);
+	ck_assert_int_eq(bc.n, 0);
+
+	buf_shrink(&b, &bc, 64);
+	ck_assert_ptr_ne(b.data, block);
+	ck_assert_uint_eq(b.cap, 5);
+	ck_assert_uint_eq(buf_len(&b), 5);
+	ck_assert_int_eq(memcmp(buf_head(&b), "query", 5), 0);
+	ck_assert_int_eq(bc.n, 1);
+	ck_assert_ptr_eq(bc.blocks[0], block);
+
+	/* Reading again takes a block and carries the bytes into it. */
+	ck_assert_int_eq(buf_take_block(&b, &bc), 0);
+	ck_assert_ptr_eq(b.data, block);
+	ck_assert_uint_eq(b.cap, BLOCK);
+	ck_assert_uint_eq(buf_len(&b), 5);
+	ck_assert_int_eq(memcmp(buf_head(&b), "query", 5), 0);
+	ck_assert_int_eq(bc.n, 0);
+
+	/* Empty, or not a block: nothing to do. */
+	buf_consume(&b, 5);
+	buf_shrink(&b, &bc, 64);
+	ck_assert_ptr_eq(b.data, block);
+	buf_give_block(&b, &bc);
+	ck_assert_int_eq(bc.n, 1);
+	ck_assert_int_eq(buf_append(&b, "abc", 3), 0);
+	uint8_t *small = b.data;
+	buf_shrink(&b, &bc, 64);
+	ck_assert_ptr_eq(b.data, small);
+	ck_assert_int_eq(bc.n, 1);
+	buf_free(&b);
+	buf_cache_destroy(&bc);
+}
+END_TEST
+
 START_TEST(move_from_empty)
 {
 	struct buf from = {0}, to = {0};
@@ -119,6 +167,7 @@ static Suite *buf_suite(void)
 	tcase_add_test(tc, cache_is_bounded_and_lifo);
 	tcase_add_test(tc, move_hands_the_block_over);
 	tcase_add_test(tc, move_from_empty);
+	tcase_add_test(tc, shrink_gives_the_block_back);
 	suite_add_tcase(s, tc);
 	return s;
 }
