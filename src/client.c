@@ -815,6 +815,8 @@ static void client_read(struct client *c)
 	ssize_t n = relay_read(c->fd, &c->in, &c->w->bufs);
 
 	if (n == -EAGAIN) {
+		if (c->state == CLIENT_WAITING)
+			client_wait_light(c);   /* the block was taken for nothing */
 		buf_give_block(&c->in, &c->w->bufs);
 		return client_update_poll(c);
 	}

@@ -170,8 +170,8 @@ START_TEST(test_ten_thousand_cycles)
 }
 END_TEST
 
-#define QUEUED       1000
-#define QUEUED_KB    1024       /* bound on the peak RSS they add; a page each would be 4000 */
+#define QUEUED       1000       /* fewer if the open files limit is lower */
+#define QUEUED_KB    1          /* bound on the peak RSS each adds; a page each would be 4 */
 
 /* Bytes c sent that the daemon has not read yet (SIOCOUTQ on a Unix socket). */
 static int unread_by_daemon(PGconn *c)
@@ -191,7 +191,7 @@ START_TEST(test_queued_clients_hold_little)
 	PGconn *holder;
 	long hwm_base, hwm;
 	int64_t deadline;
-	int unread;
+	int unread, nq;
 
 	/* The daemon inherits the limit: both ends of every client are open at once. */
 	h_assert(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit");
@@ -199,23 +199,23 @@ START_TEST(test_queued_clients_hold_little)
 		rl.rlim_cur = rl.rlim_max < 4 * QUEUED ? rl.rlim_max : 4 * QUEUED;
 		h_assert(setrlimit(RLIMIT_NOFILE, &rl) == 0, "setrlimit: %s", strerror(errno));
 	}
-	h_assert(rl.rlim_cur >= QUEUED + 200, "open files limit %ld is too low for %d clients",
-		 (long)rl.rlim_cur, QUEUED);
+	nq = rl.rlim_cur >= QUEUED + 150 ? QUEUED : (int)rl.rlim_cur - 150;
+	h_assert(nq >= 200, "open files limit %ld is too low", (long)rl.rlim_cur);
 	h_daemon_start(&d, &h_shared_pg, &o);
 	holder = h_connect(&d, NULL);
 	h_exec_ok(holder, "BEGIN");     /* the one server is taken until COMMIT */
-	for (int i = 0; i < QUEUED; i++)
+	for (int i = 0; i < nq; i++)
 		cl[i] = h_connect(&d, NULL);
 	hwm_base = h_proc_status_kb(d.pid, "VmHWM");
 	h_assert(hwm_base > 0, "cannot read VmHWM of %d", (int)d.pid);
 
-	for (int i = 0; i < QUEUED; i++)
+	for (int i = 0; i < nq; i++)
 		h_assert(PQsendQuery(cl[i], "SELECT 1") == 1, "send %d: %s", i, PQerrorMessage(cl[i]));
 	/* Queued once the daemon has read every query. */
 	deadline = h_now_ms() + H_QUERY_TIMEOUT;
 	do {
 		unread = 0;
-		for (int i = 0; i < QUEUED; i++)
+		for (int i = 0; i < nq; i++)
 			unread += unread_by_daemon(cl[i]) > 0;
 		h_assert(unread == 0 || h_now_ms() < deadline, "%d queries still unread", unread);
 		if (unread > 0)
@@ -224,7 +224,7 @@ START_TEST(test_queued_clients_hold_little)
 	hwm = h_proc_status_kb(d.pid, "VmHWM");
 
 	h_exec_ok(holder, "COMMIT");
-	for (int i = 0; i < QUEUED; i++) {
+	for (int i = 0; i < nq; i++) {
 		PGresult *r = h_result_try(cl[i], H_QUERY_TIMEOUT);
 
 		h_assert(r && PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "1") == 0,
@@ -233,11 +233,11 @@ START_TEST(test_queued_clients_hold_little)
 		PQfinish(cl[i]);
 	}
 	PQfinish(holder);
-	fprintf(stderr, "e2e_hygiene: %d queued clients: VmHWM %ld -> %ld KiB%s\n", QUEUED, hwm_base,
+	fprintf(stderr, "e2e_hygiene: %d queued clients: VmHWM %ld -> %ld KiB%s\n", nq, hwm_base,
 		hwm, UNDER_ASAN ? " (ASan: bound not applied)" : "");
 	if (!UNDER_ASAN)
-		h_assert(hwm - hwm_base < QUEUED_KB, "%d queued clients raised pgberth's peak RSS "
-			 "by %ld KiB (bound %d)", QUEUED, hwm - hwm_base, QUEUED_KB);
+		h_assert(hwm - hwm_base < nq * QUEUED_KB, "%d queued clients raised pgberth's peak RSS "
+			 "by %ld KiB (bound %d)", nq, hwm - hwm_base, nq * QUEUED_KB);
 	h_daemon_stop_ok(&d);
 }
 END_TEST
