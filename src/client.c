@@ -844,9 +844,11 @@ static void client_read(struct client *c)
 		}
 		client_acquire(c);
 		return;
+	/* Both keep what they read until the server is ready; reading stops
+	 * when the buffer is full. */
 	case CLIENT_WAITING:
 		client_wait_light(c);
-		break;  /* kept until the server is ready; reading stops when full */
+		break;
 	case CLIENT_LOGIN:
 		break;
 	}
