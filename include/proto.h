@@ -129,10 +129,13 @@ int proto_parse_options(const char *options, char *scratch,
 bool proto_sql_name_ok(const char *name);
 
 /*
- * Appends "SET name = 'value'" to b as SQL text (no message framing, no NUL),
- * quoting value as a literal that means the same whatever
- * standard_conforming_strings is (E'' with escapes when it has a backslash).
- * name must be made of letters, digits, '_' and '.'; returns -EINVAL if not.
+ * Appends "SELECT pg_catalog.set_config('name', 'value', false)" to b as SQL
+ * text (no message framing, no NUL), quoting value as a literal that means
+ * the same whatever standard_conforming_strings is (E'' with escapes when it
+ * has a backslash). set_config, not SET: it reads value as a startup option
+ * or a ParameterStatus gives it, so "s1,public" is two schemas of a
+ * search_path, not one named "s1,public". name must be made of letters,
+ * digits, '_' and '.'; returns -EINVAL if not.
  */
 int proto_sql_set(struct buf *b, const char *name, const char *value);
 

@@ -422,23 +422,13 @@ bool proto_sql_name_ok(const char *name)
 	return true;
 }
 
-int proto_sql_set(struct buf *b, const char *name, const char *value)
+/* Appends value as a string literal: doubled quotes, and E'' with doubled
+ * backslashes when it has one, so that standard_conforming_strings does
+ * not matter. */
+static char *sql_literal(char *w, const char *value)
 {
-	if (!proto_sql_name_ok(name))
-		return -EINVAL;
-	size_t nl = strlen(name), vl = strlen(value);
 	bool esc = strchr(value, '\\') != NULL;
-	/* "SET " name " = " [E] ' value-doubled ' */
-	int rc = buf_reserve(b, 4 + nl + 3 + 1 + 2 + 2 * vl);
-	if (rc < 0)
-		return rc;
-	char *w = (char *)b->data + b->end;
-	memcpy(w, "SET ", 4);
-	w += 4;
-	memcpy(w, name, nl);
-	w += nl;
-	memcpy(w, " = ", 3);
-	w += 3;
+
 	if (esc)
 		*w++ = 'E';
 	*w++ = '\'';
@@ -448,6 +438,29 @@ int proto_sql_set(struct buf *b, const char *name, const char *value)
 		*w++ = *c;
 	}
 	*w++ = '\'';
+	return w;
+}
+
+int proto_sql_set(struct buf *b, const char *name, const char *value)
+{
+	static const char head[] = "SELECT pg_catalog.set_config(";
+	static const char tail[] = ", false)";
+
+	if (!proto_sql_name_ok(name))
+		return -EINVAL;
+	size_t nl = strlen(name), vl = strlen(value);
+	/* head 'name', [E]'value-doubled' tail */
+	int rc = buf_reserve(b, sizeof(head) - 1 + nl + 2 + 2 + 3 + 2 * vl + sizeof(tail) - 1);
+	if (rc < 0)
+		return rc;
+	char *w = (char *)b->data + b->end;
+	memcpy(w, head, sizeof(head) - 1);
+	w = sql_literal(w + sizeof(head) - 1, name);
+	*w++ = ',';
+	*w++ = ' ';
+	w = sql_literal(w, value);
+	memcpy(w, tail, sizeof(tail) - 1);
+	w += sizeof(tail) - 1;
 	b->end = (size_t)((uint8_t *)w - b->data);
 	return 0;
 }

@@ -644,7 +644,7 @@ static void server_setup_done(struct server *s, bool ok)
 static void server_reset_all_done(struct server *s, bool ok)
 {
 	if (!ok) {
-		server_fail(s, "08P01", "RESET ALL failed");
+		server_fail(s, "08P01", "RESET SESSION AUTHORIZATION, ROLE, ALL failed");
 		return;
 	}
 	s->settings_of = 0;
@@ -662,7 +662,8 @@ static void server_setup(struct server *s)
 	if (sql == NULL) {
 		client_fatal(c, "53200", "startup parameters", "out of memory");
 	} else if (reset_first) {
-		server_query(s, "RESET ALL", server_reset_all_done);
+		/* RESET ALL leaves the role and the session user alone. */
+		server_query(s, "RESET SESSION AUTHORIZATION;RESET ROLE;RESET ALL", server_reset_all_done);
 	} else if (*sql == '\0') {
 		client_server_ready(c);
 	} else {

@@ -14,6 +14,10 @@
  *                at once.
  *   login        multi-host conninfo whose first host is dead, and a
  *                startup parameter name that cannot be SET.
+ *   transaction  what one client set must not reach the next client of
+ *                its server (SET ROLE, SET SESSION AUTHORIZATION, an
+ *                unreported SET), and a list in a startup option stays a
+ *                list.
  *
  * Each TCase shares one PostgreSQL (h_tcase_add_pg); each test starts its
  * own daemon and stops it with SIGTERM, asserting a clean exit.
@@ -757,6 +761,65 @@ START_TEST(test_runtime_set_does_not_leak)
 }
 END_TEST
 
+/*
+ * SET ROLE and SET SESSION AUTHORIZATION end in a "SET" tag like any SET,
+ * but RESET ALL leaves both alone: the next client of that server would
+ * run as the role the previous one took.
+ */
+START_TEST(test_role_does_not_leak)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	PGconn *a, *b;
+
+	h_create_role("regress_low");
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, NULL);
+	b = h_connect(&d, NULL);
+	char *me = h_query_value(b, "SELECT current_user");
+	char both[128];
+	snprintf(both, sizeof(both), "%s %s", me, me);
+	/* In one query: the next transaction of a does not keep it either. */
+	h_assert_value(a, "SET ROLE regress_low; SELECT current_user", "regress_low");
+	h_assert_value(b, "SELECT current_user", me);
+	h_assert_value(a, "SET SESSION AUTHORIZATION regress_low; "
+	               "SELECT session_user || ' ' || current_user", "regress_low regress_low");
+	h_assert_value(b, "SELECT session_user || ' ' || current_user", both);
+	PQfinish(a);
+	h_assert_value(b, "SELECT current_user", me);
+	free(me);
+	PQfinish(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * A list in a startup option (-c search_path=a,b) is a list on every server
+ * the client gets, as it is on a direct connection, not one schema named
+ * "a,b".
+ */
+START_TEST(test_list_startup_option)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	PGconn *a, *b;
+
+	h_pg_exec("CREATE SCHEMA IF NOT EXISTS regress_s1; "
+	          "CREATE TABLE IF NOT EXISTS regress_s1.only_in_s1 (x int)");
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, "options='-c search_path=regress_s1,public'");
+	b = h_connect(&d, NULL);
+	for (int i = 0; i < 3; i++) {
+		h_assert_value(a, "SELECT pg_catalog.current_schemas(false)::text", "{regress_s1,public}");
+		h_assert_value(a, "SELECT count(*) FROM only_in_s1", "0");
+		h_exec_fails(b, "SELECT count(*) FROM only_in_s1", "42P01");
+	}
+	PQfinish(a);
+	PQfinish(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 static Suite *e2e_regress_suite(void)
 {
 	Suite *s = suite_create("e2e_regress");
@@ -787,7 +850,10 @@ static Suite *e2e_regress_suite(void)
 	tcase_add_test(tc, test_leave_during_settings);
 	tcase_add_test(tc, test_unsynced_client_times_out);
 	tcase_add_test(tc, test_runtime_set_does_not_leak);
+	tcase_add_test(tc, test_role_does_not_leak);
+	tcase_add_test(tc, test_list_startup_option);
 	suite_add_tcase(s, tc);
+
 	return s;
 }
 

@@ -628,7 +628,7 @@ START_TEST(options_stop)
 }
 END_TEST
 
-/* --- SET quoting --- */
+/* --- set_config quoting --- */
 
 static void check_set(const char *name, const char *value, const char *want)
 {
@@ -641,12 +641,16 @@ static void check_set(const char *name, const char *value, const char *want)
 
 START_TEST(sql_set_quoting)
 {
-	check_set("work_mem", "64MB", "SET work_mem = '64MB'");
-	check_set("application_name", "it's", "SET application_name = 'it''s'");
-	check_set("x.y", "a\\b", "SET x.y = E'a\\\\b'");
-	check_set("x", "'\\'", "SET x = E'''\\\\'''");
-	check_set("Search_Path", "", "SET Search_Path = ''");
-	check_set("a", "'; DROP TABLE t; --", "SET a = '''; DROP TABLE t; --'");
+	check_set("work_mem", "64MB", "SELECT pg_catalog.set_config('work_mem', '64MB', false)");
+	check_set("application_name", "it's",
+	          "SELECT pg_catalog.set_config('application_name', 'it''s', false)");
+	check_set("x.y", "a\\b", "SELECT pg_catalog.set_config('x.y', E'a\\\\b', false)");
+	check_set("x", "'\\'", "SELECT pg_catalog.set_config('x', E'''\\\\''', false)");
+	check_set("Search_Path", "", "SELECT pg_catalog.set_config('Search_Path', '', false)");
+	check_set("search_path", "s1,\"$user\", public",
+	          "SELECT pg_catalog.set_config('search_path', 's1,\"$user\", public', false)");
+	check_set("a", "'; DROP TABLE t; --",
+	          "SELECT pg_catalog.set_config('a', '''; DROP TABLE t; --', false)");
 }
 END_TEST
 
