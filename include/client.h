@@ -45,6 +45,8 @@ struct client {
 	bool logged_in;             /* greeted: AuthenticationOk ... ReadyForQuery sent */
 	bool terminated;            /* sent Terminate: its last query may finish */
 	bool leaving;               /* drain: 57P01 queued after its last answer; closed once out is sent */
+	bool cancel_sent;           /* a CancelRequest connection, open until it was carried out */
+	bool read_eof;              /* closed its end after Terminate while waiting: no more reads */
 
 	int fd;                     /* owned; closed in the poll close callback */
 	uv_poll_t *poll;            /* owned; freed in its close callback */
@@ -112,8 +114,10 @@ bool client_drain(struct client *c);
 /* Janitor: closes clients past client_idle_timeout, idle_transaction_timeout
  * and query_wait_timeout. */
 void client_sweep(struct worker *w, uint64_t now);
-/* A CancelRequest named this client. */
-void client_cancel(struct client *c, int32_t key);
+/* A CancelRequest from the connection at from named this client. Returns
+ * true if from will be told when the cancel has been carried out (see
+ * server_cancel); false if there was nothing to cancel. */
+bool client_cancel(struct client *c, int32_t key, const struct cancel_from *from);
 
 /* SQL that gives server s the client's settings, skipping what s already
  * has: "" if nothing to do, NULL on out-of-memory. *reset_first is set when

@@ -23,6 +23,7 @@ struct cancel_req;
 struct connect_req;
 struct pool;
 struct pool_handoff;
+struct cancel_from;
 
 enum server_state {
 	SERVER_CONNECTING,          /* worker->servers; libpq login running */
@@ -126,8 +127,12 @@ void server_free_parked(void *server);
 /* Delivers a pool handoff, falling through to the next waiter when the
  * target worker no longer takes messages. */
 void server_handoff(struct runtime *rt, struct pool_handoff *h);
-/* Runs PQcancel for the server's current query on the thread pool. */
-void server_cancel(struct server *s);
+/* Runs PQcancel for the server's current query on the thread pool. from,
+ * if not NULL, is the connection that asked for it: it is told once
+ * PQcancel has returned, and the call returns true. It returns false when
+ * from was not taken (no cancel could start, or one already on its way
+ * has a requester), and the caller tells from itself. */
+bool server_cancel(struct server *s, const struct cancel_from *from);
 
 const char *server_param(const struct server *s, const char *name);
 /* Index of name (any case) in server_reapplied, or -1. */

@@ -28,7 +28,9 @@ enum msg_type {
 	MSG_GRANT,                  /* pool handoff: server (or NULL = may connect) for client_id */
 	MSG_MIGRATE,                /* a client elsewhere acquired server, idle on this loop: hand it over */
 	MSG_EVICT,                  /* server, idle on this loop, was taken out of its pool: close it */
-	MSG_CANCEL,                 /* CancelRequest for the client with pid/key */
+	MSG_CANCEL,                 /* CancelRequest for the client with pid/key, from the
+	                             * connection at worker/slot/client_id */
+	MSG_CANCEL_DONE,            /* the cancel from slot/client_id was carried out: close it */
 	MSG_CONFIG,                 /* cfg: the reloaded snapshot (one reference) */
 	MSG_DRAIN,                  /* stop accepting; close clients at their next boundary */
 	MSG_STOP,                   /* close everything and end the loop */
@@ -40,7 +42,8 @@ struct msg {
 	int fd;
 	uint32_t slot;              /* with client_id (and, for MIGRATE, worker): who it is for */
 	uint64_t client_id;
-	int worker;                 /* MIGRATE: the acquiring client's worker */
+	int worker;                 /* MIGRATE: the acquiring client's worker; CANCEL: the
+	                             * requesting connection's */
 	struct server *server;
 	struct pool *pool;          /* the pool a grant's server or slot counts in */
 	int32_t pid;                /* CANCEL: the key pair from the CancelRequest */
@@ -104,6 +107,19 @@ int worker_start(struct worker *w, struct runtime *rt, int id);
 int worker_post(struct worker *w, struct msg *m);
 /* Allocates a message; NULL on out-of-memory. */
 struct msg *msg_new(enum msg_type type);
+
+/* Who sent a CancelRequest: the connection to close once it is done. */
+struct cancel_from {
+	struct runtime *rt;
+	int worker;
+	uint32_t slot;
+	uint64_t client_id;
+};
+
+/* Tells the connection that sent a CancelRequest that it was carried out
+ * (or that there was nothing to cancel), so that it closes: a client takes
+ * that close to mean its cancel has reached the server. */
+void worker_cancel_done(const struct cancel_from *from);
 
 /* A random cancel key (getrandom, in batches). */
 int32_t worker_cancel_key(struct worker *w);

@@ -218,7 +218,7 @@ void client_update_poll(struct client *c)
 {
 	int events = 0;
 
-	if (buf_len(&c->in) < RELAY_BUF && !c->leaving)
+	if (buf_len(&c->in) < RELAY_BUF && !c->leaving && !c->read_eof)
 		events |= UV_READABLE;
 	/* A client due for a flush this iteration is written to before the
 	 * poll is asked again. */
@@ -713,20 +713,32 @@ static void client_login(struct client *c)
 		client_acquire(c);  /* the first query came with the startup packet */
 }
 
-static void client_post_cancel(struct client *c, const struct startup *st)
+/* Routes a CancelRequest to the worker that owns its key. Returns true if
+ * it went: c then stays open until that worker says the cancel was
+ * carried out, as the postmaster closes a cancel connection only once it
+ * has signalled the backend. libpq and other drivers wait for that close,
+ * and a client that went on earlier could see the cancel hit its next
+ * query. The login deadline bounds the wait. */
+static bool client_post_cancel(struct client *c, const struct startup *st)
 {
 	struct runtime *rt = c->w->rt;
 	int target = (int)((uint32_t)st->cancel_pid >> 24) - 1;
 
 	if (target < 0 || target >= rt->nworkers)
-		return;
+		return false;
 	struct msg *m = msg_new(MSG_CANCEL);
 	if (m == NULL)
-		return;
+		return false;
 	m->pid = st->cancel_pid;
 	m->key = st->cancel_key;
-	if (worker_post(&rt->workers[target], m) < 0)
+	m->worker = c->w->id;
+	m->slot = c->slot;
+	m->client_id = c->id;
+	if (worker_post(&rt->workers[target], m) < 0) {
 		free(m);
+		return false;
+	}
+	return true;
 }
 
 /* Startup-phase input: SSL and GSS requests are declined with 'N', a
@@ -734,6 +746,10 @@ static void client_post_cancel(struct client *c, const struct startup *st)
  * packet starts the login. Returns -1 if the client was closed. */
 static int client_startup_input(struct client *c)
 {
+	if (c->cancel_sent) {
+		buf_consume(&c->in, buf_len(&c->in));   /* nothing more is expected */
+		return 0;
+	}
 	for (;;) {
 		long n = proto_startup_frame(buf_head(&c->in), buf_len(&c->in));
 		if (n == PROTO_NEED_MORE || (n > 0 && (size_t)n > buf_len(&c->in)))
@@ -762,7 +778,11 @@ static int client_startup_input(struct client *c)
 			c->st = NULL;
 			continue;
 		case PROTO_CANCEL_REQUEST:
-			client_post_cancel(c, c->st);
+			if (client_post_cancel(c, c->st)) {
+				c->cancel_sent = true;
+				buf_consume(&c->in, buf_len(&c->in));
+				return 0;
+			}
 			client_close(c, "cancel request");
 			return -1;
 		default:
@@ -798,6 +818,25 @@ static void client_active_input(struct client *c)
 	}
 }
 
+/* Walks the complete messages at the front of c->in. Returns the length
+ * up to and including the first one whose type is in stop, 0 if none of
+ * them is. */
+static size_t client_scan_in(const struct client *c, const char *stop)
+{
+	const uint8_t *p = buf_head(&c->in);
+	size_t len = buf_len(&c->in), off = 0;
+	char type;
+	uint32_t mlen;
+
+	while (proto_msg_header(p + off, len - off, PROTO_MAX_MESSAGE, &type, &mlen) > 0 &&
+	       len - off >= (size_t)mlen + 1) {
+		off += (size_t)mlen + 1;
+		if (type != 0 && strchr(stop, type) != NULL)
+			return off;
+	}
+	return 0;
+}
+
 /* An idle client whose next message is Terminate needs no server for it. */
 static bool client_sent_terminate(const struct client *c)
 {
@@ -821,6 +860,14 @@ static void client_read(struct client *c)
 		return client_update_poll(c);
 	}
 	if (n == 0) {
+		/* Query, Terminate, close, all while waiting for a server: the
+		 * query still runs, as it would on a direct connection. */
+		if (c->state == CLIENT_WAITING && c->logged_in && !c->read_eof &&
+		    buf_len(&c->in) > 0 && client_scan_in(c, "X") == buf_len(&c->in)) {
+			c->read_eof = true;
+			client_update_poll(c);
+			return;
+		}
 		client_close(c, "client closed the connection");
 		return;
 	}
@@ -1025,13 +1072,46 @@ void client_sweep(struct worker *w, uint64_t now)
 	                  "idle_transaction_timeout");
 }
 
-void client_cancel(struct client *c, int32_t key)
+/* A cancel for a query still waiting for a server: it never reaches one.
+ * The client gets what PostgreSQL would answer (57014, then
+ * ReadyForQuery) for its first query, a simple one or extended messages
+ * up to their Sync; what it sent after that stays queued. Returns false
+ * if there is no whole query to cancel, or a server is already on its way
+ * to it (the cancel is then too late, as it can be on a direct connection). */
+static bool client_cancel_waiting(struct client *c)
+{
+	size_t n = client_scan_in(c, "QFS");
+
+	if (n == 0 || !pool_cancel_wait(&c->w->rt->pools, c->pool, &c->waiter))
+		return false;
+	log_info("c%llu/w%d: cancel request: its query was still waiting for a server",
+	         (unsigned long long)c->id, c->w->id);
+	buf_consume(&c->in, n);
+	client_go_idle(c);
+	if (proto_put_error(&c->out, "ERROR", "57014", "canceling statement due to user request",
+	                    NULL) < 0 || proto_put_ready(&c->out, 'I') < 0) {
+		client_fatal(c, "53200", "cancel", "out of memory");
+		return true;
+	}
+	if (client_flush(c) < 0)
+		return true;
+	if (client_sent_terminate(c) || (c->read_eof && buf_len(&c->in) == 0))
+		client_close(c, "client sent Terminate");
+	else if (buf_len(&c->in) > 0)
+		client_acquire(c);      /* what it sent after that query */
+	return true;
+}
+
+bool client_cancel(struct client *c, int32_t key, const struct cancel_from *from)
 {
 	if (key != c->cancel_key) {
 		log_warn("c%llu/w%d: cancel request with a wrong key ignored",
 		         (unsigned long long)c->id, c->w->id);
-		return;
+		return false;
 	}
 	if (c->state == CLIENT_ACTIVE && c->server->replies_owed > 0)
-		server_cancel(c->server);
+		return server_cancel(c->server, from);
+	if (c->state == CLIENT_WAITING && c->logged_in)
+		client_cancel_waiting(c);
+	return false;
 }

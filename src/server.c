@@ -58,6 +58,8 @@ struct cancel_req {
 	struct server *s;           /* NULL once the server was closed */
 	PGcancel *cancel;
 	uint64_t sid;
+	bool has_from;              /* from is waiting to hear it is done */
+	struct cancel_from from;
 	int ok;
 	char err[256];
 };
@@ -1184,7 +1186,7 @@ void server_release(struct server *s, bool cancel)
 	}
 	if (s->replies_owed > 0 || s->msg_remain > 0 || s->cancel != NULL) {
 		if (cancel && busy && s->state == SERVER_ACTIVE)
-			server_cancel(s);
+			server_cancel(s, NULL);
 		s->state = SERVER_DRAIN;
 		server_deadline(s, "the query of a departed client did not finish");
 		server_drain_input(s);
@@ -1228,6 +1230,8 @@ static void cancel_done(uv_work_t *req, int status)
 	if (status == 0 && !r->ok)
 		log_warn("s%llu: cancel failed: %s", (unsigned long long)r->sid, r->err);
 	PQfreeCancel(r->cancel);
+	if (r->has_from)
+		worker_cancel_done(&r->from);
 	struct server *s = r->s;
 	free(r);
 	if (s != NULL) {
@@ -1241,25 +1245,37 @@ static void cancel_done(uv_work_t *req, int status)
 
 /* PQcancel blocks (libpq 15 has no non-blocking cancel), so it runs on
  * libuv's thread pool with its own copy of the cancel key. */
-void server_cancel(struct server *s)
+bool server_cancel(struct server *s, const struct cancel_from *from)
 {
-	if (s->cancel != NULL)
-		return;     /* one is on its way already */
-	struct cancel_req *r = calloc(1, sizeof(*r));
+	struct cancel_req *r = s->cancel;
+
+	if (r != NULL) {        /* one is on its way already */
+		if (from == NULL || r->has_from)
+			return false;
+		r->from = *from;
+		r->has_from = true;
+		return true;
+	}
+	r = calloc(1, sizeof(*r));
 	if (r == NULL || (r->cancel = PQgetCancel(s->conn)) == NULL) {
 		free(r);
-		return;
+		return false;
 	}
 	r->req.data = r;
 	r->s = s;
 	r->sid = s->id;
+	if (from != NULL) {
+		r->from = *from;
+		r->has_from = true;
+	}
 	log_debug("s%llu: sending cancel", SID(s));
 	if (uv_queue_work(&s->w->loop, &r->req, cancel_work, cancel_done) != 0) {
 		PQfreeCancel(r->cancel);
 		free(r);
-		return;
+		return false;
 	}
 	s->cancel = r;
+	return from != NULL;
 }
 
 const char *const server_reapplied[NREAPPLIED] = {

@@ -35,6 +35,18 @@ struct msg *msg_new(enum msg_type type)
 	return m;
 }
 
+void worker_cancel_done(const struct cancel_from *from)
+{
+	struct msg *m = msg_new(MSG_CANCEL_DONE);
+
+	if (m == NULL)
+		return;     /* it closes at its login deadline instead */
+	m->slot = from->slot;
+	m->client_id = from->client_id;
+	if (worker_post(&from->rt->workers[from->worker], m) < 0)
+		free(m);
+}
+
 int worker_post(struct worker *w, struct msg *m)
 {
 	int rc = 0;
@@ -485,10 +497,19 @@ static void worker_handle(struct worker *w, struct msg *m)
 	case MSG_EVICT:
 		server_close(m->server, "max_db_connections: room for another pool of the database");
 		break;
-	case MSG_CANCEL:
+	case MSG_CANCEL: {
+		struct cancel_from from = {
+			.rt = w->rt, .worker = m->worker, .slot = m->slot, .client_id = m->client_id,
+		};
 		c = worker_client_by_slot(w, (uint32_t)m->pid & (MAX_SLOTS - 1));
-		if (c != NULL)
-			client_cancel(c, m->key);
+		if (c == NULL || !client_cancel(c, m->key, &from))
+			worker_cancel_done(&from);
+		break;
+	}
+	case MSG_CANCEL_DONE:
+		c = worker_client_by_slot(w, m->slot);
+		if (c != NULL && c->id == m->client_id && c->cancel_sent)
+			client_close(c, "cancel request carried out");
 		break;
 	case MSG_CONFIG:
 		config_unref(w->cfg);

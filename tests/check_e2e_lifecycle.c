@@ -87,15 +87,18 @@ END_TEST
  * which blocks on the stopped postmaster inside libuv's thread pool, so the
  * worker cannot finish. SIGTERM must still end the daemon within
  * drain_timeout + shutdown_timeout (+1 s), and leave no socket or lock file.
+ * The client's own PQcancel waits, as it would on the frozen postmaster,
+ * until pgberth closes the cancel connection as it stops.
  */
 START_TEST(test_shutdown_with_frozen_postgres)
 {
 	struct h_daemon d;
-	struct h_daemon_opts o = { .shutdown_timeout = "1s", .extra_top = "drain_timeout: 1s\n" };
+	struct h_daemon_opts o = { .shutdown_timeout = "1s", .extra_top = "drain_timeout: 1s\n",
+				   .log_level = "debug" };
+	struct h_cancel_job job;
 	PGconn *c, *direct;
-	PGcancel *cancel;
-	char err[256];
 	int ms, backend;
+	long off;
 
 	h_daemon_start(&d, &h_shared_pg, &o);
 	c = h_connect(&d, NULL);
@@ -110,14 +113,16 @@ START_TEST(test_shutdown_with_frozen_postgres)
 
 	h_assert(kill(h_shared_pg.pid, SIGSTOP) == 0 && kill(backend, SIGSTOP) == 0, "SIGSTOP: %s",
 		 strerror(errno));
-	cancel = PQgetCancel(c);
-	h_assert(cancel != NULL, "PQgetCancel");
-	h_assert(PQcancel(cancel, err, sizeof(err)) == 1, "cancel through pgberth: %s", err);
-	PQfreeCancel(cancel);
+	off = h_daemon_log_size(&d);
+	h_cancel_start(c, &job);
+	bool sent = h_daemon_wait_log(&d, off, "sending cancel", 10000);
 
 	ms = h_daemon_stop(&d, SIGTERM, 10000);
+	bool closed = h_cancel_wait(&job, 10000);
 	kill(backend, SIGCONT);
 	kill(h_shared_pg.pid, SIGCONT);
+	h_assert(sent, "pgberth never forwarded the cancel");
+	h_assert(closed, "the cancel connection was still open 10 s after pgberth stopped");
 	h_assert(ms >= 0, "pgberth still running 10 s after SIGTERM with PostgreSQL frozen (killed)");
 	h_assert(ms <= 3000, "pgberth took %d ms to exit with PostgreSQL frozen; drain_timeout and "
 		 "shutdown_timeout are 1 s each (+1 s slack)", ms);

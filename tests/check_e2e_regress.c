@@ -11,13 +11,17 @@
  *                right behind a query (the query still runs to its end),
  *                and extended-protocol COPY FROM STDIN (its ignored Sync
  *                is no reply owed): the next client gets the same server
- *                at once.
+ *                at once. A query, Terminate and close while the query
+ *                waits for a server: it still runs.
  *   login        multi-host conninfo whose first host is dead, and a
  *                startup parameter name that cannot be SET.
  *   transaction  what one client set must not reach the next client of
  *                its server (SET ROLE, SET SESSION AUTHORIZATION, an
  *                unreported SET), and a list in a startup option stays a
  *                list.
+ *   cancel       a cancel connection closes only once the cancel reached
+ *                PostgreSQL; a cancel for a query still waiting for a
+ *                server answers it with 57014 and the query never runs.
  *
  * Each TCase shares one PostgreSQL (h_tcase_add_pg); each test starts its
  * own daemon and stops it with SIGTERM, asserting a clean exit.
@@ -36,10 +40,12 @@
 #include <errno.h>
 #include <sys/socket.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <linux/sockios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -820,6 +826,142 @@ START_TEST(test_list_startup_option)
 }
 END_TEST
 
+/* Bytes sent on fd that the daemon has not read yet (SIOCOUTQ on a Unix socket). */
+static int unread_by_daemon(int fd)
+{
+	int n = -1;
+
+	h_assert(ioctl(fd, SIOCOUTQ, &n) == 0, "SIOCOUTQ: %s", strerror(errno));
+	return n;
+}
+
+static void wait_read_by_daemon(int fd)
+{
+	int64_t deadline = h_now_ms() + 10000;
+
+	while (unread_by_daemon(fd) > 0) {
+		h_assert(h_now_ms() < deadline, "pgberth did not read the query within 10 s");
+		h_sleep_ms(1);
+	}
+}
+
+/*
+ * A cancel connection closes only once the cancel reached PostgreSQL, as
+ * the postmaster closes it only after signalling the backend: libpq and
+ * other drivers take the close to mean that, and one that went on earlier
+ * saw the cancel hit its next query. With the postmaster stopped
+ * (SIGSTOP), pgberth's own cancel cannot get through, so the client's must
+ * stay open; once it is let go, the query ends with 57014.
+ */
+START_TEST(test_cancel_closes_when_delivered)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 2, .pool_mode = "transaction" };
+	struct h_cancel_job job;
+	PGconn *c, *direct;
+	PGresult *r;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	c = h_connect(&d, NULL);
+	direct = h_pg_connect(&h_shared_pg, NULL);
+	h_send_query(c, "SELECT pg_sleep(60) /* regress cancel */");
+	h_assert(h_poll_until(direct, "SELECT count(*) >= 1 FROM pg_stat_activity WHERE state = "
+			      "'active' AND query LIKE '%regress cancel */' AND pid <> pg_backend_pid()",
+			      10000), "pg_sleep(60) never started on the server");
+	h_assert(kill(h_shared_pg.pid, SIGSTOP) == 0, "SIGSTOP: %s", strerror(errno));
+	h_cancel_start(c, &job);
+	bool early = h_cancel_wait(&job, 500);
+	kill(h_shared_pg.pid, SIGCONT);
+	h_assert(!early, "the cancel connection closed before the cancel could reach PostgreSQL");
+	h_assert(h_cancel_wait(&job, 10000), "the cancel connection still open 10 s after "
+		 "PostgreSQL was let go");
+	h_assert(job.ok == 1, "PQcancel: %s", job.err);
+	r = h_result_try(c, 10000);
+	h_assert(r != NULL && strcmp(h_sqlstate(r), "57014") == 0, "the cancelled query: [%s]",
+		 r ? h_sqlstate(r) : "no result");
+	PQclear(r);
+	while ((r = PQgetResult(c)) != NULL)
+		PQclear(r);
+	h_assert_value(c, "SELECT 'after'", "after");
+	PQfinish(direct);
+	PQfinish(c);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * A cancel for a query still waiting for a server: the query must never
+ * run, and the client gets 57014 at once, as when PostgreSQL cancels it,
+ * instead of its query running whenever a server comes free.
+ */
+START_TEST(test_cancel_queued_query)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 2, .pool_size = 1, .pool_mode = "transaction" };
+	PGconn *holder, *c;
+	PGresult *r;
+
+	h_pg_exec("DROP TABLE IF EXISTS regress_cq; CREATE TABLE regress_cq (x int)");
+	h_daemon_start(&d, &h_shared_pg, &o);
+	holder = h_connect(&d, NULL);
+	c = h_connect(&d, NULL);
+	h_exec_ok(holder, "BEGIN");
+	h_exec_ok(holder, "SELECT 1");          /* holds the only server */
+	h_send_query(c, "INSERT INTO regress_cq VALUES (1)");
+	wait_read_by_daemon(PQsocket(c));
+	h_cancel(c);
+	r = h_result_try(c, 5000);
+	h_assert(r != NULL, "no answer to the cancelled query while it waits");
+	h_assert(strcmp(h_sqlstate(r), "57014") == 0, "the cancelled query: %s [%s]",
+		 PQresStatus(PQresultStatus(r)), h_sqlstate(r));
+	PQclear(r);
+	h_assert(PQgetResult(c) == NULL, "more than one result");
+	h_exec_ok(holder, "COMMIT");
+	h_assert_value(c, "SELECT count(*) FROM regress_cq", "0");
+	h_assert_value(holder, "SELECT count(*) FROM regress_cq", "0");
+	PQfinish(holder);
+	PQfinish(c);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * Query, Terminate and close while the query waits for a server: it still
+ * runs, as it would on a direct connection.
+ */
+START_TEST(test_terminate_while_waiting)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	static const char q[] = "INSERT INTO regress_tw VALUES (1)";
+	char buf[128];
+	size_t n;
+	PGconn *holder, *direct;
+	int fd;
+
+	h_pg_exec("DROP TABLE IF EXISTS regress_tw; CREATE TABLE regress_tw (x int)");
+	h_daemon_start(&d, &h_shared_pg, &o);
+	holder = h_connect(&d, NULL);
+	h_exec_ok(holder, "BEGIN");
+	h_exec_ok(holder, "SELECT 1");
+	fd = h_raw_client(&d, "appdb", NULL);
+	n = h_put_msg(buf, 0, 'Q', q, sizeof(q));
+	n = h_put_msg(buf, n, 'X', "", 0);
+	h_assert(h_raw_send(fd, buf, n) == 0, "send");
+	wait_read_by_daemon(fd);
+	close(fd);
+	/* A login after the close: the worker has seen the close by then. */
+	PQfinish(h_connect(&d, NULL));
+	h_exec_ok(holder, "COMMIT");
+	direct = h_pg_connect(&h_shared_pg, NULL);
+	h_assert(h_poll_until(direct, "SELECT count(*) = 1 FROM regress_tw", 10000),
+		 "the query before Terminate never ran");
+	PQfinish(direct);
+	PQfinish(holder);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 static Suite *e2e_regress_suite(void)
 {
 	Suite *s = suite_create("e2e_regress");
@@ -837,6 +979,7 @@ static Suite *e2e_regress_suite(void)
 	tcase_add_test(tc, test_terminate_lets_query_finish);
 	tcase_add_test(tc, test_extended_copy_in_then_leave);
 	tcase_add_loop_test(tc, test_copy_in_client_vanishes, 0, 2);
+	tcase_add_test(tc, test_terminate_while_waiting);
 	suite_add_tcase(s, tc);
 
 	tc = h_tcase("login", 60);
@@ -854,6 +997,11 @@ static Suite *e2e_regress_suite(void)
 	tcase_add_test(tc, test_list_startup_option);
 	suite_add_tcase(s, tc);
 
+	tc = h_tcase("cancel", 60);
+	h_tcase_add_pg(tc);
+	tcase_add_test(tc, test_cancel_closes_when_delivered);
+	tcase_add_test(tc, test_cancel_queued_query);
+	suite_add_tcase(s, tc);
 	return s;
 }
 

@@ -1384,15 +1384,22 @@ START_TEST(test_bounds_frozen_postgres)
 	int sig = _i == 0 ? SIGTERM : SIGINT;
 	struct h_daemon d;
 	struct h_daemon_opts o = { .pool_mode = TXN, .shutdown_timeout = "1s",
-				   .extra_top = "drain_timeout: 2s\n" };
+				   .extra_top = "drain_timeout: 2s\n", .log_level = "debug" };
+	struct h_cancel_job job;
 	PGconn *c;
 	int ms;
+	long off;
 
 	c = start_stuck(&d, &o, "svc frozen");
 	h_pg_freeze(&h_shared_pg);
-	h_cancel(c);
+	off = h_daemon_log_size(&d);
+	h_cancel_start(c, &job);   /* answered only as pgberth stops, as PostgreSQL is frozen */
+	bool sent = h_daemon_wait_log(&d, off, "sending cancel", 10000);
 	ms = h_daemon_stop(&d, sig, 10000);
+	bool closed = h_cancel_wait(&job, 10000);
 	h_pg_thaw(&h_shared_pg);
+	h_assert(sent, "pgberth never forwarded the cancel");
+	h_assert(closed, "the cancel connection was still open 10 s after pgberth stopped");
 	assert_stuck_stop(&d, sig, ms);
 	PQfinish(c);
 	end_stuck("svc frozen");

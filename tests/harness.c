@@ -2230,34 +2230,47 @@ size_t h_put_msg(char *buf, size_t at, char type, const void *body, uint32_t len
 	return at + 5 + len;
 }
 
-struct cancel_job {
-	PGcancel *cancel;
-	int ok;                        /* PQcancel's return */
-	char err[256];
-};
-
 static void *cancel_thread(void *arg)
 {
-	struct cancel_job *j = arg;
+	struct h_cancel_job *j = arg;
 
 	j->ok = PQcancel(j->cancel, j->err, sizeof(j->err));
 	return NULL;
 }
 
+void h_cancel_start(PGconn *c, struct h_cancel_job *j)
+{
+	memset(j, 0, sizeof(*j));
+	j->cancel = PQgetCancel(c);
+	h_assert(j->cancel != NULL, "PQgetCancel: no cancel key from pgberth");
+	h_assert(pthread_create(&j->thread, NULL, cancel_thread, j) == 0, "pthread_create");
+}
+
+bool h_cancel_wait(struct h_cancel_job *j, int timeout_ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	if (pthread_timedjoin_np(j->thread, NULL, &until) != 0)
+		return false;
+	PQfreeCancel(j->cancel);
+	j->cancel = NULL;
+	return true;
+}
+
 void h_cancel(PGconn *c)
 {
-	struct cancel_job job = { 0 };
-	struct timespec until;
-	pthread_t th;
+	struct h_cancel_job job;
 
-	job.cancel = PQgetCancel(c);
-	h_assert(job.cancel != NULL, "PQgetCancel: no cancel key from pgberth");
-	h_assert(pthread_create(&th, NULL, cancel_thread, &job) == 0, "pthread_create");
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += 10;
-	h_assert(pthread_timedjoin_np(th, NULL, &until) == 0,
+	h_cancel_start(c, &job);
+	h_assert(h_cancel_wait(&job, 10000),
 		 "PQcancel did not return within 10 s (cancel connection never closed)");
-	PQfreeCancel(job.cancel);
 	h_assert(job.ok == 1, "PQcancel failed: %s", job.err);
 }
 

@@ -489,6 +489,19 @@ size_t h_put_msg(char *buf, size_t at, char type, const void *body, uint32_t len
  * of hanging it. Asserts that PQcancel succeeded. */
 void h_cancel(PGconn *c);
 
+/* The same in two halves, for a cancel that pgberth holds open while the
+ * test does something else. h_cancel_wait returns false if PQcancel is
+ * still waiting for the cancel connection to close after timeout_ms; once
+ * it returned true, ok and err are PQcancel's. */
+struct h_cancel_job {
+	PGcancel *cancel;
+	pthread_t thread;
+	int ok;
+	char err[256];
+};
+void h_cancel_start(PGconn *c, struct h_cancel_job *j);
+bool h_cancel_wait(struct h_cancel_job *j, int timeout_ms);
+
 int h_main(Suite *s);
 
 #endif
