@@ -84,6 +84,7 @@ struct server {
 	uint64_t idle_since_ms;     /* uv_now when it last went idle */
 	uint64_t settings_of;       /* client whose non-reported settings it carries, 0 if none,
 	                               SETTINGS_UNKNOWN after a client's own SET or RESET */
+	uint64_t statements_of;     /* client that made named prepared statements on it, 0 if none */
 	bool setup_for_client;      /* the running internal query applies the client's settings */
 	bool params_checked;        /* reval is current (cleared by server_set_param) */
 	const char *reval[NREAPPLIED]; /* values of server_reapplied[] in params, or NULL */

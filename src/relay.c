@@ -51,6 +51,11 @@ int relay_scan_client(struct client *c, struct server *s)
 			return -1;
 		if (type == 'X')
 			return RELAY_TERMINATE;
+		/* A named statement outlives the transaction: the next client
+		 * of this server must not run it (server_setup). The name is the
+		 * first byte of the body, if it is here yet. */
+		if (type == 'P' && (len - c->fwd < 6 || p[c->fwd + 5] != '\0'))
+			s->statements_of = c->id;
 		/* Each of these is answered by exactly one ReadyForQuery, but for
 		 * a Sync that arrives in copy-in mode: PostgreSQL ignores it. */
 		if (type == 'Q' || type == 'F' || (type == 'S' && !s->copy_in))
@@ -81,8 +86,12 @@ static int scan_server_message(struct server *s, char type, const uint8_t *body,
 		 * RESET ALL first. DISCARD ALL leaves it clean. */
 		if ((blen == 4 && memcmp(body, "SET", 4) == 0) || (blen == 6 && memcmp(body, "RESET", 6) == 0))
 			s->settings_of = SETTINGS_UNKNOWN;
+		else if (blen == 8 && memcmp(body, "PREPARE", 8) == 0)
+			s->statements_of = s->client != NULL ? s->client->id : SETTINGS_UNKNOWN;
+		else if (blen == 15 && memcmp(body, "DEALLOCATE ALL", 15) == 0)
+			s->statements_of = 0;
 		else if (blen == 12 && memcmp(body, "DISCARD ALL", 12) == 0)
-			s->settings_of = 0;
+			s->settings_of = s->statements_of = 0;
 		return 0;
 	}
 	if (type == 'Z') {

@@ -643,6 +643,16 @@ static void server_setup_done(struct server *s, bool ok)
 	             "%s", msg ? msg : "could not apply the startup parameters");
 }
 
+static void server_deallocate_done(struct server *s, bool ok)
+{
+	if (!ok) {
+		server_fail(s, "08P01", "DEALLOCATE ALL failed");
+		return;
+	}
+	s->statements_of = 0;
+	server_setup(s);
+}
+
 static void server_reset_all_done(struct server *s, bool ok)
 {
 	if (!ok) {
@@ -663,6 +673,10 @@ static void server_setup(struct server *s)
 
 	if (sql == NULL) {
 		client_fatal(c, "53200", "startup parameters", "out of memory");
+	} else if (s->statements_of != 0 && s->statements_of != c->id) {
+		/* Another client's named statements: a Bind of the same name
+		 * would run its query, with wrong results and no error. */
+		server_query(s, "DEALLOCATE ALL", server_deallocate_done);
 	} else if (reset_first) {
 		/* RESET ALL leaves the role and the session user alone. */
 		server_query(s, "RESET SESSION AUTHORIZATION;RESET ROLE;RESET ALL", server_reset_all_done);
@@ -1122,6 +1136,8 @@ static void server_reset_done(struct server *s, bool ok)
 	}
 	if (reset_clears_settings(s->w->cfg->server_reset_query))
 		s->settings_of = 0;
+	if (strcasecmp(s->w->cfg->server_reset_query, "DISCARD ALL") == 0)
+		s->statements_of = 0;
 	server_done(s);
 }
 

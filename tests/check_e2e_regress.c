@@ -17,8 +17,8 @@
  *                startup parameter name that cannot be SET.
  *   transaction  what one client set must not reach the next client of
  *                its server (SET ROLE, SET SESSION AUTHORIZATION, an
- *                unreported SET), and a list in a startup option stays a
- *                list.
+ *                unreported SET, a named prepared statement), and a list
+ *                in a startup option stays a list.
  *   cancel       a cancel connection closes only once the cancel reached
  *                PostgreSQL; a cancel for a query still waiting for a
  *                server answers it with 57014 and the query never runs.
@@ -799,6 +799,58 @@ START_TEST(test_role_does_not_leak)
 }
 END_TEST
 
+static void assert_prepared(PGconn *c, const char *name, const char *want, const char *state)
+{
+	PGresult *r = PQexecPrepared(c, name, 0, NULL, NULL, NULL, 0);
+
+	if (want != NULL)
+		h_assert(PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), want) == 0,
+			 "statement %s: %s [%s] %s, expected \"%s\"", name, PQresStatus(PQresultStatus(r)),
+			 h_sqlstate(r), PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : "",
+			 want);
+	else
+		h_assert(strcmp(h_sqlstate(r), state) == 0, "statement %s: %s [%s], expected %s", name,
+			 PQresStatus(PQresultStatus(r)), h_sqlstate(r), state);
+	PQclear(r);
+}
+
+/*
+ * Named prepared statements (protocol or SQL PREPARE) do not follow a
+ * client in transaction mode, but one client's must never run for
+ * another client of that server: drivers pick the same names (_pg3_0,
+ * __asyncpg_stmt_1__), and a Bind of one would run the other client's
+ * query, with wrong results and no error. It must fail as on a direct
+ * connection (26000), and the name be free to prepare.
+ */
+START_TEST(test_foreign_statement_not_run)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	PGconn *a, *b;
+	PGresult *r;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, NULL);
+	b = h_connect(&d, NULL);
+	r = PQprepare(a, "s1", "SELECT 'from a'", 0, NULL);
+	h_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "prepare: [%s]", h_sqlstate(r));
+	PQclear(r);
+	assert_prepared(a, "s1", "from a", NULL);   /* its own, on the same server */
+	assert_prepared(b, "s1", NULL, "26000");
+	r = PQprepare(b, "s1", "SELECT 'from b'", 0, NULL);
+	h_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "prepare of the same name: [%s]",
+		 h_sqlstate(r));
+	PQclear(r);
+	assert_prepared(b, "s1", "from b", NULL);
+	assert_prepared(a, "s1", NULL, "26000");
+	h_exec_ok(a, "PREPARE sql_a AS SELECT 'sql a'");
+	h_exec_fails(b, "EXECUTE sql_a", "26000");
+	PQfinish(a);
+	PQfinish(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 /*
  * A list in a startup option (-c search_path=a,b) is a list on every server
  * the client gets, as it is on a direct connection, not one schema named
@@ -995,6 +1047,7 @@ static Suite *e2e_regress_suite(void)
 	tcase_add_test(tc, test_runtime_set_does_not_leak);
 	tcase_add_test(tc, test_role_does_not_leak);
 	tcase_add_test(tc, test_list_startup_option);
+	tcase_add_test(tc, test_foreign_statement_not_run);
 	suite_add_tcase(s, tc);
 
 	tc = h_tcase("cancel", 60);
