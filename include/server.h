@@ -38,6 +38,18 @@ enum server_state {
 #define SERVER_MAX_PARAMS 32
 #define SETTINGS_UNKNOWN UINT64_MAX
 
+/* Session state a client can leave on a server connection beyond its
+ * transaction (seen by the relay: a named Parse, command tags). Another
+ * client must not see it: server_setup drops it first. */
+enum {
+	LEFT_STATEMENTS = 1,        /* named prepared statements: DEALLOCATE ALL */
+	LEFT_LISTEN = 2,            /* LISTEN: UNLISTEN * */
+	LEFT_CURSORS = 4,           /* WITH HOLD cursors (DECLARE): CLOSE ALL */
+	LEFT_TEMP = 8,              /* CREATE [TEMP] TABLE: DISCARD TEMP */
+};
+/* Notes that s's client (id) left state of kind what on it. */
+void server_left(struct server *s, uint64_t id, unsigned what);
+
 /* Reported parameters a client may set, which pgberth re-applies when the
  * client moves to another server. The others a server reports
  * (server_version, is_superuser, ...) cannot differ between its servers. */
@@ -84,7 +96,8 @@ struct server {
 	uint64_t idle_since_ms;     /* uv_now when it last went idle */
 	uint64_t settings_of;       /* client whose non-reported settings it carries, 0 if none,
 	                               SETTINGS_UNKNOWN after a client's own SET or RESET */
-	uint64_t statements_of;     /* client that made named prepared statements on it, 0 if none */
+	uint64_t left_by;           /* client whose session state (left) it holds */
+	unsigned left;              /* LEFT_* of that client's, dropped before another's use */
 	bool setup_for_client;      /* the running internal query applies the client's settings */
 	bool params_checked;        /* reval is current (cleared by server_set_param) */
 	const char *reval[NREAPPLIED]; /* values of server_reapplied[] in params, or NULL */

@@ -55,7 +55,7 @@ int relay_scan_client(struct client *c, struct server *s)
 		 * of this server must not run it (server_setup). The name is the
 		 * first byte of the body, if it is here yet. */
 		if (type == 'P' && (len - c->fwd < 6 || p[c->fwd + 5] != '\0'))
-			s->statements_of = c->id;
+			server_left(s, c->id, LEFT_STATEMENTS);
 		/* Each of these is answered by exactly one ReadyForQuery, but for
 		 * a Sync that arrives in copy-in mode: PostgreSQL ignores it. */
 		if (type == 'Q' || type == 'F' || (type == 'S' && !s->copy_in))
@@ -76,6 +76,25 @@ int relay_scan_client(struct client *c, struct server *s)
 	return 0;
 }
 
+/* CommandComplete tags of statements that leave session state behind. A
+ * temporary table made by CREATE TABLE AS or SELECT INTO ("SELECT n") is
+ * not seen. */
+static void scan_left_state(struct server *s, const char *tag, size_t len)
+{
+	static const struct { const char *tag; unsigned what; } tags[] = {
+		{ "PREPARE", LEFT_STATEMENTS },
+		{ "LISTEN", LEFT_LISTEN },
+		{ "DECLARE CURSOR", LEFT_CURSORS },
+		{ "CREATE TABLE", LEFT_TEMP },
+	};
+	for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++) {
+		if (len == strlen(tags[i].tag) + 1 && memcmp(tag, tags[i].tag, len) == 0) {
+			server_left(s, s->client != NULL ? s->client->id : SETTINGS_UNKNOWN, tags[i].what);
+			return;
+		}
+	}
+}
+
 /* A message the scanner reads: ReadyForQuery, ParameterStatus or
  * CommandComplete. */
 static int scan_server_message(struct server *s, char type, const uint8_t *body, size_t blen)
@@ -86,12 +105,10 @@ static int scan_server_message(struct server *s, char type, const uint8_t *body,
 		 * RESET ALL first. DISCARD ALL leaves it clean. */
 		if ((blen == 4 && memcmp(body, "SET", 4) == 0) || (blen == 6 && memcmp(body, "RESET", 6) == 0))
 			s->settings_of = SETTINGS_UNKNOWN;
-		else if (blen == 8 && memcmp(body, "PREPARE", 8) == 0)
-			s->statements_of = s->client != NULL ? s->client->id : SETTINGS_UNKNOWN;
-		else if (blen == 15 && memcmp(body, "DEALLOCATE ALL", 15) == 0)
-			s->statements_of = 0;
 		else if (blen == 12 && memcmp(body, "DISCARD ALL", 12) == 0)
-			s->settings_of = s->statements_of = 0;
+			s->settings_of = s->left = 0;
+		else
+			scan_left_state(s, (const char *)body, blen);
 		return 0;
 	}
 	if (type == 'Z') {

@@ -643,14 +643,36 @@ static void server_setup_done(struct server *s, bool ok)
 	             "%s", msg ? msg : "could not apply the startup parameters");
 }
 
-static void server_deallocate_done(struct server *s, bool ok)
+void server_left(struct server *s, uint64_t id, unsigned what)
+{
+	s->left_by = id;
+	s->left |= what;
+}
+
+static void server_forget_done(struct server *s, bool ok)
 {
 	if (!ok) {
-		server_fail(s, "08P01", "DEALLOCATE ALL failed");
+		server_fail(s, "08P01", "could not drop the session state of the previous client");
 		return;
 	}
-	s->statements_of = 0;
+	s->left = 0;
 	server_setup(s);
+}
+
+/* Drops what a previous client left (see LEFT_*). */
+static void server_forget(struct server *s)
+{
+	char sql[64] = "";
+
+	if (s->left & LEFT_STATEMENTS)
+		strcat(sql, "DEALLOCATE ALL;");
+	if (s->left & LEFT_LISTEN)
+		strcat(sql, "UNLISTEN *;");
+	if (s->left & LEFT_CURSORS)
+		strcat(sql, "CLOSE ALL;");
+	if (s->left & LEFT_TEMP)
+		strcat(sql, "DISCARD TEMP;");
+	server_query(s, sql, server_forget_done);
 }
 
 static void server_reset_all_done(struct server *s, bool ok)
@@ -673,10 +695,11 @@ static void server_setup(struct server *s)
 
 	if (sql == NULL) {
 		client_fatal(c, "53200", "startup parameters", "out of memory");
-	} else if (s->statements_of != 0 && s->statements_of != c->id) {
-		/* Another client's named statements: a Bind of the same name
-		 * would run its query, with wrong results and no error. */
-		server_query(s, "DEALLOCATE ALL", server_deallocate_done);
+	} else if (s->left != 0 && s->left_by != c->id) {
+		/* Another client's: a Bind of its statement's name would run
+		 * its query, with wrong results and no error; its temporary
+		 * tables, cursors and notifications are its own. */
+		server_forget(s);
 	} else if (reset_first) {
 		/* RESET ALL leaves the role and the session user alone. */
 		server_query(s, "RESET SESSION AUTHORIZATION;RESET ROLE;RESET ALL", server_reset_all_done);
@@ -1137,7 +1160,7 @@ static void server_reset_done(struct server *s, bool ok)
 	if (reset_clears_settings(s->w->cfg->server_reset_query))
 		s->settings_of = 0;
 	if (strcasecmp(s->w->cfg->server_reset_query, "DISCARD ALL") == 0)
-		s->statements_of = 0;
+		s->left = 0;
 	server_done(s);
 }
 

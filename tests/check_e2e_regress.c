@@ -17,8 +17,9 @@
  *                startup parameter name that cannot be SET.
  *   transaction  what one client set must not reach the next client of
  *                its server (SET ROLE, SET SESSION AUTHORIZATION, an
- *                unreported SET, a named prepared statement), and a list
- *                in a startup option stays a list.
+ *                unreported SET, a named prepared statement, a temporary
+ *                table, a WITH HOLD cursor, a LISTEN), and a list in a
+ *                startup option stays a list.
  *   cancel       a cancel connection closes only once the cancel reached
  *                PostgreSQL; a cancel for a query still waiting for a
  *                server answers it with 57014 and the query never runs.
@@ -820,9 +821,11 @@ static void assert_prepared(PGconn *c, const char *name, const char *want, const
  * another client of that server: drivers pick the same names (_pg3_0,
  * __asyncpg_stmt_1__), and a Bind of one would run the other client's
  * query, with wrong results and no error. It must fail as on a direct
- * connection (26000), and the name be free to prepare.
+ * connection (26000), and the name be free to prepare. The same for the
+ * other session state that outlives a transaction: a temporary table, a
+ * WITH HOLD cursor, a LISTEN.
  */
-START_TEST(test_foreign_statement_not_run)
+START_TEST(test_session_state_not_shared)
 {
 	struct h_daemon d;
 	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
@@ -845,6 +848,15 @@ START_TEST(test_foreign_statement_not_run)
 	assert_prepared(a, "s1", NULL, "26000");
 	h_exec_ok(a, "PREPARE sql_a AS SELECT 'sql a'");
 	h_exec_fails(b, "EXECUTE sql_a", "26000");
+
+	h_exec_ok(a, "CREATE TEMP TABLE regress_tmp (x int)");
+	h_exec_fails(b, "SELECT count(*) FROM regress_tmp", "42P01");
+	h_exec_ok(a, "BEGIN; DECLARE regress_cur CURSOR WITH HOLD FOR SELECT 1; COMMIT");
+	h_exec_fails(b, "FETCH regress_cur", "34000");
+	h_exec_ok(a, "LISTEN regress_ch");
+	h_exec_ok(b, "SELECT pg_notify('regress_ch', 'for a')");
+	PGnotify *n = PQnotifies(b);
+	h_assert(n == NULL, "b got a notification for the channel a listened on");
 	PQfinish(a);
 	PQfinish(b);
 	h_daemon_stop_ok(&d);
@@ -1047,7 +1059,7 @@ static Suite *e2e_regress_suite(void)
 	tcase_add_test(tc, test_runtime_set_does_not_leak);
 	tcase_add_test(tc, test_role_does_not_leak);
 	tcase_add_test(tc, test_list_startup_option);
-	tcase_add_test(tc, test_foreign_statement_not_run);
+	tcase_add_test(tc, test_session_state_not_shared);
 	suite_add_tcase(s, tc);
 
 	tc = h_tcase("cancel", 60);
