@@ -96,6 +96,8 @@ struct server {
 	uint64_t idle_since_ms;     /* uv_now when it last went idle */
 	uint64_t settings_of;       /* client whose non-reported settings it carries, 0 if none,
 	                               SETTINGS_UNKNOWN after a client's own SET or RESET */
+	char last_type;             /* type of the last message relayed (relay_scan_server) */
+	bool said_why;              /* closed right after relaying an ErrorResponse (a FATAL) */
 	uint64_t left_by;           /* client whose session state (left) it holds */
 	unsigned left;              /* LEFT_* of that client's, dropped before another's use */
 	bool setup_for_client;      /* the running internal query applies the client's settings */

@@ -146,6 +146,7 @@ int relay_scan_server(struct server *s)
 			break;
 		if (rc == PROTO_BAD)
 			return -1;
+		s->last_type = type;
 		if (type == 'G') {
 			/* CopyInResponse: the Syncs the client sent after the Execute
 			 * that started this COPY reach PostgreSQL in copy-in mode and

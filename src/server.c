@@ -206,6 +206,8 @@ static void server_fail(struct server *s, const char *sqlstate, const char *msg)
 		c->server = NULL;
 		if (mid)
 			client_close(c, "server connection lost in the middle of a message");
+		else if (s->said_why)
+			client_close(c, "the server closed the connection after an error");
 		else
 			client_fatal(c, sqlstate, "server", "%s", msg);
 	}
@@ -857,6 +859,10 @@ static void server_read(struct server *s)
 		return;
 	}
 	if (n <= 0) {
+		/* PostgreSQL says why it closes (57P01 after pg_terminate_backend,
+		 * say) in a FATAL ErrorResponse, relayed as the last message: the
+		 * client is told once, as on a direct connection. */
+		s->said_why = n == 0 && s->state == SERVER_ACTIVE && s->last_type == 'E';
 		server_fail(s, "08006", n == 0 ? "server closed the connection unexpectedly"
 		                               : strerror((int)-n));
 		return;

@@ -12,7 +12,8 @@
  *                and extended-protocol COPY FROM STDIN (its ignored Sync
  *                is no reply owed): the next client gets the same server
  *                at once. A query, Terminate and close while the query
- *                waits for a server: it still runs.
+ *                waits for a server: it still runs. A server that dies
+ *                with a FATAL: its client gets that error once.
  *   login        multi-host conninfo whose first host is dead, and a
  *                startup parameter name that cannot be SET.
  *   transaction  what one client set must not reach the next client of
@@ -890,6 +891,48 @@ START_TEST(test_list_startup_option)
 }
 END_TEST
 
+/*
+ * A backend terminated under a query says why (FATAL 57P01) and closes:
+ * the client gets that one error and the close, as on a direct
+ * connection, not a second FATAL from pgberth after it (node-postgres
+ * fires an error event for each).
+ */
+START_TEST(test_server_fatal_told_once)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_mode = "transaction" };
+	struct h_msg m;
+	char state[8];
+	int fd, rc, errors = 0;
+	PGconn *direct;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	direct = h_pg_connect(&h_shared_pg, NULL);
+	fd = h_raw_client(&d, "appdb", NULL);
+	h_assert(h_raw_send_query(fd, "SELECT pg_sleep(30) /* regress told once */") == 0, "send");
+	h_assert(h_poll_until(direct, "SELECT count(*) = 1 FROM pg_stat_activity WHERE state = "
+			      "'active' AND query LIKE '%regress told once */'", 10000),
+		 "pg_sleep never started");
+	h_exec_ok(direct, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+		  "WHERE query LIKE '%regress told once */' AND pid <> pg_backend_pid()");
+	while ((rc = h_raw_read_msg(fd, &m, 10000)) == 1) {
+		if (m.type == 'E') {
+			h_msg_field(&m, 'C', state, sizeof(state));
+			h_assert(errors == 0, "a second ErrorResponse (%s) after the server's", state);
+			h_assert(strcmp(state, "57P01") == 0, "the error: %s, expected 57P01", state);
+			errors++;
+		}
+		h_msg_free(&m);
+	}
+	h_assert(rc == 0, "no close after the error (rc %d)", rc);
+	h_assert(errors == 1, "no ErrorResponse before the close");
+	close(fd);
+	PQfinish(direct);
+	h_assert_serves(&d);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 /* Bytes sent on fd that the daemon has not read yet (SIOCOUTQ on a Unix socket). */
 static int unread_by_daemon(int fd)
 {
@@ -1044,6 +1087,7 @@ static Suite *e2e_regress_suite(void)
 	tcase_add_test(tc, test_extended_copy_in_then_leave);
 	tcase_add_loop_test(tc, test_copy_in_client_vanishes, 0, 2);
 	tcase_add_test(tc, test_terminate_while_waiting);
+	tcase_add_test(tc, test_server_fatal_told_once);
 	suite_add_tcase(s, tc);
 
 	tc = h_tcase("login", 60);
