@@ -14,12 +14,14 @@
  * server: it goes straight from STARTUP to IDLE. logged_in tells a client
  * waiting for its first server from one waiting for its next.
  *
- * Settings: the client's startup parameters become SET statements run on
- * whatever server it gets, so servers stay shareable (they all log in with
- * the pool's own conninfo). Parameters the server reports are tracked per
- * client (view) and re-applied on a server that differs; unreported ones
- * (extra) are applied once per server, after a RESET ALL if the server
- * carries another client's (server->settings_of).
+ * Settings: the client's startup parameters become set_config() calls run
+ * on whatever server it gets, so servers stay shareable (they all log in
+ * with the pool's own conninfo). Parameters the server reports are tracked
+ * per client (view) and re-applied on a server that differs; unreported
+ * ones (extra) are applied once per server, after a RESET ALL if the server
+ * carries another client's (server->settings_of). A transaction in which
+ * the client ran SET or RESET ends with the server's session settings read
+ * back into extra (server_capture_settings), so that they follow it too.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -380,6 +382,11 @@ const char *client_setup_sql(struct client *c, struct server *s, bool *reset_fir
 {
 	struct buf *sql = &c->w->scratch;
 
+	/* Another client's settings that are the same as this one's (drivers
+	 * set the same few) are as good as its own. */
+	if (s->settings_of != 0 && s->settings_of != c->id && s->settings_sql != NULL &&
+	    c->extra != NULL && strcmp(s->settings_sql, c->extra) == 0)
+		s->settings_of = c->id;
 	*reset_first = s->settings_of != 0 && s->settings_of != c->id;
 	if (*reset_first)
 		return "";
@@ -999,6 +1006,12 @@ int client_maybe_done(struct client *c)
 		c->wait_since = uv_now(&w->loop);
 		list_add_tail(&w->idle_clients, &c->wait_node);
 		return 0;
+	}
+	if (s->settings_dirty) {
+		/* Its SETs follow it; back here once they are read. */
+		if (server_capture_settings(s))
+			return 0;
+		s->settings_dirty = false;  /* they stay on this server only */
 	}
 	client_go_idle(c);
 	server_done(s);     /* unlinks c; may hand s to a client waiting here */

@@ -101,14 +101,19 @@ static int scan_server_message(struct server *s, char type, const uint8_t *body,
 {
 	if (type == 'C') {
 		/* A client's own SET or RESET changed settings pgberth cannot see
-		 * (the unreported ones): the next client of this server gets a
-		 * RESET ALL first. DISCARD ALL leaves it clean. */
-		if ((blen == 4 && memcmp(body, "SET", 4) == 0) || (blen == 6 && memcmp(body, "RESET", 6) == 0))
-			s->settings_of = SETTINGS_UNKNOWN;
-		else if (blen == 12 && memcmp(body, "DISCARD ALL", 12) == 0)
-			s->settings_of = s->left = 0;
-		else
+		 * (the unreported ones): they are read back when the transaction
+		 * ends (server_capture_settings), and until then the server is
+		 * reset before anyone else uses it. DISCARD ALL leaves it clean. */
+		if ((blen == 4 && memcmp(body, "SET", 4) == 0) || (blen == 6 && memcmp(body, "RESET", 6) == 0)) {
+			server_settings_are(s, SETTINGS_UNKNOWN, NULL);
+			s->settings_dirty = s->client != NULL;
+		} else if (blen == 12 && memcmp(body, "DISCARD ALL", 12) == 0) {
+			server_settings_are(s, 0, NULL);
+			s->settings_dirty = false;
+			s->left = 0;
+		} else {
 			scan_left_state(s, (const char *)body, blen);
+		}
 		return 0;
 	}
 	if (type == 'Z') {

@@ -124,6 +124,8 @@ static void server_free_fields(struct server *s)
 	buf_free(&s->out);
 	free(s->error);
 	free(s->moving_to);
+	free(s->settings_sql);
+	buf_free(&s->capture);
 	for (int i = 0; i < s->nparams; i++) {
 		free(s->params[i].name);
 		free(s->params[i].value);
@@ -634,7 +636,7 @@ static void server_setup_done(struct server *s, bool ok)
 	s->setup_for_client = false;
 	if (ok) {
 		if (c->extra != NULL)
-			s->settings_of = c->id;
+			server_settings_are(s, c->id, c->extra);
 		client_server_ready(c);
 		return;
 	}
@@ -643,6 +645,89 @@ static void server_setup_done(struct server *s, bool ok)
 	const char *msg = proto_error_field(body, s->error_len, 'M');
 	client_fatal(c, state ? state : "08P01", "startup parameters",
 	             "%s", msg ? msg : "could not apply the startup parameters");
+}
+
+void server_settings_are(struct server *s, uint64_t of, const char *sql)
+{
+	s->settings_of = of;
+	free(s->settings_sql);
+	s->settings_sql = sql != NULL ? strdup(sql) : NULL;     /* NULL too if out of memory */
+}
+
+/* The session settings the client has now: everything a SET or
+ * set_config() gave it (source "session") but what the server reports
+ * (those follow the client through ParameterStatus). pg_settings lists no
+ * custom placeholders (app.tenant), nor the role: those do not follow. */
+static void server_capture_row(struct server *s, const uint8_t *body, size_t blen)
+{
+	char col[2][1024];
+	size_t at = 2;
+
+	if (blen < 2 || ((body[0] << 8) | body[1]) != 2)
+		return;
+	for (int i = 0; i < 2; i++) {
+		if (blen - at < 4)
+			return;
+		uint32_t n = ((uint32_t)body[at] << 24) | ((uint32_t)body[at + 1] << 16) |
+		             ((uint32_t)body[at + 2] << 8) | body[at + 3];
+		at += 4;
+		if (n == UINT32_MAX || n > blen - at || n >= sizeof(col[i])) {
+			s->capture_private = true;  /* cannot carry it: it stays on this server */
+			return;
+		}
+		memcpy(col[i], body + at, n);
+		col[i][n] = '\0';
+		at += n;
+	}
+	if (server_param(s, col[0]) != NULL)
+		return;
+	if (proto_sql_set(&s->capture, col[0], col[1]) < 0 || buf_append(&s->capture, ";", 1) < 0)
+		s->capture_private = true;
+}
+
+static void server_capture_done(struct server *s, bool ok)
+{
+	struct client *c = s->client;
+
+	s->settings_dirty = false;
+	/* What pg_settings does not show stays on the server, as the
+	 * client's: anyone else gets it reset first (its settings are not
+	 * known, so never taken for the same as theirs). */
+	server_settings_are(s, c->id, NULL);
+	if (ok && !s->capture_private) {
+		char *extra = NULL;
+		if (buf_len(&s->capture) == 0 ||
+		    (extra = strndup((const char *)buf_head(&s->capture), buf_len(&s->capture))) != NULL) {
+			free(c->extra);
+			c->extra = extra;
+		}
+	}
+	buf_free(&s->capture);
+	s->capture_private = false;
+	client_server_ready(c);
+}
+
+bool server_capture_settings(struct server *s)
+{
+	static const char sql[] =
+		"SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings "
+		"WHERE source = 'session'";
+
+	if (proto_put_query(&s->out, sql) < 0)
+		return false;
+	buf_reset(&s->capture);
+	s->capture_private = false;
+	free(s->error);
+	s->error = NULL;
+	s->state = SERVER_INTERNAL;
+	s->done = server_capture_done;
+	s->replies_owed++;
+	server_deadline(s, "no answer to a query of pgberth's own");
+	s->client->state = CLIENT_LOGIN;    /* what it sends meanwhile waits */
+	/* Sent at the end of this iteration: a failure then cannot close
+	 * the client under the caller. */
+	server_flush_later(s);
+	return true;
 }
 
 void server_left(struct server *s, uint64_t id, unsigned what)
@@ -683,7 +768,7 @@ static void server_reset_all_done(struct server *s, bool ok)
 		server_fail(s, "08P01", "RESET SESSION AUTHORIZATION, ROLE, ALL failed");
 		return;
 	}
-	s->settings_of = 0;
+	server_settings_are(s, 0, NULL);
 	server_setup(s);
 }
 
@@ -750,6 +835,10 @@ static void server_internal_input(struct server *s)
 		size_t blen = mlen - 4;
 		const char *name, *value;
 		switch (type) {
+		case 'D':
+			if (s->done == server_capture_done)
+				server_capture_row(s, body, blen);
+			break;
 		case 'E':
 			if (s->error == NULL && (s->error = malloc(blen)) != NULL) {
 				memcpy(s->error, body, blen);
@@ -1164,7 +1253,7 @@ static void server_reset_done(struct server *s, bool ok)
 		return;
 	}
 	if (reset_clears_settings(s->w->cfg->server_reset_query))
-		s->settings_of = 0;
+		server_settings_are(s, 0, NULL);
 	if (strcasecmp(s->w->cfg->server_reset_query, "DISCARD ALL") == 0)
 		s->left = 0;
 	server_done(s);

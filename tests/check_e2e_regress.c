@@ -16,7 +16,8 @@
  *                with a FATAL: its client gets that error once.
  *   login        multi-host conninfo whose first host is dead, and a
  *                startup parameter name that cannot be SET.
- *   transaction  what one client set must not reach the next client of
+ *   transaction  what a client SETs follows it to every server it gets;
+ *                what one client set must not reach the next client of
  *                its server (SET ROLE, SET SESSION AUTHORIZATION, an
  *                unreported SET, a named prepared statement, a temporary
  *                table, a WITH HOLD cursor, a LISTEN), and a list in a
@@ -770,6 +771,54 @@ START_TEST(test_runtime_set_does_not_leak)
 END_TEST
 
 /*
+ * What a client SETs, reported by the server or not, follows it to every
+ * server it gets in transaction mode, as on its own connection: JDBC's
+ * setTransactionIsolation (SET SESSION CHARACTERISTICS), a
+ * statement_timeout. RESET takes it back. The other client of the single
+ * server never sees them, nor a custom setting (which pg_settings does not
+ * list, so it does not follow).
+ */
+START_TEST(test_set_follows_client)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	char *def = h_pg_setting("statement_timeout");
+	PGconn *a, *b;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, NULL);
+	b = h_connect(&d, NULL);
+	h_exec_ok(a, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+	h_exec_ok(a, "SET statement_timeout = '1234ms'");
+	h_exec_ok(a, "SET regress.tenant = 'A'");
+	for (int i = 0; i < 3; i++) {
+		/* b in between: the server is reset for it, and a's come back. */
+		h_assert_value(b, "SHOW transaction_isolation", "read committed");
+		h_assert_value(b, "SHOW statement_timeout", def);
+		h_assert_value(b, "SELECT current_setting('regress.tenant', true) IS DISTINCT FROM 'A'", "t");
+		h_assert_value(a, "SHOW transaction_isolation", "serializable");
+		h_assert_value(a, "SHOW statement_timeout", "1234ms");
+	}
+	h_exec_ok(a, "RESET statement_timeout");
+	h_assert_value(b, "SHOW statement_timeout", def);
+	h_assert_value(a, "SHOW statement_timeout", def);
+	h_assert_value(a, "SHOW transaction_isolation", "serializable");
+	/* The same settings on b: a and b share the server as they are. */
+	h_exec_ok(b, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+	h_assert_value(a, "SHOW transaction_isolation", "serializable");
+	h_assert_value(b, "SHOW transaction_isolation", "serializable");
+	h_exec_ok(b, "SET statement_timeout = '4321ms'");
+	h_assert_value(a, "SHOW statement_timeout", def);
+	h_assert_value(b, "SHOW statement_timeout", "4321ms");
+	h_assert_value(a, "SHOW transaction_isolation", "serializable");
+	PQfinish(a);
+	PQfinish(b);
+	free(def);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
  * SET ROLE and SET SESSION AUTHORIZATION end in a "SET" tag like any SET,
  * but RESET ALL leaves both alone: the next client of that server would
  * run as the role the previous one took.
@@ -1102,6 +1151,7 @@ static Suite *e2e_regress_suite(void)
 	tcase_add_test(tc, test_unsynced_client_times_out);
 	tcase_add_test(tc, test_runtime_set_does_not_leak);
 	tcase_add_test(tc, test_role_does_not_leak);
+	tcase_add_test(tc, test_set_follows_client);
 	tcase_add_test(tc, test_list_startup_option);
 	tcase_add_test(tc, test_session_state_not_shared);
 	suite_add_tcase(s, tc);
