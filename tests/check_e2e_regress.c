@@ -743,40 +743,13 @@ START_TEST(test_unsynced_client_times_out)
 END_TEST
 
 /*
- * A runtime SET of a parameter the server does not report, in transaction
- * mode: the next client of that server must not inherit it (the server is
- * RESET ALL first), as it would with a pooler that only tracks reported
- * parameters.
- */
-START_TEST(test_runtime_set_does_not_leak)
-{
-	struct h_daemon d;
-	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
-	char *def = h_pg_setting("statement_timeout");
-	PGconn *a, *b;
-
-	h_daemon_start(&d, &h_shared_pg, &o);
-	a = h_connect(&d, NULL);
-	b = h_connect(&d, NULL);
-	h_exec_ok(a, "SET statement_timeout = '1234ms'");
-	h_assert_value(b, "SHOW statement_timeout", def);
-	h_exec_ok(a, "RESET statement_timeout");
-	h_exec_ok(b, "SET work_mem = '7MB'");
-	h_assert_value(a, "SHOW statement_timeout", def);
-	PQfinish(a);
-	PQfinish(b);
-	free(def);
-	h_daemon_stop_ok(&d);
-}
-END_TEST
-
-/*
  * What a client SETs, reported by the server or not, follows it to every
  * server it gets in transaction mode, as on its own connection: JDBC's
  * setTransactionIsolation (SET SESSION CHARACTERISTICS), a
  * statement_timeout. RESET takes it back. The other client of the single
- * server never sees them, nor a custom setting (which pg_settings does not
- * list, so it does not follow).
+ * server never sees them (the server is reset first), nor a custom
+ * setting (which pg_settings does not list, so it does not follow), as it
+ * would with a pooler that only tracks reported parameters.
  */
 START_TEST(test_set_follows_client)
 {
@@ -1149,7 +1122,6 @@ static Suite *e2e_regress_suite(void)
 	h_tcase_add_pg(tc);
 	tcase_add_test(tc, test_leave_during_settings);
 	tcase_add_test(tc, test_unsynced_client_times_out);
-	tcase_add_test(tc, test_runtime_set_does_not_leak);
 	tcase_add_test(tc, test_role_does_not_leak);
 	tcase_add_test(tc, test_set_follows_client);
 	tcase_add_test(tc, test_list_startup_option);
