@@ -69,6 +69,10 @@ struct client {
 	 * and what the server reported while it was the client's. */
 	char *view;                 /* owned, or NULL */
 	uint32_t view_len;
+	char *extra_startup;        /* extra as the startup packet made it, for DISCARD ALL; owned */
+	char *extra_hidden;         /* the part of it pg_settings cannot show (role, names with
+	                             * a '.'), kept when extra is read back; owned */
+	uint32_t extra_gen;         /* bumped whenever extra changes */
 	char *extra;                /* SET statements for startup settings the server does
 	                               not report; owned, or NULL */
 	const char *want[NREAPPLIED]; /* its value of each server_reapplied[], into view or defaults */
@@ -114,6 +118,12 @@ bool client_drain(struct client *c);
 /* Janitor: closes clients past client_idle_timeout, idle_transaction_timeout
  * and query_wait_timeout. */
 void client_sweep(struct worker *w, uint64_t now);
+/* Its settings read back from its server (SQL, or NULL for none) replace
+ * extra, but for extra_hidden. Returns -1 on out of memory (unchanged). */
+int client_settings_read_back(struct client *c, const char *sql, size_t len);
+/* Its server ran DISCARD ALL: extra is the startup packet's again. */
+void client_settings_discarded(struct client *c);
+
 /* A CancelRequest from the connection at from named this client. Returns
  * true if from will be told when the cancel has been carried out (see
  * server_cancel); false if there was nothing to cancel. */

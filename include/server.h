@@ -47,9 +47,10 @@ enum {
 	LEFT_CURSORS = 4,           /* WITH HOLD cursors (DECLARE): CLOSE ALL */
 	LEFT_TEMP = 8,              /* CREATE [TEMP] TABLE: DISCARD TEMP */
 };
-/* s now carries the unreported settings of client of, which are sql (NULL:
- * not known), or none (of 0), or ones nobody knows (SETTINGS_UNKNOWN). */
-void server_settings_are(struct server *s, uint64_t of, const char *sql);
+/* s now carries the unreported settings of client of (its extra of
+ * generation gen), which are sql (NULL: not known), or none (of 0), or
+ * ones nobody knows (SETTINGS_UNKNOWN). */
+void server_settings_are(struct server *s, uint64_t of, uint32_t gen, const char *sql);
 /* At the end of a transaction in which the client ran SET or RESET: reads
  * the server's session settings back into client->extra, so that they
  * follow the client to its next server; then client_server_ready. The
@@ -106,11 +107,13 @@ struct server {
 	uint64_t idle_since_ms;     /* uv_now when it last went idle */
 	uint64_t settings_of;       /* client whose non-reported settings it carries, 0 if none,
 	                               SETTINGS_UNKNOWN after a client's own SET or RESET */
+	uint32_t settings_gen;      /* settings_of's extra_gen they are */
 	char *settings_sql;         /* those settings as client->extra has them, if known; owned */
+	bool setup_extra;           /* the running setup applies the client's extra */
 	bool settings_dirty;        /* its client ran SET or RESET: read them back at release */
 	bool capture_private;       /* the read back has a setting it cannot carry (too long) */
 	struct buf capture;         /* the settings read back so far, as set_config SQL */
-	char last_type;             /* type of the last message relayed (relay_scan_server) */
+	bool last_fatal;            /* the last message relayed was a FATAL ErrorResponse */
 	bool said_why;              /* closed right after relaying an ErrorResponse (a FATAL) */
 	uint64_t left_by;           /* client whose session state (left) it holds */
 	unsigned left;              /* LEFT_* of that client's, dropped before another's use */

@@ -144,6 +144,8 @@ void client_close(struct client *c, const char *reason)
 	free(c->st);
 	free(c->view);
 	free(c->extra);
+	free(c->extra_startup);
+	free(c->extra_hidden);
 	free(c);
 	worker_client_gone(w);
 }
@@ -331,17 +333,75 @@ static bool client_reported(struct client *c, const char *canon)
 }
 
 /* One startup setting: tracked if reported, else SET on every server. */
+struct take_ctx {
+	struct client *c;
+	struct buf hidden;
+};
+
+/* Settings pg_settings does not list: the role and session user, and
+ * custom placeholders (a name with a '.', though a loaded extension's
+ * are listed: then the one read back comes after, and wins). */
+static bool setting_hidden(const char *name)
+{
+	return strcasecmp(name, "role") == 0 || strcasecmp(name, "session_authorization") == 0 ||
+	       strchr(name, '.') != NULL;
+}
+
 static int client_take_setting(const char *name, const char *value, void *arg)
 {
-	struct client *c = arg;
+	struct take_ctx *t = arg;
+	struct client *c = t->c;
 	const char *canon = reapplied_name(name);
 	struct buf *sql = &c->w->scratch;
 
 	if (canon != NULL && client_reported(c, canon))
 		return client_view_set(c, canon, value);
+	if (setting_hidden(name) &&
+	    (proto_sql_set(&t->hidden, name, value) < 0 || buf_append(&t->hidden, ";", 1) < 0))
+		return -1;
 	if (proto_sql_set(sql, name, value) < 0)
 		return -1;
 	return buf_append(sql, ";", 1);
+}
+
+static char *dup_or_null(const char *s, size_t len, bool *oom)
+{
+	if (s == NULL || len == 0)
+		return NULL;
+	char *d = strndup(s, len);
+	if (d == NULL)
+		*oom = true;
+	return d;
+}
+
+int client_settings_read_back(struct client *c, const char *sql, size_t len)
+{
+	size_t hl = c->extra_hidden != NULL ? strlen(c->extra_hidden) : 0;
+	char *extra = NULL;
+
+	if (hl + len > 0) {
+		if ((extra = malloc(hl + len + 1)) == NULL)
+			return -1;
+		memcpy(extra, c->extra_hidden != NULL ? c->extra_hidden : "", hl);
+		memcpy(extra + hl, sql != NULL ? sql : "", len);
+		extra[hl + len] = '\0';
+	}
+	free(c->extra);
+	c->extra = extra;
+	c->extra_gen++;
+	return 0;
+}
+
+void client_settings_discarded(struct client *c)
+{
+	bool oom = false;
+	char *extra = dup_or_null(c->extra_startup, c->extra_startup ? strlen(c->extra_startup) : 0, &oom);
+
+	if (oom)
+		return;     /* what it SET then follows it on: it is still correct on this server */
+	free(c->extra);
+	c->extra = extra;
+	c->extra_gen++;
 }
 
 /* Turns the startup packet's settings into view and extra. As in
@@ -351,7 +411,9 @@ static int client_take_settings(struct client *c)
 {
 	const struct startup *st = c->st;
 	struct buf *sql = &c->w->scratch;
+	struct take_ctx t = { .c = c };
 	const char *err;
+	bool oom = false;
 
 	buf_reset(sql);
 	for (int i = 0; i < st->nparams; i++) {
@@ -360,34 +422,45 @@ static int client_take_settings(struct client *c)
 		char *scratch = malloc(strlen(st->params[i].value) + 1);
 		if (scratch == NULL)
 			return -1;
-		int rc = proto_parse_options(st->params[i].value, scratch, client_take_setting, c, &err);
+		int rc = proto_parse_options(st->params[i].value, scratch, client_take_setting, &t, &err);
 		free(scratch);
 		if (rc != 0)
-			return -1;
+			goto fail;
 	}
 	for (int i = 0; i < st->nparams; i++) {
 		const char *name = st->params[i].name;
 		if (is_protocol_param(name))
 			continue;
-		if (client_take_setting(name, st->params[i].value, c) < 0)
-			return -1;
+		if (client_take_setting(name, st->params[i].value, &t) < 0)
+			goto fail;
 	}
-	if (buf_len(sql) == 0)
-		return 0;
-	c->extra = strndup((const char *)buf_head(sql), buf_len(sql));
-	return c->extra ? 0 : -1;
+	c->extra = dup_or_null((const char *)buf_head(sql), buf_len(sql), &oom);
+	c->extra_startup = dup_or_null((const char *)buf_head(sql), buf_len(sql), &oom);
+	c->extra_hidden = dup_or_null((const char *)buf_head(&t.hidden), buf_len(&t.hidden), &oom);
+	buf_free(&t.hidden);
+	return oom ? -1 : 0;
+fail:
+	buf_free(&t.hidden);
+	return -1;
 }
 
 const char *client_setup_sql(struct client *c, struct server *s, bool *reset_first)
 {
 	struct buf *sql = &c->w->scratch;
 
+	bool mine = s->settings_of == c->id && s->settings_gen == c->extra_gen;
+
+	s->setup_extra = false;
 	/* Another client's settings that are the same as this one's (drivers
-	 * set the same few) are as good as its own. */
-	if (s->settings_of != 0 && s->settings_of != c->id && s->settings_sql != NULL &&
-	    c->extra != NULL && strcmp(s->settings_sql, c->extra) == 0)
+	 * set the same few) are as good as its own. settings_sql is known
+	 * only for a server pgberth set up clean, with nothing since. */
+	if (!mine && s->settings_of != 0 && s->settings_sql != NULL && c->extra != NULL &&
+	    strcmp(s->settings_sql, c->extra) == 0) {
 		s->settings_of = c->id;
-	*reset_first = s->settings_of != 0 && s->settings_of != c->id;
+		s->settings_gen = c->extra_gen;
+		mine = true;
+	}
+	*reset_first = s->settings_of != 0 && !mine;
 	if (*reset_first)
 		return "";
 	if (!s->params_checked) {
@@ -415,7 +488,8 @@ const char *client_setup_sql(struct client *c, struct server *s, bool *reset_fir
 		if (proto_sql_set(sql, server_reapplied[i], want) < 0 || buf_append(sql, ";", 1) < 0)
 			return NULL;
 	}
-	if (c->extra != NULL && s->settings_of != c->id && buf_append(sql, c->extra, strlen(c->extra)) < 0)
+	s->setup_extra = c->extra != NULL && !mine;     /* s is clean here */
+	if (s->setup_extra && buf_append(sql, c->extra, strlen(c->extra)) < 0)
 		return NULL;
 	if (buf_len(sql) == 0)
 		return "";
@@ -867,9 +941,10 @@ static void client_read(struct client *c)
 		return client_update_poll(c);
 	}
 	if (n == 0) {
-		/* Query, Terminate, close, all while waiting for a server: the
-		 * query still runs, as it would on a direct connection. */
-		if (c->state == CLIENT_WAITING && c->logged_in && !c->read_eof &&
+		/* Query, Terminate, close, all while waiting for a server (or
+		 * for its settings): the query still runs, as it would on a
+		 * direct connection. */
+		if ((c->state == CLIENT_WAITING || c->state == CLIENT_LOGIN) && c->logged_in && !c->read_eof &&
 		    buf_len(&c->in) > 0 && client_scan_in(c, "X") == buf_len(&c->in)) {
 			c->read_eof = true;
 			client_update_poll(c);
@@ -1085,34 +1160,37 @@ void client_sweep(struct worker *w, uint64_t now)
 	                  "idle_transaction_timeout");
 }
 
-/* A cancel for a query still waiting for a server: it never reaches one.
- * The client gets what PostgreSQL would answer (57014, then
- * ReadyForQuery) for its first query, a simple one or extended messages
- * up to their Sync; what it sent after that stays queued. Returns false
- * if there is no whole query to cancel, or a server is already on its way
- * to it (the cancel is then too late, as it can be on a direct connection). */
-static bool client_cancel_waiting(struct client *c)
+/* A cancel for a query still waiting for a server, or for the server's
+ * settings (CLIENT_LOGIN): it never reaches one. The client gets what
+ * PostgreSQL would answer (57014, then ReadyForQuery) for its first query,
+ * a simple one or extended messages up to their Sync; what it sent after
+ * that stays queued. Does nothing if there is no whole query there. */
+static void client_cancel_queued(struct client *c)
 {
 	size_t n = client_scan_in(c, "QFS");
 
-	if (n == 0 || !pool_cancel_wait(&c->w->rt->pools, c->pool, &c->waiter))
-		return false;
+	if (n == 0)
+		return;
 	log_info("c%llu/w%d: cancel request: its query was still waiting for a server",
 	         (unsigned long long)c->id, c->w->id);
 	buf_consume(&c->in, n);
-	client_go_idle(c);
 	if (proto_put_error(&c->out, "ERROR", "57014", "canceling statement due to user request",
 	                    NULL) < 0 || proto_put_ready(&c->out, 'I') < 0) {
 		client_fatal(c, "53200", "cancel", "out of memory");
-		return true;
+		return;
 	}
-	if (client_flush(c) < 0)
-		return true;
-	if (client_sent_terminate(c) || (c->read_eof && buf_len(&c->in) == 0))
+	/* Still waiting with nothing left to send: out of the queue. A grant
+	 * on its way (pool_cancel_wait false) finds it waiting, and the
+	 * server goes back to the pool once its settings are done. */
+	if (c->state == CLIENT_WAITING && buf_len(&c->in) == 0 &&
+	    pool_cancel_wait(&c->w->rt->pools, c->pool, &c->waiter))
+		client_go_idle(c);
+	if (client_flush(c) < 0 || c->state != CLIENT_IDLE)
+		return;
+	if (c->w->draining)
+		(void)client_leave(c);
+	else if (client_sent_terminate(c) || c->read_eof)
 		client_close(c, "client sent Terminate");
-	else if (buf_len(&c->in) > 0)
-		client_acquire(c);      /* what it sent after that query */
-	return true;
 }
 
 bool client_cancel(struct client *c, int32_t key, const struct cancel_from *from)
@@ -1124,7 +1202,7 @@ bool client_cancel(struct client *c, int32_t key, const struct cancel_from *from
 	}
 	if (c->state == CLIENT_ACTIVE && c->server->replies_owed > 0)
 		return server_cancel(c->server, from);
-	if (c->state == CLIENT_WAITING && c->logged_in)
-		client_cancel_waiting(c);
+	if ((c->state == CLIENT_WAITING || c->state == CLIENT_LOGIN) && c->logged_in)
+		client_cancel_queued(c);
 	return false;
 }

@@ -105,12 +105,13 @@ static int scan_server_message(struct server *s, char type, const uint8_t *body,
 		 * ends (server_capture_settings), and until then the server is
 		 * reset before anyone else uses it. DISCARD ALL leaves it clean. */
 		if ((blen == 4 && memcmp(body, "SET", 4) == 0) || (blen == 6 && memcmp(body, "RESET", 6) == 0)) {
-			server_settings_are(s, SETTINGS_UNKNOWN, NULL);
+			server_settings_are(s, SETTINGS_UNKNOWN, 0, NULL);
 			s->settings_dirty = s->client != NULL;
 		} else if (blen == 12 && memcmp(body, "DISCARD ALL", 12) == 0) {
-			server_settings_are(s, 0, NULL);
-			s->settings_dirty = false;
+			server_settings_are(s, 0, 0, NULL);
 			s->left = 0;
+			if (s->client != NULL)
+				client_settings_discarded(s->client);
 		} else {
 			scan_left_state(s, (const char *)body, blen);
 		}
@@ -151,7 +152,10 @@ int relay_scan_server(struct server *s)
 			break;
 		if (rc == PROTO_BAD)
 			return -1;
-		s->last_type = type;
+		/* A FATAL (or PANIC) is what PostgreSQL says before it closes;
+		 * its severity is the first field, if here yet. */
+		s->last_fatal = type == 'E' && len - s->fwd >= 11 &&
+		                (memcmp(p + s->fwd + 5, "SFATAL", 6) == 0 || memcmp(p + s->fwd + 5, "SPANIC", 6) == 0);
 		if (type == 'G') {
 			/* CopyInResponse: the Syncs the client sent after the Execute
 			 * that started this COPY reach PostgreSQL in copy-in mode and

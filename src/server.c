@@ -635,11 +635,14 @@ static void server_setup_done(struct server *s, bool ok)
 
 	s->setup_for_client = false;
 	if (ok) {
-		if (c->extra != NULL)
-			server_settings_are(s, c->id, c->extra);
+		/* Applied on a clean server: it has exactly these. */
+		if (s->setup_extra)
+			server_settings_are(s, c->id, c->extra_gen, c->extra);
+		s->setup_extra = false;
 		client_server_ready(c);
 		return;
 	}
+	s->setup_extra = false;
 	const uint8_t *body = (const uint8_t *)s->error;
 	const char *state = proto_error_field(body, s->error_len, 'C');
 	const char *msg = proto_error_field(body, s->error_len, 'M');
@@ -647,9 +650,12 @@ static void server_setup_done(struct server *s, bool ok)
 	             "%s", msg ? msg : "could not apply the startup parameters");
 }
 
-void server_settings_are(struct server *s, uint64_t of, const char *sql)
+void server_settings_are(struct server *s, uint64_t of, uint32_t gen, const char *sql)
 {
 	s->settings_of = of;
+	s->settings_gen = gen;
+	if (of == 0 || of == SETTINGS_UNKNOWN)
+		s->settings_dirty = false;
 	free(s->settings_sql);
 	s->settings_sql = sql != NULL ? strdup(sql) : NULL;     /* NULL too if out of memory */
 }
@@ -690,18 +696,12 @@ static void server_capture_done(struct server *s, bool ok)
 	struct client *c = s->client;
 
 	s->settings_dirty = false;
+	if (ok && !s->capture_private)
+		(void)client_settings_read_back(c, (const char *)buf_head(&s->capture), buf_len(&s->capture));
 	/* What pg_settings does not show stays on the server, as the
 	 * client's: anyone else gets it reset first (its settings are not
 	 * known, so never taken for the same as theirs). */
-	server_settings_are(s, c->id, NULL);
-	if (ok && !s->capture_private) {
-		char *extra = NULL;
-		if (buf_len(&s->capture) == 0 ||
-		    (extra = strndup((const char *)buf_head(&s->capture), buf_len(&s->capture))) != NULL) {
-			free(c->extra);
-			c->extra = extra;
-		}
-	}
+	server_settings_are(s, c->id, c->extra_gen, NULL);
 	buf_free(&s->capture);
 	s->capture_private = false;
 	client_server_ready(c);
@@ -711,7 +711,8 @@ bool server_capture_settings(struct server *s)
 {
 	static const char sql[] =
 		"SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings "
-		"WHERE source = 'session'";
+		"WHERE source = 'session' AND name NOT IN "
+		"('transaction_isolation', 'transaction_read_only', 'transaction_deferrable')";
 
 	if (proto_put_query(&s->out, sql) < 0)
 		return false;
@@ -768,7 +769,7 @@ static void server_reset_all_done(struct server *s, bool ok)
 		server_fail(s, "08P01", "RESET SESSION AUTHORIZATION, ROLE, ALL failed");
 		return;
 	}
-	server_settings_are(s, 0, NULL);
+	server_settings_are(s, 0, 0, NULL);
 	server_setup(s);
 }
 
@@ -782,14 +783,16 @@ static void server_setup(struct server *s)
 
 	if (sql == NULL) {
 		client_fatal(c, "53200", "startup parameters", "out of memory");
+	} else if (reset_first) {
+		/* RESET ALL leaves the role and the session user alone. First,
+		 * so that what follows does not run under the last client's
+		 * statement_timeout. */
+		server_query(s, "RESET SESSION AUTHORIZATION;RESET ROLE;RESET ALL", server_reset_all_done);
 	} else if (s->left != 0 && s->left_by != c->id) {
 		/* Another client's: a Bind of its statement's name would run
 		 * its query, with wrong results and no error; its temporary
 		 * tables, cursors and notifications are its own. */
 		server_forget(s);
-	} else if (reset_first) {
-		/* RESET ALL leaves the role and the session user alone. */
-		server_query(s, "RESET SESSION AUTHORIZATION;RESET ROLE;RESET ALL", server_reset_all_done);
 	} else if (*sql == '\0') {
 		client_server_ready(c);
 	} else {
@@ -951,7 +954,7 @@ static void server_read(struct server *s)
 		/* PostgreSQL says why it closes (57P01 after pg_terminate_backend,
 		 * say) in a FATAL ErrorResponse, relayed as the last message: the
 		 * client is told once, as on a direct connection. */
-		s->said_why = n == 0 && s->state == SERVER_ACTIVE && s->last_type == 'E';
+		s->said_why = n == 0 && s->state == SERVER_ACTIVE && s->last_fatal;
 		server_fail(s, "08006", n == 0 ? "server closed the connection unexpectedly"
 		                               : strerror((int)-n));
 		return;
@@ -1243,7 +1246,7 @@ void server_sweep_idle(struct worker *w, uint64_t now)
 
 static bool reset_clears_settings(const char *q)
 {
-	return strcasecmp(q, "DISCARD ALL") == 0 || strcasecmp(q, "RESET ALL") == 0;
+	return strcasecmp(q, "DISCARD ALL") == 0;  /* RESET ALL leaves the role */
 }
 
 static void server_reset_done(struct server *s, bool ok)
@@ -1253,7 +1256,7 @@ static void server_reset_done(struct server *s, bool ok)
 		return;
 	}
 	if (reset_clears_settings(s->w->cfg->server_reset_query))
-		server_settings_are(s, 0, NULL);
+		server_settings_are(s, 0, 0, NULL);
 	if (strcasecmp(s->w->cfg->server_reset_query, "DISCARD ALL") == 0)
 		s->left = 0;
 	server_done(s);
@@ -1288,6 +1291,8 @@ void server_release(struct server *s, bool cancel)
 	}
 	s->done = NULL;
 	s->setup_for_client = false;    /* nobody's settings are being applied now */
+	s->setup_extra = false;
+	s->settings_dirty = false;      /* nobody to read them back for */
 	/* What was read for the client and not sent is nobody's now. */
 	buf_consume(&s->in, s->fwd);
 	s->fwd = 0;

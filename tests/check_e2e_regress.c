@@ -761,7 +761,10 @@ START_TEST(test_set_follows_client)
 	h_daemon_start(&d, &h_shared_pg, &o);
 	a = h_connect(&d, NULL);
 	b = h_connect(&d, NULL);
-	h_exec_ok(a, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+	/* The second SET is for this transaction only: it must not be
+	 * carried (set_config of it fails in the next one). */
+	h_exec_ok(a, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE; "
+	          "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE");
 	h_exec_ok(a, "SET statement_timeout = '1234ms'");
 	h_exec_ok(a, "SET regress.tenant = 'A'");
 	for (int i = 0; i < 3; i++) {
@@ -787,6 +790,47 @@ START_TEST(test_set_follows_client)
 	PQfinish(a);
 	PQfinish(b);
 	free(def);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * What the settings read back cannot see is kept from the startup packet
+ * (a role given as -c role=...), and DISCARD ALL takes the client back to
+ * its startup settings, as on a direct connection.
+ */
+START_TEST(test_read_back_keeps_startup)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	char *def = h_pg_setting("statement_timeout"), *wm = h_pg_setting("work_mem");
+	char want[128];
+	PGconn *a, *b;
+
+	h_create_role("regress_low");
+	h_pg_exec("GRANT regress_low TO " H_SUPERUSER);
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, "options='-c role=regress_low -c work_mem=8MB'");
+	b = h_connect(&d, NULL);
+	char *me = h_query_value(b, "SELECT current_user");
+	h_assert_value(a, "SELECT current_user", "regress_low");
+	h_exec_ok(a, "SET statement_timeout = '1234ms'");
+	for (int i = 0; i < 2; i++) {
+		h_assert_value(b, "SELECT current_user", me);
+		h_assert_value(b, "SHOW work_mem", wm);
+		h_assert_value(a, "SELECT current_user || ' ' || current_setting('work_mem') || ' ' || "
+		               "current_setting('statement_timeout')", "regress_low 8MB 1234ms");
+	}
+	h_exec_ok(a, "DISCARD ALL");
+	h_assert_value(b, "SHOW statement_timeout", def);
+	snprintf(want, sizeof(want), "regress_low 8MB %s", def);
+	h_assert_value(a, "SELECT current_user || ' ' || current_setting('work_mem') || ' ' || "
+	               "current_setting('statement_timeout')", want);
+	free(me);
+	free(def);
+	free(wm);
+	PQfinish(a);
+	PQfinish(b);
 	h_daemon_stop_ok(&d);
 }
 END_TEST
@@ -1124,6 +1168,7 @@ static Suite *e2e_regress_suite(void)
 	tcase_add_test(tc, test_unsynced_client_times_out);
 	tcase_add_test(tc, test_role_does_not_leak);
 	tcase_add_test(tc, test_set_follows_client);
+	tcase_add_test(tc, test_read_back_keeps_startup);
 	tcase_add_test(tc, test_list_startup_option);
 	tcase_add_test(tc, test_session_state_not_shared);
 	suite_add_tcase(s, tc);
