@@ -81,14 +81,17 @@ int relay_scan_client(struct client *c, struct server *s)
  * not seen. */
 static void scan_left_state(struct server *s, const char *tag, size_t len)
 {
-	static const struct { const char *tag; unsigned what; } tags[] = {
-		{ "PREPARE", LEFT_STATEMENTS },
-		{ "LISTEN", LEFT_LISTEN },
-		{ "DECLARE CURSOR", LEFT_CURSORS },
-		{ "CREATE TABLE", LEFT_TEMP },
+	/* Every query's tag comes here: the length (with its NUL) first. */
+#define TAG(t, what) { t, sizeof(t), what }
+	static const struct { const char *tag; size_t len; unsigned what; } tags[] = {
+		TAG("PREPARE", LEFT_STATEMENTS),
+		TAG("LISTEN", LEFT_LISTEN),
+		TAG("DECLARE CURSOR", LEFT_CURSORS),
+		TAG("CREATE TABLE", LEFT_TEMP),
 	};
+#undef TAG
 	for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++) {
-		if (len == strlen(tags[i].tag) + 1 && memcmp(tag, tags[i].tag, len) == 0) {
+		if (len == tags[i].len && memcmp(tag, tags[i].tag, len) == 0) {
 			server_left(s, s->client != NULL ? s->client->id : SETTINGS_UNKNOWN, tags[i].what);
 			return;
 		}
