@@ -27,6 +27,9 @@ int buf_reserve(struct buf *b, size_t n);
 int buf_append(struct buf *b, const void *p, size_t n);
 /* Drops n bytes from the front; an emptied buffer restarts at offset 0. */
 void buf_consume(struct buf *b, size_t n);
+/* Replaces the cut bytes at offset off (from the head) with n bytes of p
+ * (p may be NULL when n is 0). 0 or -ENOMEM, b then as it was. */
+int buf_splice(struct buf *b, size_t off, size_t cut, const void *p, size_t n);
 void buf_reset(struct buf *b);
 void buf_free(struct buf *b);
 

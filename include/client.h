@@ -47,6 +47,10 @@ struct client {
 	bool leaving;               /* drain: 57P01 queued after its last answer; closed once out is sent */
 	bool cancel_sent;           /* a CancelRequest connection, open until it was carried out */
 	bool read_eof;              /* closed its end after Terminate while waiting: no more reads */
+	bool track;                 /* transaction or statement mode: its named statements are
+	                               kept in stmts and renamed on servers (pstmt.h) */
+	bool untracked_warned;      /* logged that a Parse went through untracked */
+	struct pstmt_map stmts;     /* by the client's names */
 
 	int fd;                     /* owned; closed in the poll close callback */
 	uv_poll_t *poll;            /* owned; freed in its close callback */

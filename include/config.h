@@ -59,6 +59,11 @@ struct config {
 	uint64_t client_login_timeout_ms;   /* accept to logged in, waiting included */
 	char *server_reset_query;   /* "" disables the reset */
 	int max_client_conn;        /* client connections, whole daemon */
+	/* Named prepared statements in transaction and statement modes
+	 * (pstmt.h): held per server connection, 0 turns the tracking off;
+	 * and per client, beyond which its Parses go through untracked. */
+	int max_prepared_statements;
+	int max_client_prepared_statements;
 	/* Timeouts below: 0 turns each one off, except server_check_delay_ms
 	 * (0: check before every reuse) and reserve_pool_timeout_ms (0: the
 	 * reserve is used at once). */

@@ -14,6 +14,7 @@
 
 #include "buf.h"
 #include "list.h"
+#include "pstmt.h"
 
 struct runtime;
 struct server;
@@ -113,6 +114,9 @@ struct server {
 	bool settings_dirty;        /* its client ran SET or RESET: read them back at release */
 	bool capture_private;       /* the read back has a setting it cannot carry (too long) */
 	struct buf capture;         /* the settings read back so far, as set_config SQL */
+	bool track;                 /* its client's named statements are tracked (pstmt.h) */
+	struct pstmt_cache stmts;   /* the statements it holds, as pgberth_<hash> */
+	struct pstmt_queue replies; /* replies owed, while track */
 	bool last_fatal;            /* the last message relayed was a FATAL ErrorResponse */
 	bool said_why;              /* closed right after relaying an ErrorResponse (a FATAL) */
 	uint64_t left_by;           /* client whose session state (left) it holds */

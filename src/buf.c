@@ -47,6 +47,20 @@ int buf_append(struct buf *b, const void *p, size_t n)
 	return 0;
 }
 
+int buf_splice(struct buf *b, size_t off, size_t cut, const void *p, size_t n)
+{
+	if (cut == 0 && n == 0)
+		return 0;
+	if (n > cut && buf_reserve(b, n - cut) < 0)
+		return -ENOMEM;
+	uint8_t *at = buf_head(b) + off;
+	memmove(at + n, at + cut, buf_len(b) - off - cut);
+	if (n > 0)
+		memcpy(at, p, n);
+	b->end = b->end - cut + n;
+	return 0;
+}
+
 void buf_consume(struct buf *b, size_t n)
 {
 	b->start += n;

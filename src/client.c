@@ -146,6 +146,7 @@ void client_close(struct client *c, const char *reason)
 	free(c->extra);
 	free(c->extra_startup);
 	free(c->extra_hidden);
+	pstmt_map_clear(&c->stmts);
 	free(c);
 	worker_client_gone(w);
 }
@@ -763,6 +764,7 @@ static void client_login(struct client *c)
 	}
 	const char *pool_user = db->forced_user ? db_forced_user(db) : c->user;
 	c->mode = config_pool_mode(db, c->user);
+	c->track = c->mode != POOL_SESSION && cfg->max_prepared_statements > 0;
 	c->pool = pool_attach(&w->rt->pools, db, pool_user, config_pool_size(db, pool_user));
 	if (c->pool == NULL && errno == ENOENT) {
 		client_fatal(c, "3D000", "startup", "database \"%s\" is not configured in pgberth", c->dbname);
@@ -882,10 +884,17 @@ static void client_active_input(struct client *c)
 	struct server *s = c->server;
 	int rc = relay_scan_client(c, s);
 
+	if (rc == RELAY_NOMEM) {
+		client_fatal(c, "53200", "prepared statements",
+		             "out of memory, or more than %u replies owed", PSTMT_QUEUE_MAX);
+		return;
+	}
 	if (rc < 0) {
 		client_fatal(c, "08P01", "protocol", "invalid message from client");
 		return;
 	}
+	if (s->fwd > 0)
+		client_flush_later(c);      /* replies pgberth gave itself */
 	if (c->fwd > 0 && rc != RELAY_TERMINATE) {
 		server_flush_later(s);
 		return;
@@ -1019,6 +1028,7 @@ void client_server_ready(struct client *c)
 	}
 	c->state = CLIENT_ACTIVE;
 	s->state = SERVER_ACTIVE;
+	s->track = c->track;
 	log_debug("c%llu/w%d: on s%llu", (unsigned long long)c->id, c->w->id, (unsigned long long)s->id);
 	if (buf_len(&c->in) > 0) {
 		if (buf_len(&c->out) > 0 && client_flush(c) < 0)

@@ -97,6 +97,9 @@ static const struct key top_keys[] = {
 	 false, true},
 	{"server_reset_query", KEY_STRING, CFG(server_reset_query), 0, 0, false, true},
 	{"max_client_conn", KEY_INT, CFG(max_client_conn), 1, 1000000, false, true},
+	{"max_prepared_statements", KEY_INT, CFG(max_prepared_statements), 0, 100000, false, true},
+	{"max_client_prepared_statements", KEY_INT, CFG(max_client_prepared_statements), 1, 1000000,
+	 false, true},
 	{"client_idle_timeout", KEY_DURATION, CFG(client_idle_timeout_ms), 0, 24 * MS_PER_HOUR,
 	 false, true},
 	{"query_wait_timeout", KEY_DURATION, CFG(query_wait_timeout_ms), 0, 24 * MS_PER_HOUR,
@@ -368,6 +371,8 @@ static struct config *config_new(const char *path)
 	cfg->client_login_timeout_ms = 60 * 1000;
 	cfg->server_reset_query = strdup("DISCARD ALL");
 	cfg->max_client_conn = 10000;
+	cfg->max_prepared_statements = 200;
+	cfg->max_client_prepared_statements = 1000;
 	cfg->client_idle_timeout_ms = 0;
 	cfg->query_wait_timeout_ms = 120 * 1000;
 	cfg->idle_transaction_timeout_ms = 0;

@@ -8,16 +8,22 @@
  * held until whole.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <uv.h>
 #include <unistd.h>
 
 #include "client.h"
+#include "config.h"
+#include "log.h"
 #include "proto.h"
+#include "pstmt.h"
 #include "relay.h"
 #include "server.h"
+#include "worker.h"
 
 /* Clears the rest of a message already being streamed. Returns true if the
  * scan may go on to the next header. */
@@ -29,6 +35,286 @@ static bool scan_body(size_t *fwd, uint32_t *remain, size_t len)
 	*fwd += take;
 	*remain -= (uint32_t)take;
 	return *remain == 0;
+}
+
+/*
+ * Named statements (pstmt.h). The client's message at c->fwd, not yet
+ * cleared, is rewritten in place in c->in: its statement name becomes the
+ * server's, and pgberth's own Parse or Close goes in before it (cleared
+ * at once). Nothing before c->fwd moves.
+ */
+enum { TRACK_GO, TRACK_WAIT, TRACK_CUT, TRACK_FAIL = -2 };
+
+static int track_push(struct server *s, uint8_t entry, struct pstmt *p)
+{
+	return pstmt_queue_push(&s->replies, entry, p) < 0 ? TRACK_FAIL : TRACK_GO;
+}
+
+/* Puts n bytes at c->fwd and clears them. */
+static int track_insert(struct client *c, const void *p, size_t n)
+{
+	if (buf_splice(&c->in, c->fwd, 0, p, n) < 0)
+		return TRACK_FAIL;
+	c->fwd += n;
+	return TRACK_GO;
+}
+
+/* Room in s's cache for p: the statement under p's name (another one with
+ * the same hash) or the least recently used one of a full cache is closed. */
+static int track_make_room(struct client *c, struct server *s, const struct pstmt *p)
+{
+	int limit = c->w->cfg->max_prepared_statements;
+	struct pstmt *old = pstmt_cache_named(&s->stmts, p);
+
+	if (old == NULL && s->stmts.n >= (uint32_t)(limit > 0 ? limit : 1))
+		old = pstmt_cache_lru(&s->stmts);
+	if (old == NULL)
+		return TRACK_GO;
+	uint8_t msg[6 + PSTMT_SNAME_LEN + 1] = {'C'};
+	proto_put32(msg + 1, sizeof(msg) - 1);
+	msg[5] = 'S';
+	memcpy(msg + 6, old->sname, PSTMT_SNAME_LEN + 1);
+	pstmt_cache_del(&s->stmts, old, true);
+	if (track_insert(c, msg, sizeof(msg)) < 0)
+		return TRACK_FAIL;
+	return track_push(s, PSTMT_CLOSE | PSTMT_OURS, NULL);
+}
+
+/* s holds p before the message at c->fwd uses it: else pgberth's Parse. */
+static int track_ensure(struct client *c, struct server *s, struct pstmt *p)
+{
+	if (pstmt_cache_has(&s->stmts, p))
+		return TRACK_GO;
+	if (track_make_room(c, s, p) < 0)
+		return TRACK_FAIL;
+	uint8_t hdr[5 + PSTMT_SNAME_LEN + 1] = {'P'};
+	proto_put32(hdr + 1, (uint32_t)(sizeof(hdr) - 1 + p->body_len));
+	memcpy(hdr + 5, p->sname, PSTMT_SNAME_LEN + 1);
+	if (track_insert(c, hdr, sizeof(hdr)) < 0 || track_insert(c, p->body, p->body_len) < 0 ||
+	    pstmt_cache_add(&s->stmts, p) < 0)
+		return TRACK_FAIL;
+	return track_push(s, PSTMT_PARSE | PSTMT_OURS | PSTMT_REF, p);
+}
+
+/* Replaces the name of nlen bytes at offset at of the message at c->fwd
+ * with sname, fixing its length. */
+static int track_rename(struct client *c, size_t at, size_t nlen, const char *sname, uint32_t *mlen)
+{
+	if (buf_splice(&c->in, c->fwd + at, nlen, sname, PSTMT_SNAME_LEN) < 0)
+		return TRACK_FAIL;
+	*mlen = *mlen - (uint32_t)nlen + PSTMT_SNAME_LEN;
+	proto_put32(buf_head(&c->in) + c->fwd + 1, *mlen);
+	return TRACK_GO;
+}
+
+/* The name at m[at..), which must end within n bytes: its length, or -1. */
+static long track_name(const uint8_t *m, size_t at, size_t n)
+{
+	if (at >= n)
+		return -1;
+	const uint8_t *z = memchr(m + at, '\0', n - at);
+	return z == NULL ? -1 : z - (m + at);
+}
+
+static int track_parse(struct client *c, struct server *s, uint32_t *mlen)
+{
+	const uint8_t *m = buf_head(&c->in) + c->fwd;
+	size_t whole = (size_t)*mlen + 1;
+	long nlen = track_name(m, 5, whole);
+
+	if (nlen <= 0)
+		return track_push(s, PSTMT_PARSE, NULL);    /* unnamed, or for the server to refuse */
+	struct pstmt *dup = pstmt_map_get(&c->stmts, (const char *)m + 5, (size_t)nlen);
+	if (dup != NULL) {
+		/* The name is taken: the server says so (42P05), of its own name. */
+		if (track_ensure(c, s, dup) < 0 || track_rename(c, 5, (size_t)nlen, dup->sname, mlen) < 0)
+			return TRACK_FAIL;
+		return track_push(s, PSTMT_PARSE, NULL);
+	}
+	if (c->stmts.n >= (uint32_t)c->w->cfg->max_client_prepared_statements) {
+		if (!c->untracked_warned)
+			log_warn("c%llu/w%d: more than max_client_prepared_statements (%d): its next named "
+			         "statements last only while it has this server",
+			         (unsigned long long)c->id, c->w->id, c->w->cfg->max_client_prepared_statements);
+		c->untracked_warned = true;
+		server_left(s, c->id, LEFT_STATEMENTS);
+		return track_push(s, PSTMT_PARSE, NULL);
+	}
+	size_t body = 5 + (size_t)nlen + 1;
+	struct pstmt *p = pstmt_new((const char *)m + 5, (size_t)nlen, m + body, whole - body);
+	if (p == NULL || pstmt_map_add(&c->stmts, p) < 0) {
+		pstmt_unref(p);
+		return TRACK_FAIL;
+	}
+	int rc;
+	if (pstmt_cache_has(&s->stmts, p)) {
+		/* Another client's Parse made it here: ParseComplete from us. */
+		rc = buf_splice(&c->in, c->fwd, whole, NULL, 0) < 0 ? TRACK_FAIL
+		     : track_push(s, PSTMT_PARSE | PSTMT_SYNTH | PSTMT_REF, p);
+		if (rc == TRACK_GO)
+			rc = TRACK_CUT;
+	} else if (track_make_room(c, s, p) < 0 || track_rename(c, 5, (size_t)nlen, p->sname, mlen) < 0 ||
+	           pstmt_cache_add(&s->stmts, p) < 0) {
+		rc = TRACK_FAIL;
+	} else {
+		rc = track_push(s, PSTMT_PARSE | PSTMT_REF, p);
+	}
+	pstmt_unref(p);
+	return rc;
+}
+
+/* Bind, Describe or Close of a statement: the name starts at at. */
+static int track_use(struct client *c, struct server *s, char type, size_t at, uint32_t *mlen)
+{
+	const uint8_t *m = buf_head(&c->in) + c->fwd;
+	size_t have = buf_len(&c->in) - c->fwd, whole = (size_t)*mlen + 1;
+	long nlen = track_name(m, at, have < whole ? have : whole);
+	uint8_t entry = type == 'B' ? PSTMT_BIND : type == 'D' ? PSTMT_DESCRIBE_STMT : PSTMT_CLOSE;
+
+	if (nlen < 0 && have < whole && have < RELAY_BUF / 2)
+		return TRACK_WAIT;      /* the name is on its way */
+	struct pstmt *p = nlen > 0 ? pstmt_map_get(&c->stmts, (const char *)m + at, (size_t)nlen) : NULL;
+	if (p == NULL)
+		return track_push(s, entry, NULL);  /* unnamed, untracked or unknown: as it is */
+	if (type == 'C') {
+		/* Closed for the client; the server keeps it for the next one. */
+		pstmt_map_del(&c->stmts, p);
+		if (buf_splice(&c->in, c->fwd, whole, NULL, 0) < 0)
+			return TRACK_FAIL;
+		return track_push(s, PSTMT_CLOSE | PSTMT_SYNTH, NULL) < 0 ? TRACK_FAIL : TRACK_CUT;
+	}
+	if (track_ensure(c, s, p) < 0 || track_rename(c, at, (size_t)nlen, p->sname, mlen) < 0)
+		return TRACK_FAIL;
+	return track_push(s, entry, NULL);
+}
+
+static const char *skip_space(const char *q)
+{
+	while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
+		q++;
+	return q;
+}
+
+/* The keyword kw (upper case) at q, followed by white space. */
+static const char *skip_word(const char *q, const char *kw)
+{
+	size_t n = strlen(kw);
+
+	if (strncasecmp(q, kw, n) != 0 || (q[n] != ' ' && q[n] != '\t' && q[n] != '\n' && q[n] != '\r'))
+		return NULL;
+	return skip_space(q + n);
+}
+
+/* The statement a query "DEALLOCATE [PREPARE] name[;]" names, as SQL reads
+ * the name (folded to lower case unless quoted), or NULL. */
+static struct pstmt *track_sql_name(struct client *c, const char *q)
+{
+	char name[128];
+	size_t n = 0;
+
+	if ((q = skip_word(skip_space(q), "DEALLOCATE")) == NULL)
+		return NULL;
+	const char *after = skip_word(q, "PREPARE");
+	if (after != NULL)
+		q = after;
+	if (*q == '"') {
+		bool closed = false;
+		for (q++; *q != '\0' && n < sizeof(name); q++) {
+			if (*q == '"' && *++q != '"') {
+				closed = true;
+				break;
+			}
+			name[n++] = *q;
+		}
+		if (!closed)
+			return NULL;
+	} else {
+		for (; (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || *q == '_' || *q == '$' ||
+		       (n > 0 && *q >= '0' && *q <= '9'); q++) {
+			if (n == sizeof(name))
+				return NULL;
+			name[n++] = (char)(*q >= 'A' && *q <= 'Z' ? *q - 'A' + 'a' : *q);
+		}
+	}
+	q = skip_space(q);
+	if (*q == ';')
+		q = skip_space(q + 1);
+	if (*q != '\0' || n == 0 || n == sizeof(name))
+		return NULL;
+	return pstmt_map_get(&c->stmts, name, n);
+}
+
+/* A simple query DEALLOCATE of one of the client's statements (psycopg
+ * drops them so): the server's statement goes, made first if need be, so
+ * that the client gets the command's own reply. */
+static int track_deallocate(struct client *c, struct server *s, uint32_t *mlen)
+{
+	const char *q = (const char *)buf_head(&c->in) + c->fwd + 5;
+	struct pstmt *p;
+
+	if (q[*mlen - 5] != '\0' || (p = track_sql_name(c, q)) == NULL)
+		return track_push(s, PSTMT_SIMPLE, NULL);
+	pstmt_ref(p);
+	char msg[5 + sizeof("DEALLOCATE ") - 1 + PSTMT_SNAME_LEN + 1] = "Q";
+	snprintf(msg + 5, sizeof(msg) - 5, "DEALLOCATE %s", p->sname);
+	proto_put32((uint8_t *)msg + 1, sizeof(msg) - 1);
+	int rc = track_ensure(c, s, p);
+	if (rc == TRACK_GO && buf_splice(&c->in, c->fwd, (size_t)*mlen + 1, msg, sizeof(msg)) < 0)
+		rc = TRACK_FAIL;
+	if (rc == TRACK_GO) {
+		*mlen = sizeof(msg) - 1;
+		pstmt_cache_del(&s->stmts, p, false);
+		pstmt_map_del(&c->stmts, p);
+		rc = track_push(s, PSTMT_SIMPLE, NULL);
+	}
+	pstmt_unref(p);
+	return rc;
+}
+
+/* The queue entry (and rewrite) for the client's message at c->fwd. */
+static int track_client(struct client *c, struct server *s, char type, uint32_t *mlen)
+{
+	const uint8_t *m = buf_head(&c->in) + c->fwd;
+	size_t have = buf_len(&c->in) - c->fwd, whole = (size_t)*mlen + 1;
+	bool small = whole <= RELAY_BUF;
+
+	switch (type) {
+	case 'P':
+		if (!small) {
+			server_left(s, c->id, LEFT_STATEMENTS);     /* too big to keep */
+			return track_push(s, PSTMT_PARSE, NULL);
+		}
+		return have < whole ? TRACK_WAIT : track_parse(c, s, mlen);
+	case 'B': {
+		if (have < 6)
+			return TRACK_WAIT;
+		long plen = track_name(m, 5, have < whole ? have : whole);
+		if (plen < 0)
+			return have < whole && have < RELAY_BUF / 2 ? TRACK_WAIT : track_push(s, PSTMT_BIND, NULL);
+		return track_use(c, s, 'B', 5 + (size_t)plen + 1, mlen);
+	}
+	case 'D':
+	case 'C':
+		if (!small || whole < 7)
+			return track_push(s, type == 'D' ? PSTMT_DESCRIBE_STMT : PSTMT_CLOSE, NULL);
+		if (have < whole)
+			return TRACK_WAIT;
+		if (m[5] != 'S')
+			return track_push(s, type == 'D' ? PSTMT_DESCRIBE_PORTAL : PSTMT_CLOSE, NULL);
+		return track_use(c, s, type, 6, mlen);
+	case 'E':
+		return track_push(s, PSTMT_EXECUTE, NULL);
+	case 'S':
+		return s->copy_in ? TRACK_GO : track_push(s, PSTMT_SYNC, NULL);
+	case 'Q':
+		if (c->stmts.n > 0 && whole < 256 && have >= whole)
+			return track_deallocate(c, s, mlen);
+		return track_push(s, PSTMT_SIMPLE, NULL);
+	case 'F':
+		return track_push(s, PSTMT_SIMPLE, NULL);
+	default:
+		return TRACK_GO;
+	}
 }
 
 int relay_scan_client(struct client *c, struct server *s)
@@ -51,11 +337,25 @@ int relay_scan_client(struct client *c, struct server *s)
 			return -1;
 		if (type == 'X')
 			return RELAY_TERMINATE;
-		/* A named statement outlives the transaction: the next client
-		 * of this server must not run it (server_setup). The name is the
-		 * first byte of the body, if it is here yet. */
-		if (type == 'P' && (len - c->fwd < 6 || p[c->fwd + 5] != '\0'))
+		bool cut = false;
+		if (s->track) {
+			switch (track_client(c, s, type, &mlen)) {
+			case TRACK_WAIT:
+				return relay_emit_replies(s) < 0 ? RELAY_NOMEM : 0;
+			case TRACK_FAIL:
+				return RELAY_NOMEM;
+			case TRACK_CUT:
+				cut = true;
+				break;
+			}
+			p = buf_head(&c->in);
+			len = buf_len(&c->in);
+		} else if (type == 'P' && (len - c->fwd < 6 || p[c->fwd + 5] != '\0')) {
+			/* A named statement outlives the transaction: the next
+			 * client of this server must not run it (server_setup). The
+			 * name is the first byte of the body, if it is here yet. */
 			server_left(s, c->id, LEFT_STATEMENTS);
+		}
 		/* Each of these is answered by exactly one ReadyForQuery, but for
 		 * a Sync that arrives in copy-in mode: PostgreSQL ignores it. */
 		if (type == 'Q' || type == 'F' || (type == 'S' && !s->copy_in))
@@ -71,8 +371,13 @@ int relay_scan_client(struct client *c, struct server *s)
 			s->unsynced = true;
 		else if (type == 'S')
 			s->unsynced = false;
-		c->msg_remain = mlen + 1;
+		if (!cut)
+			c->msg_remain = mlen + 1;
 	}
+	/* Replies pgberth gives for what it did not send on, if their turn
+	 * has come. */
+	if (s->track && relay_emit_replies(s) < 0)
+		return RELAY_NOMEM;
 	return 0;
 }
 
@@ -98,6 +403,15 @@ static void scan_left_state(struct server *s, const char *tag, size_t len)
 	}
 }
 
+/* The client dropped every prepared statement of its session: the
+ * server's, pgberth's among them, and its own names. */
+static void relay_statements_gone(struct server *s)
+{
+	pstmt_cache_clear(&s->stmts);
+	if (s->client != NULL)
+		pstmt_map_clear(&s->client->stmts);
+}
+
 /* A message the scanner reads: ReadyForQuery, ParameterStatus or
  * CommandComplete. */
 static int scan_server_message(struct server *s, char type, const uint8_t *body, size_t blen)
@@ -113,8 +427,11 @@ static int scan_server_message(struct server *s, char type, const uint8_t *body,
 		} else if (blen == 12 && memcmp(body, "DISCARD ALL", 12) == 0) {
 			server_settings_are(s, 0, 0, NULL);
 			s->left = 0;
+			relay_statements_gone(s);
 			if (s->client != NULL)
 				client_settings_discarded(s->client);
+		} else if (blen == 15 && memcmp(body, "DEALLOCATE ALL", 15) == 0) {
+			relay_statements_gone(s);
 		} else {
 			scan_left_state(s, (const char *)body, blen);
 		}
@@ -137,17 +454,40 @@ static int scan_server_message(struct server *s, char type, const uint8_t *body,
 	return server_set_param(s, name, value);
 }
 
+int relay_emit_replies(struct server *s)
+{
+	struct pstmt_map *map = s->client != NULL ? &s->client->stmts : NULL;
+	char t;
+
+	if (s->msg_remain > 0)
+		return 0;   /* between the server's messages only */
+	while ((t = pstmt_queue_synth(&s->replies, &s->stmts, map)) != 0) {
+		uint8_t msg[5] = {(uint8_t)t, 0, 0, 0, 4};
+		if ((s->in.data == NULL && buf_take_block(&s->in, &s->w->bufs) < 0) ||
+		    buf_splice(&s->in, s->fwd, 0, msg, sizeof(msg)) < 0)
+			return -1;
+		s->fwd += sizeof(msg);
+	}
+	return 0;
+}
+
 int relay_scan_server(struct server *s)
 {
 	const uint8_t *p = buf_head(&s->in);
 	size_t len = buf_len(&s->in);
 
-	while (s->fwd < len) {
+	for (;;) {
 		char type;
 		uint32_t mlen;
 
 		if (s->msg_remain > 0 && !scan_body(&s->fwd, &s->msg_remain, len))
 			break;
+		if (s->track) {
+			if (relay_emit_replies(s) < 0)
+				return -1;
+			p = buf_head(&s->in);
+			len = buf_len(&s->in);
+		}
 		if (s->fwd >= len)
 			break;
 		int rc = proto_msg_header(p + s->fwd, len - s->fwd, PROTO_MAX_MESSAGE, &type, &mlen);
@@ -159,6 +499,23 @@ int relay_scan_server(struct server *s)
 		 * its severity is the first field, if here yet. */
 		s->last_fatal = type == 'E' && len - s->fwd >= 11 &&
 		                (memcmp(p + s->fwd + 5, "SFATAL", 6) == 0 || memcmp(p + s->fwd + 5, "SPANIC", 6) == 0);
+		bool reply_ours = s->track && (type == '1' || type == '3');
+		bool whole = type == 'Z' || type == 'S' || (type == 'C' && mlen <= 64) || reply_ours;
+		if (whole) {
+			if ((size_t)mlen + 1 > RELAY_BUF)
+				return -1;
+			if (len - s->fwd < (size_t)mlen + 1)
+				break;  /* wait for the whole message */
+		}
+		if (s->track &&
+		    pstmt_queue_reply(&s->replies, type, &s->stmts,
+		                      s->client != NULL ? &s->client->stmts : NULL) == PSTMT_DROP) {
+			/* The reply to pgberth's own Parse or Close. */
+			buf_splice(&s->in, s->fwd, (size_t)mlen + 1, NULL, 0);
+			p = buf_head(&s->in);
+			len = buf_len(&s->in);
+			continue;
+		}
 		if (type == 'G') {
 			/* CopyInResponse: the Syncs the client sent after the Execute
 			 * that started this COPY reach PostgreSQL in copy-in mode and
@@ -169,12 +526,10 @@ int relay_scan_server(struct server *s)
 				ignored = s->replies_owed;
 			s->replies_owed -= ignored;
 			s->syncs_since_execute = 0;
+			if (s->track)
+				pstmt_queue_copy_in(&s->replies);
 		}
-		if (type == 'Z' || type == 'S' || (type == 'C' && mlen <= 64)) {
-			if ((size_t)mlen + 1 > RELAY_BUF)
-				return -1;
-			if (len - s->fwd < (size_t)mlen + 1)
-				break;  /* wait for the whole message */
+		if (whole && !reply_ours) {
 			if (scan_server_message(s, type, p + s->fwd + 5, mlen - 4) < 0)
 				return -1;
 			if (type == 'Z' && s->txstatus != 'I' && s->replies_owed == 0 && s->client != NULL &&

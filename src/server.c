@@ -126,6 +126,8 @@ static void server_free_fields(struct server *s)
 	free(s->moving_to);
 	free(s->settings_sql);
 	buf_free(&s->capture);
+	pstmt_cache_clear(&s->stmts);
+	pstmt_queue_clear(&s->replies);
 	for (int i = 0; i < s->nparams; i++) {
 		free(s->params[i].name);
 		free(s->params[i].value);
@@ -743,6 +745,8 @@ static void server_forget_done(struct server *s, bool ok)
 		server_fail(s, "08P01", "could not drop the session state of the previous client");
 		return;
 	}
+	if (s->left & LEFT_STATEMENTS)
+		pstmt_cache_clear(&s->stmts);   /* DEALLOCATE ALL took pgberth's too */
 	s->left = 0;
 	server_setup(s);
 }
@@ -1132,7 +1136,8 @@ void server_done(struct server *s)
 		s->client = NULL;
 	}
 	if (s->fwd != 0 || s->msg_remain != 0 || s->replies_owed != 0 || s->cancel != NULL ||
-	    buf_len(&s->in) != 0 || s->unsynced || s->copy_in || s->txstatus != 'I') {
+	    buf_len(&s->in) != 0 || s->unsynced || s->copy_in || s->txstatus != 'I' ||
+	    !pstmt_queue_empty(&s->replies)) {
 		/* Cannot happen; if it does, a dirty server must not be shared. */
 		log_error("s%llu: not clean at release (fwd %zu, remain %u, owed %u, status %c); closing",
 		          SID(s), s->fwd, s->msg_remain, s->replies_owed, s->txstatus);
@@ -1259,6 +1264,9 @@ static void server_reset_done(struct server *s, bool ok)
 		server_settings_are(s, 0, 0, NULL);
 	if (strcasecmp(s->w->cfg->server_reset_query, "DISCARD ALL") == 0)
 		s->left = 0;
+	if (strcasestr(s->w->cfg->server_reset_query, "DISCARD ALL") != NULL ||
+	    strcasestr(s->w->cfg->server_reset_query, "DEALLOCATE") != NULL)
+		pstmt_cache_clear(&s->stmts);
 	server_done(s);
 }
 
@@ -1322,6 +1330,10 @@ void server_release(struct server *s, bool cancel)
 		}
 		s->unsynced = false;
 		s->replies_owed++;
+		if (s->track && pstmt_queue_push(&s->replies, PSTMT_SYNC, NULL) < 0) {
+			server_close(s, "out of memory");
+			return;
+		}
 	}
 	if (s->replies_owed > 0 || s->msg_remain > 0 || s->cancel != NULL) {
 		if (cancel && busy && s->state == SERVER_ACTIVE)

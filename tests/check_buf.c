@@ -160,6 +160,34 @@ START_TEST(move_from_empty)
 }
 END_TEST
 
+START_TEST(splice_replaces_in_the_middle)
+{
+	struct buf b = {0};
+
+	ck_assert_int_eq(buf_splice(&b, 0, 0, NULL, 0), 0);   /* nothing, no block */
+	ck_assert_ptr_null(b.data);
+	ck_assert_int_eq(buf_append(&b, "xxabcdef", 8), 0);
+	buf_consume(&b, 2);
+	ck_assert_int_eq(buf_splice(&b, 2, 2, "12345", 5), 0);    /* grow */
+	ck_assert_uint_eq(buf_len(&b), 9);
+	ck_assert_int_eq(memcmp(buf_head(&b), "ab12345ef", 9), 0);
+	ck_assert_int_eq(buf_splice(&b, 1, 6, "-", 1), 0);        /* shrink */
+	ck_assert_int_eq(memcmp(buf_head(&b), "a-ef", 4), 0);
+	ck_assert_int_eq(buf_splice(&b, 4, 0, "!", 1), 0);        /* at the end */
+	ck_assert_int_eq(buf_splice(&b, 0, 1, NULL, 0), 0);       /* cut the head */
+	ck_assert_uint_eq(buf_len(&b), 4);
+	ck_assert_int_eq(memcmp(buf_head(&b), "-ef!", 4), 0);
+	/* Past the block: it grows, what was there stays. */
+	char big[1000];
+	memset(big, 'z', sizeof(big));
+	ck_assert_int_eq(buf_splice(&b, 1, 0, big, sizeof(big)), 0);
+	ck_assert_uint_eq(buf_len(&b), 1004);
+	ck_assert_int_eq(buf_head(&b)[0], '-');
+	ck_assert_int_eq(memcmp(buf_head(&b) + 1001, "ef!", 3), 0);
+	buf_free(&b);
+}
+END_TEST
+
 static Suite *buf_suite(void)
 {
 	Suite *s = suite_create("buf");
@@ -169,6 +197,7 @@ static Suite *buf_suite(void)
 	tcase_add_test(tc, move_hands_the_block_over);
 	tcase_add_test(tc, move_from_empty);
 	tcase_add_test(tc, shrink_gives_the_block_back);
+	tcase_add_test(tc, splice_replaces_in_the_middle);
 	suite_add_tcase(s, tc);
 	return s;
 }

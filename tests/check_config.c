@@ -268,6 +268,8 @@ START_TEST(good_defaults)
 	ck_assert_uint_eq(cfg->client_login_timeout_ms, 60000);
 	ck_assert_str_eq(cfg->server_reset_query, "DISCARD ALL");
 	ck_assert_int_eq(cfg->max_client_conn, 10000);
+	ck_assert_int_eq(cfg->max_prepared_statements, 200);
+	ck_assert_int_eq(cfg->max_client_prepared_statements, 1000);
 	ck_assert_uint_eq(cfg->client_idle_timeout_ms, 0);
 	ck_assert_uint_eq(cfg->query_wait_timeout_ms, 120000);
 	ck_assert_uint_eq(cfg->idle_transaction_timeout_ms, 0);
@@ -551,6 +553,26 @@ START_TEST(pool_keys_bounds_good)
 	cfg = parse_good("max_client_conn: 1000000\n");
 	ck_assert_int_eq(cfg->max_client_conn, 1000000);
 	config_unref(cfg);
+
+	/* 0 turns the tracking of named statements off. */
+	cfg = parse_good("max_prepared_statements: 0\nmax_client_prepared_statements: 1\n");
+	ck_assert_int_eq(cfg->max_prepared_statements, 0);
+	ck_assert_int_eq(cfg->max_client_prepared_statements, 1);
+	config_unref(cfg);
+	cfg = parse_good("max_prepared_statements: 100000\nmax_client_prepared_statements: 1000000\n");
+	ck_assert_int_eq(cfg->max_prepared_statements, 100000);
+	ck_assert_int_eq(cfg->max_client_prepared_statements, 1000000);
+	config_unref(cfg);
+}
+END_TEST
+
+START_TEST(statement_keys_range)
+{
+	EXPECT_PARSE_ERRORS(
+		"max_prepared_statements: 100001\n"
+		"max_client_prepared_statements: 0\n",
+		"1:26: max_prepared_statements: 100001 is out of range (0..100000)",
+		"2:33: max_client_prepared_statements: 0 is out of range (1..1000000)");
 }
 END_TEST
 
@@ -1112,6 +1134,7 @@ static Suite *config_suite(void)
 	tcase_add_test(bad, bad_missing_file);
 	tcase_add_test(bad, bad_directory);
 	tcase_add_test(bad, pool_keys_range_high);
+	tcase_add_test(bad, statement_keys_range);
 	tcase_add_test(bad, pool_keys_range_low);
 	tcase_add_test(bad, pool_keys_types);
 	tcase_add_test(bad, min_pool_size_above_pool_size);

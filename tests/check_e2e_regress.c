@@ -883,19 +883,22 @@ static void assert_prepared(PGconn *c, const char *name, const char *want, const
 }
 
 /*
- * Named prepared statements (protocol or SQL PREPARE) do not follow a
- * client in transaction mode, but one client's must never run for
- * another client of that server: drivers pick the same names (_pg3_0,
- * __asyncpg_stmt_1__), and a Bind of one would run the other client's
- * query, with wrong results and no error. It must fail as on a direct
- * connection (26000), and the name be free to prepare. The same for the
+ * Named prepared statements that are not tracked (SQL PREPARE, or any with
+ * max_prepared_statements: 0) do not follow a client in transaction mode,
+ * but one client's must never run for another client of that server:
+ * drivers pick the same names (_pg3_0, __asyncpg_stmt_1__), and a Bind of
+ * one would run the other client's query, with wrong results and no
+ * error. It must fail as on a direct connection (26000), and the name be
+ * free to prepare. (Tracked ones follow the client: check_e2e_pstmt.) The same for the
  * other session state that outlives a transaction: a temporary table, a
  * WITH HOLD cursor, a LISTEN.
  */
 START_TEST(test_session_state_not_shared)
 {
 	struct h_daemon d;
-	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	/* Without tracking: named statements stay on their server. */
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction",
+				   .extra_top = "max_prepared_statements: 0\n" };
 	PGconn *a, *b;
 	PGresult *r;
 

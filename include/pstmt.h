@@ -1,0 +1,159 @@
+/*
+ * Named prepared statements in transaction and statement pooling.
+ *
+ * A client's statement names are its own, but its next transaction may run
+ * on a server that never saw its Parse, and a server's names would collide
+ * with the next client's. So pgberth keeps each client's statements (its
+ * name, and the Parse's query and parameter types) in a pstmt_map, and
+ * names them on servers by content: "pgberth_" and 16 hex digits of a hash
+ * of the Parse body. Each server remembers in a pstmt_cache which it holds,
+ * at most max_prepared_statements, the least recently used closed first.
+ * Before a Bind or Describe of a statement its server lacks, pgberth sends
+ * the Parse itself; a client's Parse of a statement the server already
+ * holds (from any client) is answered by pgberth and not sent.
+ *
+ * The replies must stay in step with that: every message that goes to a
+ * server, the client's and pgberth's own, has an entry in the server's
+ * pstmt_queue, and the relay walks the server's messages against it. The
+ * replies to pgberth's own messages are dropped, and those to messages
+ * pgberth answered itself are put in where the server would have sent
+ * them. After an error the server skips to the next Sync, and so does the
+ * queue: a statement whose Parse failed or was skipped is forgotten.
+ *
+ * A statement is immutable once made. The client's map and the caches of
+ * the servers that hold it share it by reference, across workers, so the
+ * count is atomic. Nothing here does I/O or takes a lock.
+ */
+#ifndef PGBERTH_PSTMT_H
+#define PGBERTH_PSTMT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PSTMT_SNAME_LEN 24              /* strlen("pgberth_") + 16 */
+
+struct pstmt {
+	atomic_uint refs;
+	uint64_t hash;                      /* of body; names it on servers */
+	char sname[PSTMT_SNAME_LEN + 1];    /* "pgberth_<hash>" */
+	uint32_t name_len;                  /* the client's name, without its NUL */
+	uint32_t body_len;
+	const char *name;                   /* into data */
+	const uint8_t *body;                /* the Parse after the name: query, types */
+	uint8_t data[];
+};
+
+/* A statement the client named name (name_len bytes, no NUL) with the
+ * Parse body after the name. One reference, or NULL on out of memory. */
+struct pstmt *pstmt_new(const char *name, size_t name_len, const uint8_t *body, size_t body_len);
+struct pstmt *pstmt_ref(struct pstmt *p);
+void pstmt_unref(struct pstmt *p);
+/* Same query and parameter types. */
+bool pstmt_same(const struct pstmt *a, const struct pstmt *b);
+
+/* A client's statements by name. Holds a reference to each. */
+struct pstmt_map {
+	struct pstmt **slots;               /* open addressing; NULL is empty */
+	uint32_t cap;                       /* 0 or a power of two */
+	uint32_t n;
+};
+
+struct pstmt *pstmt_map_get(const struct pstmt_map *m, const char *name, size_t name_len);
+/* Adds p (no statement of its name may be there), taking a reference.
+ * 0 or -ENOMEM. */
+int pstmt_map_add(struct pstmt_map *m, struct pstmt *p);
+/* Drops the statement of p's name if it is p itself. */
+void pstmt_map_del(struct pstmt_map *m, const struct pstmt *p);
+void pstmt_map_clear(struct pstmt_map *m);
+
+/* The statements a server holds, by content. Holds a reference to each. */
+struct pstmt_slot {
+	struct pstmt *p;
+	uint64_t used;                      /* tick of its last use */
+};
+
+struct pstmt_cache {
+	struct pstmt_slot *slots;           /* open addressing on p->hash */
+	uint32_t cap;
+	uint32_t n;
+	uint64_t tick;
+};
+
+/* Whether the server holds p's statement (under p->sname); a hit counts
+ * as a use. */
+bool pstmt_cache_has(struct pstmt_cache *c, const struct pstmt *p);
+/* The statement the server holds under p->sname, whatever its content, or
+ * NULL. */
+struct pstmt *pstmt_cache_named(const struct pstmt_cache *c, const struct pstmt *p);
+/* The least recently used statement, to close before adding one to a full
+ * cache; NULL if empty. */
+struct pstmt *pstmt_cache_lru(const struct pstmt_cache *c);
+/* Records that the server holds p (nothing else under its name). 0 or
+ * -ENOMEM. */
+int pstmt_cache_add(struct pstmt_cache *c, struct pstmt *p);
+/* Forgets the statement under p->sname if it is p (or any, when any). */
+void pstmt_cache_del(struct pstmt_cache *c, const struct pstmt *p, bool any);
+void pstmt_cache_clear(struct pstmt_cache *c);
+
+/*
+ * The server's reply queue: one entry per message sent to it that gets a
+ * reply, in order. An entry is a kind and flags:
+ *   PSTMT_OURS   pgberth sent it: its reply is dropped (an error is not);
+ *   PSTMT_SYNTH  not sent: pgberth gives the reply when its turn comes;
+ *   PSTMT_REF    it made a statement (a Parse): if the server fails or
+ *                skips it, the statement is forgotten. The statements of
+ *                these entries are in refs, in the same order.
+ */
+enum {
+	PSTMT_PARSE = 1,
+	PSTMT_BIND,
+	PSTMT_DESCRIBE_STMT,                /* ParameterDescription, then RowDescription or NoData */
+	PSTMT_DESCRIBE_PORTAL,
+	PSTMT_EXECUTE,
+	PSTMT_CLOSE,
+	PSTMT_SYNC,
+	PSTMT_SIMPLE,                       /* Query or FunctionCall: up to ReadyForQuery */
+	PSTMT_KIND = 0x0f,
+	PSTMT_OURS = 0x10,
+	PSTMT_SYNTH = 0x20,
+	PSTMT_REF = 0x40,
+};
+
+/* At most this many replies owed by one server: a client that pipelines
+ * more without reading is refused. */
+#define PSTMT_QUEUE_MAX (1u << 20)
+
+struct pstmt_queue {
+	uint8_t *ring;
+	uint32_t cap, head, n;              /* cap a power of two */
+	struct pstmt **refs;                /* statements of PSTMT_REF entries */
+	uint32_t rcap, rhead, rn;
+	bool skipping;                      /* after an error: to the next Sync */
+};
+
+/* Appends an entry; p (a reference is taken) with PSTMT_REF. 0, -ENOMEM,
+ * or -E2BIG past PSTMT_QUEUE_MAX. */
+int pstmt_queue_push(struct pstmt_queue *q, uint8_t entry, struct pstmt *p);
+static inline bool pstmt_queue_empty(const struct pstmt_queue *q) { return q->n == 0; }
+/* Whether the next reply is pgberth's to give: then returns its message
+ * type ('1' ParseComplete or '3' CloseComplete) and the entry is done;
+ * else 0. Entries skipped after an error go first (forgetting their
+ * statements in cache and map; map may be NULL). */
+char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct pstmt_map *map);
+
+enum pstmt_reply {
+	PSTMT_RELAY,                        /* send it on to the client */
+	PSTMT_DROP,                         /* a reply to pgberth's own message */
+};
+/* A message of type t from the server, walked against the queue. Call once
+ * per message, after pstmt_queue_synth returned 0. */
+enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_cache *cache,
+                                   struct pstmt_map *map);
+/* CopyInResponse: the Syncs queued after the COPY are ignored by the
+ * server in copy-in mode, and get no reply. */
+void pstmt_queue_copy_in(struct pstmt_queue *q);
+void pstmt_queue_clear(struct pstmt_queue *q);
+
+#endif

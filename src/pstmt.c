@@ -1,0 +1,393 @@
+/*
+ * Prepared statement bookkeeping (see pstmt.h): statements, a client's map
+ * of them by name, a server's cache of them by content, and the server's
+ * reply queue. Pure data structures, unit-tested in check_pstmt.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pstmt.h"
+
+static uint64_t hash_bytes(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	uint64_t h = 14695981039346656037ull;     /* FNV-1a */
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 1099511628211ull;
+	}
+	return h ^ (h >> 29);
+}
+
+struct pstmt *pstmt_new(const char *name, size_t name_len, const uint8_t *body, size_t body_len)
+{
+	struct pstmt *p = malloc(sizeof(*p) + name_len + 1 + body_len);
+
+	if (p == NULL)
+		return NULL;
+	atomic_init(&p->refs, 1);
+	p->hash = hash_bytes(body, body_len);
+	snprintf(p->sname, sizeof(p->sname), "pgberth_%016" PRIx64, p->hash);
+	p->name_len = (uint32_t)name_len;
+	p->body_len = (uint32_t)body_len;
+	memcpy(p->data, name, name_len);
+	p->data[name_len] = '\0';
+	memcpy(p->data + name_len + 1, body, body_len);
+	p->name = (const char *)p->data;
+	p->body = p->data + name_len + 1;
+	return p;
+}
+
+struct pstmt *pstmt_ref(struct pstmt *p)
+{
+	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+	return p;
+}
+
+void pstmt_unref(struct pstmt *p)
+{
+	if (p != NULL && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1)
+		free(p);
+}
+
+bool pstmt_same(const struct pstmt *a, const struct pstmt *b)
+{
+	return a == b || (a->hash == b->hash && a->body_len == b->body_len &&
+	                  memcmp(a->body, b->body, a->body_len) == 0);
+}
+
+/* --- the client's map, by name: linear probing, backward-shift delete --- */
+
+static uint32_t map_home(const struct pstmt_map *m, const char *name, size_t len)
+{
+	return (uint32_t)hash_bytes(name, len) & (m->cap - 1);
+}
+
+static bool map_is(const struct pstmt *p, const char *name, size_t len)
+{
+	return p->name_len == len && memcmp(p->name, name, len) == 0;
+}
+
+struct pstmt *pstmt_map_get(const struct pstmt_map *m, const char *name, size_t name_len)
+{
+	if (m->n == 0)
+		return NULL;
+	for (uint32_t i = map_home(m, name, name_len);; i = (i + 1) & (m->cap - 1)) {
+		struct pstmt *p = m->slots[i];
+		if (p == NULL || map_is(p, name, name_len))
+			return p;
+	}
+}
+
+static void map_put(struct pstmt_map *m, struct pstmt *p)
+{
+	uint32_t i = map_home(m, p->name, p->name_len);
+
+	while (m->slots[i] != NULL)
+		i = (i + 1) & (m->cap - 1);
+	m->slots[i] = p;
+	m->n++;
+}
+
+int pstmt_map_add(struct pstmt_map *m, struct pstmt *p)
+{
+	if ((m->n + 1) * 4 > m->cap * 3) {
+		uint32_t cap = m->cap ? m->cap * 2 : 16;
+		struct pstmt **old = m->slots, **slots = calloc(cap, sizeof(*slots));
+		uint32_t ocap = m->cap;
+		if (slots == NULL)
+			return -ENOMEM;
+		m->slots = slots;
+		m->cap = cap;
+		m->n = 0;
+		for (uint32_t i = 0; i < ocap; i++)
+			if (old[i] != NULL)
+				map_put(m, old[i]);
+		free(old);
+	}
+	map_put(m, pstmt_ref(p));
+	return 0;
+}
+
+void pstmt_map_del(struct pstmt_map *m, const struct pstmt *p)
+{
+	if (m->n == 0)
+		return;
+	uint32_t mask = m->cap - 1, i = map_home(m, p->name, p->name_len);
+	while (m->slots[i] != p) {
+		if (m->slots[i] == NULL)
+			return;
+		i = (i + 1) & mask;
+	}
+	pstmt_unref(m->slots[i]);
+	m->slots[i] = NULL;
+	m->n--;
+	/* Pull back what probed past the hole. */
+	for (uint32_t j = (i + 1) & mask; m->slots[j] != NULL; j = (j + 1) & mask) {
+		uint32_t home = map_home(m, m->slots[j]->name, m->slots[j]->name_len);
+		if (((j - home) & mask) >= ((j - i) & mask)) {
+			m->slots[i] = m->slots[j];
+			m->slots[j] = NULL;
+			i = j;
+		}
+	}
+}
+
+void pstmt_map_clear(struct pstmt_map *m)
+{
+	for (uint32_t i = 0; i < m->cap; i++)
+		pstmt_unref(m->slots[i]);
+	free(m->slots);
+	m->slots = NULL;
+	m->cap = m->n = 0;
+}
+
+/* --- the server's cache, by content hash --- */
+
+static uint32_t cache_find(const struct pstmt_cache *c, uint64_t hash)
+{
+	uint32_t mask = c->cap - 1;
+
+	for (uint32_t i = (uint32_t)hash & mask;; i = (i + 1) & mask)
+		if (c->slots[i].p == NULL || c->slots[i].p->hash == hash)
+			return i;
+}
+
+struct pstmt *pstmt_cache_named(const struct pstmt_cache *c, const struct pstmt *p)
+{
+	return c->n == 0 ? NULL : c->slots[cache_find(c, p->hash)].p;
+}
+
+bool pstmt_cache_has(struct pstmt_cache *c, const struct pstmt *p)
+{
+	if (c->n == 0)
+		return false;
+	struct pstmt_slot *slot = &c->slots[cache_find(c, p->hash)];
+	if (slot->p == NULL || !pstmt_same(slot->p, p))
+		return false;
+	slot->used = ++c->tick;
+	return true;
+}
+
+struct pstmt *pstmt_cache_lru(const struct pstmt_cache *c)
+{
+	const struct pstmt_slot *best = NULL;
+
+	for (uint32_t i = 0; i < c->cap; i++)
+		if (c->slots[i].p != NULL && (best == NULL || c->slots[i].used < best->used))
+			best = &c->slots[i];
+	return best != NULL ? best->p : NULL;
+}
+
+int pstmt_cache_add(struct pstmt_cache *c, struct pstmt *p)
+{
+	if ((c->n + 1) * 4 > c->cap * 3) {
+		uint32_t cap = c->cap ? c->cap * 2 : 16, ocap = c->cap;
+		struct pstmt_slot *old = c->slots, *slots = calloc(cap, sizeof(*slots));
+		if (slots == NULL)
+			return -ENOMEM;
+		c->slots = slots;
+		c->cap = cap;
+		for (uint32_t i = 0; i < ocap; i++)
+			if (old[i].p != NULL)
+				c->slots[cache_find(c, old[i].p->hash)] = old[i];
+		free(old);
+	}
+	struct pstmt_slot *slot = &c->slots[cache_find(c, p->hash)];
+	if (slot->p != NULL) {
+		pstmt_unref(slot->p);
+		c->n--;
+	}
+	slot->p = pstmt_ref(p);
+	slot->used = ++c->tick;
+	c->n++;
+	return 0;
+}
+
+void pstmt_cache_del(struct pstmt_cache *c, const struct pstmt *p, bool any)
+{
+	if (c->n == 0)
+		return;
+	uint32_t mask = c->cap - 1, i = cache_find(c, p->hash);
+	if (c->slots[i].p == NULL || (!any && c->slots[i].p != p))
+		return;
+	pstmt_unref(c->slots[i].p);
+	c->slots[i].p = NULL;
+	c->n--;
+	for (uint32_t j = (i + 1) & mask; c->slots[j].p != NULL; j = (j + 1) & mask) {
+		uint32_t home = (uint32_t)c->slots[j].p->hash & mask;
+		if (((j - home) & mask) >= ((j - i) & mask)) {
+			c->slots[i] = c->slots[j];
+			c->slots[j].p = NULL;
+			i = j;
+		}
+	}
+}
+
+void pstmt_cache_clear(struct pstmt_cache *c)
+{
+	for (uint32_t i = 0; i < c->cap; i++)
+		pstmt_unref(c->slots[i].p);
+	free(c->slots);
+	c->slots = NULL;
+	c->cap = c->n = 0;
+}
+
+/* --- the reply queue --- */
+
+static int grow(void **ring, uint32_t *cap, uint32_t head, uint32_t n, size_t size)
+{
+	uint32_t ncap = *cap ? *cap * 2 : 64;
+	uint8_t *to = malloc((size_t)ncap * size), *from = *ring;
+
+	if (to == NULL)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++)
+		memcpy(to + (size_t)i * size, from + (size_t)((head + i) & (*cap - 1)) * size, size);
+	free(*ring);
+	*ring = to;
+	*cap = ncap;
+	return 0;
+}
+
+int pstmt_queue_push(struct pstmt_queue *q, uint8_t entry, struct pstmt *p)
+{
+	if (q->n >= PSTMT_QUEUE_MAX)
+		return -E2BIG;
+	if (q->n == q->cap) {
+		if (grow((void **)&q->ring, &q->cap, q->head, q->n, 1) < 0)
+			return -ENOMEM;
+		q->head = 0;
+	}
+	if (entry & PSTMT_REF) {
+		if (q->rn == q->rcap) {
+			if (grow((void **)&q->refs, &q->rcap, q->rhead, q->rn, sizeof(*q->refs)) < 0)
+				return -ENOMEM;
+			q->rhead = 0;
+		}
+		q->refs[(q->rhead + q->rn++) & (q->rcap - 1)] = pstmt_ref(p);
+	}
+	q->ring[(q->head + q->n++) & (q->cap - 1)] = entry;
+	return 0;
+}
+
+static uint8_t queue_head(const struct pstmt_queue *q)
+{
+	return q->ring[q->head];
+}
+
+/* Done with the head entry; failed: the server did not make its statement. */
+static void queue_pop(struct pstmt_queue *q, bool failed, struct pstmt_cache *cache, struct pstmt_map *map)
+{
+	uint8_t e = queue_head(q);
+
+	q->head = (q->head + 1) & (q->cap - 1);
+	q->n--;
+	if (e & PSTMT_REF) {
+		struct pstmt *p = q->refs[q->rhead];
+		q->rhead = (q->rhead + 1) & (q->rcap - 1);
+		q->rn--;
+		if (failed) {
+			/* A statement pgberth answered for (SYNTH) is still on the
+			 * server; it is the client's that did not come to be. */
+			if (!(e & PSTMT_SYNTH))
+				pstmt_cache_del(cache, p, false);
+			if (map != NULL && !(e & PSTMT_OURS))
+				pstmt_map_del(map, p);
+		}
+		pstmt_unref(p);
+	}
+}
+
+char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct pstmt_map *map)
+{
+	while (q->n > 0) {
+		uint8_t e = queue_head(q);
+		if (q->skipping && (e & PSTMT_KIND) != PSTMT_SYNC) {
+			queue_pop(q, true, cache, map);
+			continue;
+		}
+		if (!(e & PSTMT_SYNTH))
+			return 0;
+		queue_pop(q, false, cache, map);
+		return (e & PSTMT_KIND) == PSTMT_PARSE ? '1' : '3';
+	}
+	return 0;
+}
+
+enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_cache *cache,
+                                   struct pstmt_map *map)
+{
+	/* Sent at any time: notices, notifications, parameter changes. */
+	if (t == 'N' || t == 'A' || t == 'S' || q->n == 0)
+		return PSTMT_RELAY;
+	uint8_t e = queue_head(q);
+	int kind = e & PSTMT_KIND;
+	bool done;
+
+	switch (t) {
+	case 'E':
+		if (kind == PSTMT_SYNC || kind == PSTMT_SIMPLE)
+			return PSTMT_RELAY;     /* ReadyForQuery follows */
+		queue_pop(q, true, cache, map);
+		q->skipping = true;
+		return PSTMT_RELAY;
+	case 'Z':
+		done = kind == PSTMT_SYNC || kind == PSTMT_SIMPLE;
+		q->skipping = false;
+		break;
+	case '1':
+		done = kind == PSTMT_PARSE;
+		break;
+	case '2':
+		done = kind == PSTMT_BIND;
+		break;
+	case '3':
+		done = kind == PSTMT_CLOSE;
+		break;
+	case 'T':
+	case 'n':
+		done = kind == PSTMT_DESCRIBE_STMT || kind == PSTMT_DESCRIBE_PORTAL;
+		break;
+	case 'C':
+	case 'I':
+	case 's':
+		done = kind == PSTMT_EXECUTE;
+		break;
+	default:
+		return PSTMT_RELAY;         /* rows, copy data, ParameterDescription */
+	}
+	if (!done)
+		return PSTMT_RELAY;
+	queue_pop(q, false, cache, map);
+	return (e & PSTMT_OURS) ? PSTMT_DROP : PSTMT_RELAY;
+}
+
+void pstmt_queue_copy_in(struct pstmt_queue *q)
+{
+	/* The head is the COPY's Execute or Query; the Syncs right after it
+	 * went to a server in copy-in mode. They carry no statements. */
+	uint32_t mask = q->cap - 1, next = 1;
+
+	while (next < q->n && (q->ring[(q->head + next) & mask] & PSTMT_KIND) == PSTMT_SYNC)
+		next++;
+	uint32_t drop = next - 1;
+	if (drop == 0)
+		return;
+	for (uint32_t i = 1; i + drop < q->n; i++)
+		q->ring[(q->head + i) & mask] = q->ring[(q->head + i + drop) & mask];
+	q->n -= drop;
+}
+
+void pstmt_queue_clear(struct pstmt_queue *q)
+{
+	for (uint32_t i = 0; i < q->rn; i++)
+		pstmt_unref(q->refs[(q->rhead + i) & (q->rcap - 1)]);
+	free(q->ring);
+	free(q->refs);
+	memset(q, 0, sizeof(*q));
+}

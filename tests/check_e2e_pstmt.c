@@ -1,0 +1,436 @@
+/*
+ * End to end: named prepared statements (protocol Parse/Bind/Describe/
+ * Close) in transaction and statement pooling. A client's statements
+ * follow it to every server it gets, run its own query whatever another
+ * client named the same, and fail where they would on a direct connection
+ * (42P05 for a name taken, 26000 for one never made, the Parse's own
+ * error). The servers hold at most max_prepared_statements of them, by
+ * content, under pgberth's names; a client beyond
+ * max_client_prepared_statements gets its further statements untracked,
+ * as they were before tracking. Assertions are on results and on what
+ * PostgreSQL's pg_prepared_statements holds, never on logs.
+ *
+ * One PostgreSQL for the suite's TCase; each test starts its own daemon.
+ */
+#include <check.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static void prepare_ok(PGconn *c, const char *name, const char *sql, int nparams)
+{
+	PGresult *r = PQprepare(c, name, sql, nparams, NULL);
+
+	h_assert(PQresultStatus(r) == PGRES_COMMAND_OK, "prepare %s: %s [%s] %s", name,
+		 PQresStatus(PQresultStatus(r)), h_sqlstate(r), PQresultErrorMessage(r));
+	PQclear(r);
+}
+
+static void prepare_fails(PGconn *c, const char *name, const char *sql, const char *state)
+{
+	PGresult *r = PQprepare(c, name, sql, 0, NULL);
+
+	h_assert(strcmp(h_sqlstate(r), state) == 0, "prepare %s: %s [%s], expected %s", name,
+		 PQresStatus(PQresultStatus(r)), h_sqlstate(r), state);
+	PQclear(r);
+}
+
+/* Runs statement name with one text parameter (or none); asserts the first
+ * value is want, or (want NULL) that it fails with state. */
+static void assert_run(PGconn *c, const char *name, const char *param, const char *want,
+		       const char *state)
+{
+	const char *params[1] = { param };
+	PGresult *r = PQexecPrepared(c, name, param ? 1 : 0, param ? params : NULL, NULL, NULL, 0);
+
+	if (want != NULL)
+		h_assert(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+			 strcmp(PQgetvalue(r, 0, 0), want) == 0,
+			 "statement %s(%s): %s [%s] %s, expected \"%s\"", name, param ? param : "",
+			 PQresStatus(PQresultStatus(r)), h_sqlstate(r),
+			 PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) ? PQgetvalue(r, 0, 0)
+									  : PQresultErrorMessage(r),
+			 want);
+	else
+		h_assert(strcmp(h_sqlstate(r), state) == 0, "statement %s: %s [%s], expected %s", name,
+			 PQresStatus(PQresultStatus(r)), h_sqlstate(r), state);
+	PQclear(r);
+}
+
+/* How many statements the server c runs on holds, and how many of them
+ * are not pgberth's (a client's own name on a server). */
+static void server_statements(PGconn *c, long long *all, long long *foreign)
+{
+	*all = h_query_ll(c, "SELECT count(*) FROM pg_prepared_statements");
+	*foreign = h_query_ll(c, "SELECT count(*) FROM pg_prepared_statements "
+			      "WHERE name NOT LIKE 'pgberth\\_%'");
+}
+
+/*
+ * Three clients on one server, and then on two: the same name is three
+ * different queries, the same query under different names is one
+ * statement on the server, and each client runs its own wherever it is.
+ */
+START_TEST(test_statements_follow_client)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 2, .pool_size = 1, .pool_mode = "transaction" };
+	PGconn *c[3];
+	char sql[64], want[16];
+	long long all, foreign;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	for (int i = 0; i < 3; i++) {
+		c[i] = h_connect(&d, NULL);
+		snprintf(sql, sizeof(sql), "SELECT 'client %d'", i);
+		prepare_ok(c[i], "s1", sql, 0);
+		prepare_ok(c[i], i == 1 ? "other_name" : "double", "SELECT $1::int * 2", 1);
+	}
+	for (int round = 0; round < 20; round++) {
+		for (int i = 0; i < 3; i++) {
+			snprintf(want, sizeof(want), "client %d", i);
+			assert_run(c[i], "s1", NULL, want, NULL);
+			snprintf(sql, sizeof(sql), "%d", round * 3 + i);
+			snprintf(want, sizeof(want), "%d", (round * 3 + i) * 2);
+			assert_run(c[i], i == 1 ? "other_name" : "double", sql, want, NULL);
+		}
+	}
+	/* Describe: the statement's own parameters and columns. */
+	PGresult *r = PQdescribePrepared(c[2], "double");
+	h_assert(PQresultStatus(r) == PGRES_COMMAND_OK && PQnparams(r) == 1 &&
+		 PQparamtype(r, 0) == 23 && PQnfields(r) == 1,
+		 "describe: %s [%s] nparams %d", PQresStatus(PQresultStatus(r)), h_sqlstate(r),
+		 PQnparams(r));
+	PQclear(r);
+	/* One server: 3 distinct texts of s1 and one of the doubling query. */
+	server_statements(c[0], &all, &foreign);
+	h_assert(all == 4 && foreign == 0, "server holds %lld statements, %lld of clients' names",
+		 all, foreign);
+	/* Names are per client: unknown to another, and free for it. */
+	prepare_ok(c[0], "mine", "SELECT 'zero'", 0);
+	assert_run(c[1], "mine", NULL, NULL, "26000");
+	prepare_ok(c[1], "mine", "SELECT 'one'", 0);
+	assert_run(c[0], "mine", NULL, "zero", NULL);
+	assert_run(c[1], "mine", NULL, "one", NULL);
+	for (int i = 0; i < 3; i++)
+		PQfinish(c[i]);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * max_prepared_statements bounds what a server holds: a client rotating
+ * through more statements than that still gets each one's result, and the
+ * server never holds more.
+ */
+START_TEST(test_server_cache_bound)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction",
+				   .extra_top = "max_prepared_statements: 3\n" };
+	PGconn *a, *b;
+	char name[16], sql[64], want[16];
+	long long all, foreign;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, NULL);
+	b = h_connect(&d, NULL);
+	for (int i = 0; i < 8; i++) {
+		snprintf(name, sizeof(name), "q%d", i);
+		snprintf(sql, sizeof(sql), "SELECT %d", i);
+		prepare_ok(a, name, sql, 0);
+	}
+	for (int round = 0; round < 5; round++) {
+		for (int i = 0; i < 8; i++) {
+			snprintf(name, sizeof(name), "q%d", (i * 3 + round) % 8);
+			snprintf(want, sizeof(want), "%d", (i * 3 + round) % 8);
+			h_assert_value(b, "SELECT 'b between'", "b between");
+			assert_run(a, name, NULL, want, NULL);
+			server_statements(a, &all, &foreign);
+			h_assert(all <= 3 && foreign == 0, "server holds %lld statements (bound 3)", all);
+		}
+	}
+	PQfinish(a);
+	PQfinish(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * Errors as on a direct connection: a name taken (42P05), a Parse that
+ * fails (its error, and the name stays free), and in a pipeline the
+ * statements after an error are never made, also the one another client
+ * already has on the server (pgberth answers that Parse itself).
+ */
+START_TEST(test_statement_errors)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	PGconn *a, *b;
+	PGresult *r;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, NULL);
+	b = h_connect(&d, NULL);
+	prepare_ok(a, "s", "SELECT 'a'", 0);
+	prepare_fails(a, "s", "SELECT 'again'", "42P05");
+	assert_run(a, "s", NULL, "a", NULL);
+	prepare_fails(a, "bad", "SELEC 1", "42601");
+	assert_run(a, "bad", NULL, NULL, "26000");
+	prepare_ok(a, "bad", "SELECT 'fixed'", 0);
+	assert_run(a, "bad", NULL, "fixed", NULL);
+
+	/* b's pipeline: an error, then a Parse of what the server holds
+	 * (a's "SELECT 'a'") and one of a new query: both skipped. */
+	h_assert(PQenterPipelineMode(b) == 1, "pipeline mode");
+	h_assert(PQsendQueryParams(b, "SELECT 1/0", 0, NULL, NULL, NULL, NULL, 0) == 1, "send");
+	h_assert(PQsendPrepare(b, "p_cached", "SELECT 'a'", 0, NULL) == 1, "send prepare");
+	h_assert(PQsendPrepare(b, "p_new", "SELECT 'new'", 0, NULL) == 1, "send prepare");
+	h_assert(PQpipelineSync(b) == 1, "sync");
+	const ExecStatusType want[] = { PGRES_FATAL_ERROR, PGRES_PIPELINE_ABORTED,
+					PGRES_PIPELINE_ABORTED };
+	for (int i = 0; i < 3; i++) {
+		r = PQgetResult(b);
+		h_assert(r != NULL && PQresultStatus(r) == want[i], "pipeline result %d: %s", i,
+			 r ? PQresStatus(PQresultStatus(r)) : "none");
+		PQclear(r);
+		h_assert(PQgetResult(b) == NULL, "end of result %d", i);
+	}
+	r = PQgetResult(b);
+	h_assert(r != NULL && PQresultStatus(r) == PGRES_PIPELINE_SYNC, "sync result");
+	PQclear(r);
+	h_assert(PQexitPipelineMode(b) == 1, "exit pipeline mode");
+	assert_run(b, "p_cached", NULL, NULL, "26000");
+	assert_run(b, "p_new", NULL, NULL, "26000");
+	prepare_ok(b, "p_cached", "SELECT 'a'", 0);
+	prepare_ok(b, "p_new", "SELECT 'new'", 0);
+	assert_run(b, "p_cached", NULL, "a", NULL);
+	assert_run(b, "p_new", NULL, "new", NULL);
+	assert_run(a, "s", NULL, "a", NULL);
+	PQfinish(a);
+	PQfinish(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * A pipeline of Parse, Bind, Execute for many statements in one go, from
+ * clients that share one server: every result in order, also for the
+ * Parses pgberth answers itself and the ones it sends for a Bind.
+ */
+START_TEST(test_statement_pipeline)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 2, .pool_size = 1, .pool_mode = "transaction",
+				   .extra_top = "max_prepared_statements: 4\n" };
+	PGconn *c[2];
+	char name[16], sql[64], want[16], param[16];
+	const char *params[1] = { param };
+	PGresult *r;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	for (int k = 0; k < 2; k++) {
+		c[k] = h_connect(&d, NULL);
+		h_assert(PQenterPipelineMode(c[k]) == 1, "pipeline mode");
+	}
+	for (int round = 0; round < 3; round++) {
+		for (int k = 0; k < 2; k++) {
+			for (int i = 0; i < 6; i++) {
+				snprintf(name, sizeof(name), "st%d", i);
+				snprintf(sql, sizeof(sql), "SELECT $1::int + %d", i);
+				if (round == 0)
+					h_assert(PQsendPrepare(c[k], name, sql, 1, NULL) == 1, "send prepare");
+				snprintf(param, sizeof(param), "%d", k * 100);
+				h_assert(PQsendQueryPrepared(c[k], name, 1, params, NULL, NULL, 0) == 1,
+					 "send execute");
+			}
+			h_assert(PQpipelineSync(c[k]) == 1, "sync");
+		}
+		for (int k = 0; k < 2; k++) {
+			for (int i = 0; i < 6; i++) {
+				if (round == 0) {
+					r = PQgetResult(c[k]);
+					h_assert(r && PQresultStatus(r) == PGRES_COMMAND_OK,
+						 "prepare st%d: %s %s", i, r ? PQresStatus(PQresultStatus(r)) : "none",
+						 r ? PQresultErrorMessage(r) : "");
+					PQclear(r);
+					h_assert(PQgetResult(c[k]) == NULL, "end of prepare");
+				}
+				r = PQgetResult(c[k]);
+				snprintf(want, sizeof(want), "%d", k * 100 + i);
+				h_assert(r && PQresultStatus(r) == PGRES_TUPLES_OK &&
+					 strcmp(PQgetvalue(r, 0, 0), want) == 0,
+					 "client %d st%d: %s %s, expected %s", k, i,
+					 r ? PQresStatus(PQresultStatus(r)) : "none",
+					 r && PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0)
+										 : (r ? PQresultErrorMessage(r) : ""),
+					 want);
+				PQclear(r);
+				h_assert(PQgetResult(c[k]) == NULL, "end of execute");
+			}
+			r = PQgetResult(c[k]);
+			h_assert(r && PQresultStatus(r) == PGRES_PIPELINE_SYNC, "sync result");
+			PQclear(r);
+		}
+	}
+	for (int k = 0; k < 2; k++)
+		PQfinish(c[k]);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * SQL DEALLOCATE of a protocol statement drops it as on a direct
+ * connection (psycopg does that when its own cache evicts one); DEALLOCATE
+ * ALL and DISCARD ALL drop them all, and the names are free again.
+ */
+START_TEST(test_deallocate)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	PGconn *a, *b;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, NULL);
+	b = h_connect(&d, NULL);
+	prepare_ok(a, "_pg3_0", "SELECT 'x'", 0);
+	prepare_ok(a, "Upper", "SELECT 'y'", 0);
+	prepare_ok(b, "_pg3_0", "SELECT 'x'", 0);
+	h_exec_ok(a, "DEALLOCATE _pg3_0");
+	assert_run(a, "_pg3_0", NULL, NULL, "26000");
+	assert_run(b, "_pg3_0", NULL, "x", NULL);
+	h_exec_fails(a, "DEALLOCATE Upper", "26000");       /* folds to lower case */
+	h_exec_ok(a, "DEALLOCATE PREPARE \"Upper\";");
+	assert_run(a, "Upper", NULL, NULL, "26000");
+	h_exec_fails(a, "DEALLOCATE never_made", "26000");
+	prepare_ok(a, "_pg3_0", "SELECT 'x again'", 0);
+	assert_run(a, "_pg3_0", NULL, "x again", NULL);
+	h_exec_ok(a, "DEALLOCATE ALL");
+	assert_run(a, "_pg3_0", NULL, NULL, "26000");
+	assert_run(b, "_pg3_0", NULL, "x", NULL);
+	prepare_ok(b, "second", "SELECT 'z'", 0);
+	h_exec_ok(b, "DISCARD ALL");
+	assert_run(b, "_pg3_0", NULL, NULL, "26000");
+	assert_run(b, "second", NULL, NULL, "26000");
+	prepare_ok(b, "second", "SELECT 'z2'", 0);
+	assert_run(b, "second", NULL, "z2", NULL);
+	PQfinish(a);
+	PQfinish(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * Past max_client_prepared_statements a client's statements are not
+ * tracked: they work on the server it has, and are dropped (DEALLOCATE
+ * ALL) before another client uses that server; the tracked ones are made
+ * again where needed.
+ */
+START_TEST(test_client_limit)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction",
+				   .extra_top = "max_client_prepared_statements: 2\n" };
+	PGconn *a, *b;
+	long long all, foreign;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, NULL);
+	b = h_connect(&d, NULL);
+	prepare_ok(a, "t1", "SELECT 1", 0);
+	prepare_ok(a, "t2", "SELECT 2", 0);
+	prepare_ok(a, "t3", "SELECT 3", 0);
+	assert_run(a, "t3", NULL, "3", NULL);       /* the same server: pool_size 1 */
+	assert_run(b, "t3", NULL, NULL, "26000");
+	server_statements(b, &all, &foreign);
+	h_assert(foreign == 0, "another client's untracked statement is on b's server");
+	assert_run(a, "t1", NULL, "1", NULL);
+	assert_run(a, "t2", NULL, "2", NULL);
+	PQfinish(a);
+	PQfinish(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/* Statement mode: each statement on whichever server, named ones too. */
+START_TEST(test_statement_mode)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 2, .pool_size = 1, .pool_mode = "statement" };
+	PGconn *a, *b;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, NULL);
+	b = h_connect(&d, NULL);
+	prepare_ok(a, "s", "SELECT 'a:' || $1", 1);
+	prepare_ok(b, "s", "SELECT 'b:' || $1", 1);
+	for (int i = 0; i < 10; i++) {
+		assert_run(a, "s", "1", "a:1", NULL);
+		assert_run(b, "s", "2", "b:2", NULL);
+	}
+	PQfinish(a);
+	PQfinish(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/* pgbench -M prepared through transaction pooling, more clients than
+ * servers, a transaction of several statements: no error, every
+ * transaction done. One thread per client: pgbench prepares with a
+ * blocking call, and one thread for many clients would wait for a server
+ * the others hold. */
+START_TEST(test_pgbench_prepared)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 2, .pool_size = 2, .pool_mode = "transaction" };
+	char port[16], script[H_PATH_MAX + 32], out_path[H_PATH_MAX + 32], *out;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	snprintf(port, sizeof(port), "%d", d.port);
+	snprintf(script, sizeof(script), "%s/prepared.sql", d.dir);
+	snprintf(out_path, sizeof(out_path), "%s/pgbench.out", d.dir);
+	h_assert(h_write_file(script, "\\set a random(1, 1000)\n"
+				      "SELECT :a + 1;\n"
+				      "BEGIN;\n"
+				      "SELECT :a * 2;\n"
+				      "SELECT 1 / (1 + :a % 2), :a::text;\n"
+				      "COMMIT;\n"), "script");
+	const char *argv[] = { h_pg_bin("pgbench"), "-n", "-h", d.sockdir, "-p", port, "-U",
+			       H_SUPERUSER, "-M", "prepared", "-f", script, "-c", "6", "-j", "6",
+			       "-t", "100", "appdb", NULL };
+	int rc = h_run(argv, out_path, false, 60000);
+	out = h_read_file(out_path);
+	h_assert(rc == 0 && out != NULL &&
+		 strstr(out, "number of transactions actually processed: 600/600") != NULL &&
+		 strstr(out, "number of failed transactions: 0 ") != NULL,
+		 "pgbench exited %d:\n%s", rc, out ? out : "(no output)");
+	free(out);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+static Suite *e2e_pstmt_suite(void)
+{
+	Suite *s = suite_create("e2e_pstmt");
+	TCase *tc = h_tcase("pstmt", 120);
+
+	h_tcase_add_pg(tc);
+	tcase_add_test(tc, test_statements_follow_client);
+	tcase_add_test(tc, test_server_cache_bound);
+	tcase_add_test(tc, test_statement_errors);
+	tcase_add_test(tc, test_statement_pipeline);
+	tcase_add_test(tc, test_deallocate);
+	tcase_add_test(tc, test_client_limit);
+	tcase_add_test(tc, test_statement_mode);
+	tcase_add_test(tc, test_pgbench_prepared);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return h_main(e2e_pstmt_suite());
+}

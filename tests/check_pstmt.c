@@ -1,0 +1,290 @@
+/*
+ * Unit tests for pstmt.c: statements, a client's map of them by name, a
+ * server's cache by content with its least-recently-used choice, and the
+ * reply queue that keeps what pgberth sends, drops and answers itself in
+ * step with the server's replies (errors and their skip to Sync, COPY).
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pstmt.h"
+
+static struct pstmt *stmt(const char *name, const char *query)
+{
+	uint8_t body[256];
+	size_t n = strlen(query) + 1;
+
+	memcpy(body, query, n);
+	body[n] = body[n + 1] = 0;      /* no parameter types */
+	struct pstmt *p = pstmt_new(name, strlen(name), body, n + 2);
+	ck_assert_ptr_nonnull(p);
+	return p;
+}
+
+START_TEST(statement_names_by_content)
+{
+	struct pstmt *a = stmt("a", "SELECT 1"), *b = stmt("b", "SELECT 1"), *c = stmt("a", "SELECT 2");
+
+	ck_assert_str_eq(a->name, "a");
+	ck_assert_uint_eq(strlen(a->sname), PSTMT_SNAME_LEN);
+	ck_assert_int_eq(strncmp(a->sname, "pgberth_", 8), 0);
+	ck_assert_str_eq(a->sname, b->sname);
+	ck_assert_str_ne(a->sname, c->sname);
+	ck_assert(pstmt_same(a, b));
+	ck_assert(!pstmt_same(a, c));
+	pstmt_unref(a);
+	pstmt_unref(b);
+	pstmt_unref(c);
+}
+END_TEST
+
+START_TEST(map_add_get_delete)
+{
+	struct pstmt_map m = {0};
+	struct pstmt *p[200];
+	char name[16];
+
+	ck_assert_ptr_null(pstmt_map_get(&m, "x", 1));
+	for (int i = 0; i < 200; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		p[i] = stmt(name, "SELECT 1");
+		ck_assert_int_eq(pstmt_map_add(&m, p[i]), 0);
+	}
+	ck_assert_uint_eq(m.n, 200);
+	/* Deleting every third keeps all the others reachable (backward shift). */
+	for (int i = 0; i < 200; i += 3)
+		pstmt_map_del(&m, p[i]);
+	for (int i = 0; i < 200; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		ck_assert_ptr_eq(pstmt_map_get(&m, name, strlen(name)), i % 3 ? p[i] : NULL);
+	}
+	/* Only the statement itself is deleted, not another of its name. */
+	struct pstmt *other = stmt("s1", "SELECT 2");
+	pstmt_map_del(&m, other);
+	ck_assert_ptr_eq(pstmt_map_get(&m, "s1", 2), p[1]);
+	pstmt_unref(other);
+	ck_assert_ptr_null(pstmt_map_get(&m, "s", 1));  /* a prefix is not the name */
+	for (int i = 0; i < 200; i++)
+		pstmt_unref(p[i]);                      /* the map holds its own */
+	ck_assert_str_eq(pstmt_map_get(&m, "s2", 2)->name, "s2");
+	pstmt_map_clear(&m);
+	ck_assert_uint_eq(m.n, 0);
+}
+END_TEST
+
+START_TEST(cache_by_content_and_lru)
+{
+	struct pstmt_cache c = {0};
+	struct pstmt *p[40];
+	char q[32];
+
+	for (int i = 0; i < 40; i++) {
+		snprintf(q, sizeof(q), "SELECT %d", i);
+		p[i] = stmt("n", q);
+		ck_assert(!pstmt_cache_has(&c, p[i]));
+		ck_assert_int_eq(pstmt_cache_add(&c, p[i]), 0);
+	}
+	ck_assert_ptr_eq(pstmt_cache_lru(&c), p[0]);
+	/* The same content from another client is a hit, and a use. */
+	struct pstmt *same = stmt("other", "SELECT 0");
+	ck_assert(pstmt_cache_has(&c, same));
+	ck_assert_ptr_eq(pstmt_cache_lru(&c), p[1]);
+	ck_assert_ptr_eq(pstmt_cache_named(&c, same), p[0]);
+	/* Deleting by a statement of the same content but another object:
+	 * only with any. */
+	pstmt_cache_del(&c, same, false);
+	ck_assert(pstmt_cache_has(&c, p[0]));
+	pstmt_cache_del(&c, same, true);
+	ck_assert(!pstmt_cache_has(&c, p[0]));
+	ck_assert_uint_eq(c.n, 39);
+	for (int i = 1; i < 40; i++)
+		ck_assert(pstmt_cache_has(&c, p[i]));
+	pstmt_unref(same);
+	for (int i = 0; i < 40; i++)
+		pstmt_unref(p[i]);
+	pstmt_cache_clear(&c);
+	ck_assert_ptr_null(pstmt_cache_lru(&c));
+}
+END_TEST
+
+/* pgberth answered a Parse (SYNTH) and sent its own Parse for a Bind
+ * (OURS): the replies come out in the client's order, ours dropped. */
+START_TEST(queue_keeps_replies_in_step)
+{
+	struct pstmt_queue q = {0};
+	struct pstmt_cache c = {0};
+	struct pstmt_map m = {0};
+	struct pstmt *a = stmt("a", "SELECT 1"), *b = stmt("b", "SELECT 2");
+
+	ck_assert_int_eq(pstmt_map_add(&m, a), 0);
+	ck_assert_int_eq(pstmt_map_add(&m, b), 0);
+	ck_assert_int_eq(pstmt_cache_add(&c, b), 0);
+	/* Bind x, Execute, then Parse a (answered by pgberth), then our
+	 * Parse b and Bind b, Execute, Sync. */
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_BIND, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_SYNTH | PSTMT_REF, a), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_OURS | PSTMT_REF, b), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_BIND, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);
+
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), 0);        /* the server's turn */
+	ck_assert_int_eq(pstmt_queue_reply(&q, '2', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'D', &c, &m), PSTMT_RELAY);   /* a row */
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'N', &c, &m), PSTMT_RELAY);   /* a notice */
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), '1');      /* ParseComplete for a */
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), 0);
+	ck_assert_int_eq(pstmt_queue_reply(&q, '1', &c, &m), PSTMT_DROP);    /* our Parse's */
+	ck_assert_int_eq(pstmt_queue_reply(&q, '2', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
+	ck_assert(pstmt_queue_empty(&q));
+	ck_assert_ptr_eq(pstmt_map_get(&m, "a", 1), a);
+	ck_assert(pstmt_cache_has(&c, b));
+	pstmt_unref(a);
+	pstmt_unref(b);
+	pstmt_queue_clear(&q);
+	pstmt_cache_clear(&c);
+	pstmt_map_clear(&m);
+}
+END_TEST
+
+/* An error skips to the Sync: a Parse that failed or was skipped made no
+ * statement (forgotten in cache and map), a reply pgberth owed for a
+ * skipped message is never given, and a Sync's own error ends nothing. */
+START_TEST(queue_error_skips_to_sync)
+{
+	struct pstmt_queue q = {0};
+	struct pstmt_cache c = {0};
+	struct pstmt_map m = {0};
+	struct pstmt *bad = stmt("bad", "SELEC 1"), *next = stmt("next", "SELECT 3"),
+		     *held = stmt("held", "SELECT 4");
+
+	ck_assert_int_eq(pstmt_map_add(&m, bad), 0);
+	ck_assert_int_eq(pstmt_map_add(&m, next), 0);
+	ck_assert_int_eq(pstmt_map_add(&m, held), 0);
+	ck_assert_int_eq(pstmt_cache_add(&c, bad), 0);
+	ck_assert_int_eq(pstmt_cache_add(&c, next), 0);
+	ck_assert_int_eq(pstmt_cache_add(&c, held), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_REF, bad), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_REF, next), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_SYNTH | PSTMT_REF, held), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_CLOSE | PSTMT_SYNTH, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), 0);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), 0);        /* skipped, not answered */
+	ck_assert_uint_eq(q.n, 1);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
+	ck_assert(pstmt_queue_empty(&q));
+	ck_assert(!q.skipping);
+	ck_assert_ptr_null(pstmt_map_get(&m, "bad", 3));
+	ck_assert_ptr_null(pstmt_map_get(&m, "next", 4));
+	ck_assert_ptr_null(pstmt_map_get(&m, "held", 4));
+	ck_assert(!pstmt_cache_has(&c, bad));
+	ck_assert(!pstmt_cache_has(&c, next));
+	ck_assert(pstmt_cache_has(&c, held));       /* another client's Parse made it */
+
+	/* Entries pushed after the error was seen are skipped too, up to the Sync. */
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_CLOSE | PSTMT_SYNTH, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), 0);
+	/* A Sync's COMMIT fails: the error, then its ReadyForQuery. */
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
+	ck_assert_uint_eq(q.n, 1);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
+	ck_assert(pstmt_queue_empty(&q));
+	/* A simple query's error ends nothing either, and skips nothing. */
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SIMPLE, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_CLOSE | PSTMT_SYNTH, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), '3');
+	ck_assert(pstmt_queue_empty(&q));
+	pstmt_unref(bad);
+	pstmt_unref(next);
+	pstmt_unref(held);
+	pstmt_queue_clear(&q);
+	pstmt_cache_clear(&c);
+	pstmt_map_clear(&m);
+}
+END_TEST
+
+/* Extended COPY FROM STDIN: the Syncs sent behind the Execute reach a
+ * server in copy-in mode, which ignores them; the Execute ends at
+ * CommandComplete, after the copy data. */
+START_TEST(queue_copy_in)
+{
+	struct pstmt_queue q = {0};
+
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_BIND, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_reply(&q, '2', NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'G', NULL, NULL), PSTMT_RELAY);
+	pstmt_queue_copy_in(&q);
+	ck_assert_uint_eq(q.n, 1);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);     /* after CopyDone */
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', NULL, NULL), PSTMT_RELAY);
+	ck_assert(pstmt_queue_empty(&q));
+	pstmt_queue_clear(&q);
+}
+END_TEST
+
+/* Describe of a statement ends at RowDescription or NoData, after its
+ * ParameterDescription; the queue grows and wraps; past the bound it
+ * refuses. */
+START_TEST(queue_describe_wrap_and_bound)
+{
+	struct pstmt_queue q = {0};
+
+	for (int round = 0; round < 100; round++) {
+		for (int i = 0; i < 50; i++)
+			ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_DESCRIBE_STMT, NULL), 0);
+		for (int i = 0; i < 50; i++) {
+			ck_assert_int_eq(pstmt_queue_reply(&q, 't', NULL, NULL), PSTMT_RELAY);
+			ck_assert_uint_eq(q.n, 50 - i);
+			ck_assert_int_eq(pstmt_queue_reply(&q, i % 2 ? 'T' : 'n', NULL, NULL), PSTMT_RELAY);
+		}
+		ck_assert(pstmt_queue_empty(&q));
+	}
+	for (uint32_t i = 0; i < PSTMT_QUEUE_MAX; i++)
+		ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), -E2BIG);
+	pstmt_queue_clear(&q);
+}
+END_TEST
+
+static Suite *pstmt_suite(void)
+{
+	Suite *s = suite_create("pstmt");
+	TCase *tc = tcase_create("pstmt");
+
+	tcase_add_test(tc, statement_names_by_content);
+	tcase_add_test(tc, map_add_get_delete);
+	tcase_add_test(tc, cache_by_content_and_lru);
+	tcase_add_test(tc, queue_keeps_replies_in_step);
+	tcase_add_test(tc, queue_error_skips_to_sync);
+	tcase_add_test(tc, queue_copy_in);
+	tcase_add_test(tc, queue_describe_wrap_and_bound);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(pstmt_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
