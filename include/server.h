@@ -167,8 +167,8 @@ void server_handoff(struct runtime *rt, struct pool_handoff *h);
 /* Runs PQcancel for the server's current query on the thread pool. from,
  * if not NULL, is the connection that asked for it: it is told once
  * PQcancel has returned, and the call returns true. It returns false when
- * from was not taken (no cancel could start, or one already on its way
- * has a requester), and the caller tells from itself. */
+ * from was not taken (no cancel could start, or the one already on its
+ * way has four requesters waiting), and the caller tells from itself. */
 bool server_cancel(struct server *s, const struct cancel_from *from);
 
 const char *server_param(const struct server *s, const char *name);

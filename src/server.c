@@ -58,8 +58,8 @@ struct cancel_req {
 	struct server *s;           /* NULL once the server was closed */
 	PGcancel *cancel;
 	uint64_t sid;
-	bool has_from;              /* from is waiting to hear it is done */
-	struct cancel_from from;
+	int nfrom;                  /* connections waiting to hear it is done */
+	struct cancel_from from[4];
 	int ok;
 	char err[256];
 };
@@ -1381,8 +1381,8 @@ static void cancel_done(uv_work_t *req, int status)
 	if (status == 0 && !r->ok)
 		log_warn("s%llu: cancel failed: %s", (unsigned long long)r->sid, r->err);
 	PQfreeCancel(r->cancel);
-	if (r->has_from)
-		worker_cancel_done(&r->from);
+	for (int i = 0; i < r->nfrom; i++)
+		worker_cancel_done(&r->from[i]);
 	struct server *s = r->s;
 	free(r);
 	if (s != NULL) {
@@ -1400,11 +1400,10 @@ bool server_cancel(struct server *s, const struct cancel_from *from)
 {
 	struct cancel_req *r = s->cancel;
 
-	if (r != NULL) {        /* one is on its way already */
-		if (from == NULL || r->has_from)
+	if (r != NULL) {        /* one is on its way already: told when it is done */
+		if (from == NULL || r->nfrom == (int)(sizeof(r->from) / sizeof(r->from[0])))
 			return false;
-		r->from = *from;
-		r->has_from = true;
+		r->from[r->nfrom++] = *from;
 		return true;
 	}
 	r = calloc(1, sizeof(*r));
@@ -1415,10 +1414,8 @@ bool server_cancel(struct server *s, const struct cancel_from *from)
 	r->req.data = r;
 	r->s = s;
 	r->sid = s->id;
-	if (from != NULL) {
-		r->from = *from;
-		r->has_from = true;
-	}
+	if (from != NULL)
+		r->from[r->nfrom++] = *from;
 	log_debug("s%llu: sending cancel", SID(s));
 	if (uv_queue_work(&s->w->loop, &r->req, cancel_work, cancel_done) != 0) {
 		PQfreeCancel(r->cancel);

@@ -1033,7 +1033,7 @@ START_TEST(test_cancel_closes_when_delivered)
 {
 	struct h_daemon d;
 	struct h_daemon_opts o = { .workers = 2, .pool_mode = "transaction" };
-	struct h_cancel_job job;
+	struct h_cancel_job job, job2;
 	PGconn *c, *direct;
 	PGresult *r;
 
@@ -1046,12 +1046,17 @@ START_TEST(test_cancel_closes_when_delivered)
 			      10000), "pg_sleep(60) never started on the server");
 	h_assert(kill(h_shared_pg.pid, SIGSTOP) == 0, "SIGSTOP: %s", strerror(errno));
 	h_cancel_start(c, &job);
-	bool early = h_cancel_wait(&job, 500);
+	bool early = h_cancel_wait(&job, 300);
+	/* A second cancel (the impatient user) while the first is on its
+	 * way waits for that one too. */
+	h_cancel_start(c, &job2);
+	bool early2 = h_cancel_wait(&job2, 300);
 	kill(h_shared_pg.pid, SIGCONT);
 	h_assert(!early, "the cancel connection closed before the cancel could reach PostgreSQL");
-	h_assert(h_cancel_wait(&job, 10000), "the cancel connection still open 10 s after "
-		 "PostgreSQL was let go");
-	h_assert(job.ok == 1, "PQcancel: %s", job.err);
+	h_assert(!early2, "the second cancel connection closed before the cancel reached PostgreSQL");
+	h_assert(h_cancel_wait(&job, 10000) && h_cancel_wait(&job2, 10000),
+		 "a cancel connection still open 10 s after PostgreSQL was let go");
+	h_assert(job.ok == 1 && job2.ok == 1, "PQcancel: %s %s", job.err, job2.err);
 	r = h_result_try(c, 10000);
 	h_assert(r != NULL && strcmp(h_sqlstate(r), "57014") == 0, "the cancelled query: [%s]",
 		 r ? h_sqlstate(r) : "no result");
