@@ -831,12 +831,35 @@ static void server_internal_input(struct server *s)
 		char type;
 		uint32_t mlen;
 
-		int rc = proto_msg_header(p, len, RELAY_BUF - 1, &type, &mlen);
-		if (rc == PROTO_NEED_MORE || (rc > 0 && len < (size_t)mlen + 1))
-			break;
+		if (s->msg_remain > 0) {
+			/* The rest of a big row, skipped as it comes. */
+			size_t take = len < s->msg_remain ? len : s->msg_remain;
+			buf_consume(&s->in, take);
+			s->msg_remain -= (uint32_t)take;
+			if (s->msg_remain > 0)
+				break;
+			continue;
+		}
+		int rc = proto_msg_header(p, len, PROTO_MAX_MESSAGE, &type, &mlen);
 		if (rc == PROTO_BAD) {
 			server_fail(s, "08P01", "invalid message from the server");
 			return;
+		}
+		if (rc > 0 && (size_t)mlen + 1 > RELAY_BUF && type != 'E' && type != 'S' && type != 'Z') {
+			/* set_config() answers with the value it set, which may be
+			 * bigger than a buffer: a row (or notice) nothing is read from,
+			 * but a setting too long to carry. */
+			if (type == 'D' && s->done == server_capture_done)
+				s->capture_private = true;
+			s->msg_remain = mlen + 1;
+			continue;
+		}
+		if (rc == PROTO_NEED_MORE || len < (size_t)mlen + 1) {
+			if (rc > 0 && (size_t)mlen + 1 > RELAY_BUF) {
+				server_fail(s, "08P01", "message from the server too long");
+				return;
+			}
+			break;
 		}
 		const uint8_t *body = p + 5;
 		size_t blen = mlen - 4;

@@ -795,6 +795,38 @@ START_TEST(test_set_follows_client)
 END_TEST
 
 /*
+ * A setting bigger than the relay buffer (a 40 KB search_path): reading
+ * it back must not fail the client (the row that holds it is skipped, and
+ * the setting stays with that server connection as one too long to
+ * carry), and the client's next queries run.
+ */
+START_TEST(test_huge_setting)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	size_t n = 40 * 1024;
+	char *sql = malloc(n + 64), *p;
+	PGconn *a, *b;
+
+	p = sql + sprintf(sql, "SET search_path = ");
+	for (int i = 0; (size_t)(p - sql) < n; i++)
+		p += sprintf(p, "%sregress_schema_%05d", i ? ", " : "", i);
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, NULL);
+	b = h_connect(&d, NULL);
+	h_exec_ok(a, sql);
+	h_assert_value(a, "SELECT length(current_setting('search_path')) > 40000", "t");
+	h_assert_value(a, "SELECT 'a after'", "a after");
+	h_assert_value(b, "SELECT length(current_setting('search_path')) < 1000", "t");
+	h_assert_value(a, "SELECT 'a again'", "a again");
+	PQfinish(a);
+	PQfinish(b);
+	free(sql);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
  * What the settings read back cannot see is kept from the startup packet
  * (a role given as -c role=...), and DISCARD ALL takes the client back to
  * its startup settings, as on a direct connection.
@@ -1177,6 +1209,7 @@ static Suite *e2e_regress_suite(void)
 	tcase_add_test(tc, test_role_does_not_leak);
 	tcase_add_test(tc, test_set_follows_client);
 	tcase_add_test(tc, test_read_back_keeps_startup);
+	tcase_add_test(tc, test_huge_setting);
 	tcase_add_test(tc, test_list_startup_option);
 	tcase_add_test(tc, test_session_state_not_shared);
 	suite_add_tcase(s, tc);
