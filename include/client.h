@@ -51,6 +51,11 @@ struct client {
 	                               kept in stmts and renamed on servers (pstmt.h) */
 	bool untracked_warned;      /* logged that a Parse went through untracked */
 	struct pstmt_map stmts;     /* by the client's names */
+	char *stmt_key;             /* its settings as statements are keyed by; owned */
+	size_t stmt_key_len;
+	bool stmt_key_ok;           /* stmt_key is current (for extra of stmt_key_gen) */
+	uint32_t stmt_key_gen;
+	uint64_t stmt_private;      /* statements parsed under settings not yet known */
 
 	int fd;                     /* owned; closed in the poll close callback */
 	uv_poll_t *poll;            /* owned; freed in its close callback */
@@ -125,6 +130,9 @@ void client_sweep(struct worker *w, uint64_t now);
 /* Its settings read back from its server (SQL, or NULL for none) replace
  * extra, but for extra_hidden. Returns -1 on out of memory (unchanged). */
 int client_settings_read_back(struct client *c, const char *sql, size_t len);
+/* The client's settings as its statements are keyed by (pstmt_new): *len
+ * bytes, valid until they change. NULL on out of memory. */
+const char *client_stmt_settings(struct client *c, size_t *len);
 /* Its server ran DISCARD ALL: extra is the startup packet's again. */
 void client_settings_discarded(struct client *c);
 

@@ -36,26 +36,38 @@
 
 struct pstmt {
 	atomic_uint refs;
-	uint64_t hash;                      /* of body; names it on servers */
+	uint64_t hash;                      /* of body and settings; names it on servers */
 	char sname[PSTMT_SNAME_LEN + 1];    /* "pgberth_<hash>" */
 	uint32_t name_len;                  /* the client's name, without its NUL */
 	uint32_t body_len;
+	uint32_t settings_len;
 	const char *name;                   /* into data */
 	const uint8_t *body;                /* the Parse after the name: query, types */
+	const uint8_t *settings;            /* the client's settings it was parsed under */
 	uint8_t data[];
 };
 
 /* A statement the client named name (name_len bytes, no NUL) with the
- * Parse body after the name. One reference, or NULL on out of memory. */
-struct pstmt *pstmt_new(const char *name, size_t name_len, const uint8_t *body, size_t body_len);
+ * Parse body after the name, parsed under the client's settings (an
+ * opaque string: PostgreSQL reads literals at Parse time by TimeZone,
+ * DateStyle, client_encoding, standard_conforming_strings ..., so only
+ * clients with the same settings share a statement). One reference, or
+ * NULL on out of memory. */
+struct pstmt *pstmt_new(const char *name, size_t name_len, const uint8_t *body, size_t body_len,
+                        const void *settings, size_t settings_len);
 struct pstmt *pstmt_ref(struct pstmt *p);
 void pstmt_unref(struct pstmt *p);
-/* Same query and parameter types. */
+/* Same query, parameter types and settings. */
 bool pstmt_same(const struct pstmt *a, const struct pstmt *b);
 
 /* A client's statements by name. Holds a reference to each. */
+struct pstmt_mslot {
+	struct pstmt *p;                    /* NULL: empty */
+	bool closing;                       /* a Close or DEALLOCATE of it is on its way */
+};
+
 struct pstmt_map {
-	struct pstmt **slots;               /* open addressing; NULL is empty */
+	struct pstmt_mslot *slots;          /* open addressing */
 	uint32_t cap;                       /* 0 or a power of two */
 	uint32_t n;
 };
@@ -66,12 +78,18 @@ struct pstmt *pstmt_map_get(const struct pstmt_map *m, const char *name, size_t 
 int pstmt_map_add(struct pstmt_map *m, struct pstmt *p);
 /* Drops the statement of p's name if it is p itself. */
 void pstmt_map_del(struct pstmt_map *m, const struct pstmt *p);
+/* A statement being closed is still there for what the client sent before
+ * the Close's answer, but its name is free for a new Parse. */
+bool pstmt_map_closing(const struct pstmt_map *m, const struct pstmt *p);
+void pstmt_map_set_closing(struct pstmt_map *m, const struct pstmt *p, bool closing);
 void pstmt_map_clear(struct pstmt_map *m);
 
 /* The statements a server holds, by content. Holds a reference to each. */
 struct pstmt_slot {
 	struct pstmt *p;
 	uint64_t used;                      /* tick of its last use */
+	uint64_t added;                     /* tick it was added at: names this Parse */
+	bool confirmed;                     /* the server answered its Parse */
 };
 
 struct pstmt_cache {
@@ -81,20 +99,26 @@ struct pstmt_cache {
 	uint64_t tick;
 };
 
-/* Whether the server holds p's statement (under p->sname); a hit counts
- * as a use. */
+/* Whether the server holds p's statement (under p->sname), or will once
+ * the Parse on its way is done; a hit counts as a use. */
 bool pstmt_cache_has(struct pstmt_cache *c, const struct pstmt *p);
+/* The same, only once the server said ParseComplete for it. */
+bool pstmt_cache_confirmed(struct pstmt_cache *c, const struct pstmt *p);
 /* The statement the server holds under p->sname, whatever its content, or
  * NULL. */
 struct pstmt *pstmt_cache_named(const struct pstmt_cache *c, const struct pstmt *p);
 /* The least recently used statement, to close before adding one to a full
  * cache; NULL if empty. */
 struct pstmt *pstmt_cache_lru(const struct pstmt_cache *c);
-/* Records that the server holds p (nothing else under its name). 0 or
- * -ENOMEM. */
-int pstmt_cache_add(struct pstmt_cache *c, struct pstmt *p);
-/* Forgets the statement under p->sname if it is p (or any, when any). */
-void pstmt_cache_del(struct pstmt_cache *c, const struct pstmt *p, bool any);
+/* Records that a Parse of p is on its way to the server (replacing
+ * whatever was under its name). Its tick in *added, for
+ * pstmt_cache_settle. 0 or -ENOMEM. */
+int pstmt_cache_add(struct pstmt_cache *c, struct pstmt *p, uint64_t *added);
+/* The Parse of tick added was answered: confirmed (ok), or forgotten. A
+ * later Parse of the same name is left alone. */
+void pstmt_cache_settle(struct pstmt_cache *c, const struct pstmt *p, uint64_t added, bool ok);
+/* Forgets whatever the server holds under p->sname. */
+void pstmt_cache_del(struct pstmt_cache *c, const struct pstmt *p);
 void pstmt_cache_clear(struct pstmt_cache *c);
 
 /*
@@ -102,9 +126,12 @@ void pstmt_cache_clear(struct pstmt_cache *c);
  * reply, in order. An entry is a kind and flags:
  *   PSTMT_OURS   pgberth sent it: its reply is dropped (an error is not);
  *   PSTMT_SYNTH  not sent: pgberth gives the reply when its turn comes;
- *   PSTMT_REF    it made a statement (a Parse): if the server fails or
- *                skips it, the statement is forgotten. The statements of
- *                these entries are in refs, in the same order.
+ *   PSTMT_REF    it carries a statement, in refs (same order): a Parse's,
+ *                which the server's answer confirms in the cache or (an
+ *                error, a skip) forgets, in the cache and, for the
+ *                client's own, in its map; or a Close or DEALLOCATE
+ *                pgberth answers, whose statement leaves the map when it is
+ *                answered (it stays if the Close is skipped, or fails).
  */
 enum {
 	PSTMT_PARSE = 1,
@@ -115,6 +142,7 @@ enum {
 	PSTMT_CLOSE,
 	PSTMT_SYNC,
 	PSTMT_SIMPLE,                       /* Query or FunctionCall: up to ReadyForQuery */
+	PSTMT_COPY_END,                     /* CopyDone or CopyFail: no reply, a mark */
 	PSTMT_KIND = 0x0f,
 	PSTMT_OURS = 0x10,
 	PSTMT_SYNTH = 0x20,
@@ -125,23 +153,34 @@ enum {
  * more without reading is refused. */
 #define PSTMT_QUEUE_MAX (1u << 20)
 
+struct pstmt_ref {
+	struct pstmt *p;
+	uint64_t added;                     /* a Parse's tick in the cache */
+};
+
 struct pstmt_queue {
 	uint8_t *ring;
 	uint32_t cap, head, n;              /* cap a power of two */
-	struct pstmt **refs;                /* statements of PSTMT_REF entries */
+	struct pstmt_ref *refs;             /* of PSTMT_REF entries */
 	uint32_t rcap, rhead, rn;
 	bool skipping;                      /* after an error: to the next Sync */
+	uint32_t skipped_simple;            /* Queries and FunctionCalls skipped so: no
+	                                       ReadyForQuery for them (the caller resets it) */
 };
 
-/* Appends an entry; p (a reference is taken) with PSTMT_REF. 0, -ENOMEM,
- * or -E2BIG past PSTMT_QUEUE_MAX. */
-int pstmt_queue_push(struct pstmt_queue *q, uint8_t entry, struct pstmt *p);
+/* Appends an entry; p (a reference is taken) and its cache tick with
+ * PSTMT_REF. 0, -ENOMEM, or -E2BIG past PSTMT_QUEUE_MAX. */
+int pstmt_queue_push(struct pstmt_queue *q, uint8_t entry, struct pstmt *p, uint64_t added);
 static inline bool pstmt_queue_empty(const struct pstmt_queue *q) { return q->n == 0; }
-/* Whether the next reply is pgberth's to give: then returns its message
- * type ('1' ParseComplete or '3' CloseComplete) and the entry is done;
- * else 0. Entries skipped after an error go first (forgetting their
- * statements in cache and map; map may be NULL). */
-char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct pstmt_map *map);
+/* Whether the next reply is pgberth's to give: then returns what it is
+ * and the entry is done; else 0. '1' ParseComplete, '3' CloseComplete;
+ * for a DEALLOCATE pgberth answers (a SIMPLE entry), 'Q' for its
+ * CommandComplete and ReadyForQuery, or 'q' for the error of a failed
+ * transaction (txstatus, that of the server's last ReadyForQuery, is 'E':
+ * its statement goes back in the map). Entries skipped after an error go
+ * first (forgetting their statements in cache and map; map may be NULL). */
+char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct pstmt_map *map,
+                       char txstatus);
 
 enum pstmt_reply {
 	PSTMT_RELAY,                        /* send it on to the client */
@@ -151,9 +190,10 @@ enum pstmt_reply {
  * per message, after pstmt_queue_synth returned 0. */
 enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_cache *cache,
                                    struct pstmt_map *map);
-/* CopyInResponse: the Syncs queued after the COPY are ignored by the
- * server in copy-in mode, and get no reply. */
-void pstmt_queue_copy_in(struct pstmt_queue *q);
+/* CopyInResponse: the Syncs queued after the COPY and before its
+ * CopyDone reached the server in copy-in mode, which ignores them: they
+ * get no reply. Returns how many they were. */
+uint32_t pstmt_queue_copy_in(struct pstmt_queue *q);
 void pstmt_queue_clear(struct pstmt_queue *q);
 
 #endif

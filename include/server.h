@@ -102,6 +102,7 @@ struct server {
 	uint32_t replies_owed;      /* Query/Sync/FunctionCall sent minus ReadyForQuery seen */
 	bool unsynced;              /* extended-query messages sent since the last Sync */
 	bool copy_in;               /* in COPY FROM STDIN: Syncs are ignored by PostgreSQL */
+	bool copy_done;             /* CopyDone or CopyFail sent since the last Execute or Query */
 	uint32_t syncs_since_execute; /* Syncs after the last Execute or Query */
 	unsigned gen;               /* pool gen at connect: an older one is never reused */
 	uint64_t born_ms;           /* uv_now at connect, for server_lifetime */

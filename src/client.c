@@ -147,6 +147,7 @@ void client_close(struct client *c, const char *reason)
 	free(c->extra_startup);
 	free(c->extra_hidden);
 	pstmt_map_clear(&c->stmts);
+	free(c->stmt_key);
 	free(c);
 	worker_client_gone(w);
 }
@@ -273,6 +274,36 @@ static const char *client_default(struct client *c, const char *name)
 }
 
 /* The value the client has for a reapplied parameter, or NULL if unknown. */
+const char *client_stmt_settings(struct client *c, size_t *len)
+{
+	if (!c->stmt_key_ok || c->stmt_key_gen != c->extra_gen) {
+		/* What PostgreSQL reads a query's text by: the reported
+		 * settings the client has other than the pool's (but the
+		 * application_name), then the others. */
+		struct buf b = {0};
+		bool ok = true;
+		for (const char *p = c->view, *end = c->view + c->view_len; p != NULL && p < end && ok;) {
+			const char *v = p + strlen(p) + 1, *next = v + strlen(v) + 1;
+			if (strcasecmp(p, "application_name") != 0)
+				ok = buf_append(&b, p, (size_t)(next - p)) == 0;
+			p = next;
+		}
+		if (ok && c->extra != NULL)
+			ok = buf_append(&b, "\1", 1) == 0 && buf_append(&b, c->extra, strlen(c->extra)) == 0;
+		if (!ok) {
+			buf_free(&b);
+			return NULL;
+		}
+		free(c->stmt_key);
+		c->stmt_key = (char *)b.data;
+		c->stmt_key_len = buf_len(&b);
+		c->stmt_key_ok = true;
+		c->stmt_key_gen = c->extra_gen;
+	}
+	*len = c->stmt_key_len;
+	return c->stmt_key != NULL ? c->stmt_key : "";
+}
+
 static const char *client_view_get(struct client *c, const char *name)
 {
 	const char *v = c->view ? blob_get(c->view, c->view_len, name) : NULL;
@@ -311,6 +342,7 @@ static int client_view_set(struct client *c, const char *name, const char *value
 	c->view_len = (uint32_t)(q - view);
 	c->view = view;
 	c->want_ok = false;
+	c->stmt_key_ok = false;
 	if (c->view_len == 0) {
 		free(c->view);
 		c->view = NULL;

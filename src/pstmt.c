@@ -23,22 +23,28 @@ static uint64_t hash_bytes(const void *p, size_t n)
 	return h ^ (h >> 29);
 }
 
-struct pstmt *pstmt_new(const char *name, size_t name_len, const uint8_t *body, size_t body_len)
+struct pstmt *pstmt_new(const char *name, size_t name_len, const uint8_t *body, size_t body_len,
+                        const void *settings, size_t settings_len)
 {
-	struct pstmt *p = malloc(sizeof(*p) + name_len + 1 + body_len);
+	struct pstmt *p = malloc(sizeof(*p) + name_len + 1 + body_len + settings_len);
 
 	if (p == NULL)
 		return NULL;
 	atomic_init(&p->refs, 1);
-	p->hash = hash_bytes(body, body_len);
+	uint64_t hs = hash_bytes(settings, settings_len);
+	p->hash = hash_bytes(body, body_len) ^ (hs * 0x9e3779b97f4a7c15ull);
 	snprintf(p->sname, sizeof(p->sname), "pgberth_%016" PRIx64, p->hash);
 	p->name_len = (uint32_t)name_len;
 	p->body_len = (uint32_t)body_len;
+	p->settings_len = (uint32_t)settings_len;
 	memcpy(p->data, name, name_len);
 	p->data[name_len] = '\0';
 	memcpy(p->data + name_len + 1, body, body_len);
+	if (settings_len > 0)
+		memcpy(p->data + name_len + 1 + body_len, settings, settings_len);
 	p->name = (const char *)p->data;
 	p->body = p->data + name_len + 1;
+	p->settings = p->body + body_len;
 	return p;
 }
 
@@ -57,7 +63,9 @@ void pstmt_unref(struct pstmt *p)
 bool pstmt_same(const struct pstmt *a, const struct pstmt *b)
 {
 	return a == b || (a->hash == b->hash && a->body_len == b->body_len &&
-	                  memcmp(a->body, b->body, a->body_len) == 0);
+	                  a->settings_len == b->settings_len &&
+	                  memcmp(a->body, b->body, a->body_len) == 0 &&
+	                  memcmp(a->settings, b->settings, a->settings_len) == 0);
 }
 
 /* --- the client's map, by name: linear probing, backward-shift delete --- */
@@ -72,44 +80,56 @@ static bool map_is(const struct pstmt *p, const char *name, size_t len)
 	return p->name_len == len && memcmp(p->name, name, len) == 0;
 }
 
-struct pstmt *pstmt_map_get(const struct pstmt_map *m, const char *name, size_t name_len)
+/* The slot of name, or of where it would go. */
+static uint32_t map_find(const struct pstmt_map *m, const char *name, size_t len)
 {
-	if (m->n == 0)
-		return NULL;
-	for (uint32_t i = map_home(m, name, name_len);; i = (i + 1) & (m->cap - 1)) {
-		struct pstmt *p = m->slots[i];
-		if (p == NULL || map_is(p, name, name_len))
-			return p;
-	}
+	uint32_t i = map_home(m, name, len);
+
+	while (m->slots[i].p != NULL && !map_is(m->slots[i].p, name, len))
+		i = (i + 1) & (m->cap - 1);
+	return i;
 }
 
-static void map_put(struct pstmt_map *m, struct pstmt *p)
+struct pstmt *pstmt_map_get(const struct pstmt_map *m, const char *name, size_t name_len)
 {
-	uint32_t i = map_home(m, p->name, p->name_len);
+	return m->n == 0 ? NULL : m->slots[map_find(m, name, name_len)].p;
+}
 
-	while (m->slots[i] != NULL)
-		i = (i + 1) & (m->cap - 1);
-	m->slots[i] = p;
-	m->n++;
+bool pstmt_map_closing(const struct pstmt_map *m, const struct pstmt *p)
+{
+	if (m->n == 0)
+		return false;
+	const struct pstmt_mslot *slot = &m->slots[map_find(m, p->name, p->name_len)];
+	return slot->p == p && slot->closing;
+}
+
+void pstmt_map_set_closing(struct pstmt_map *m, const struct pstmt *p, bool closing)
+{
+	if (m->n == 0)
+		return;
+	struct pstmt_mslot *slot = &m->slots[map_find(m, p->name, p->name_len)];
+	if (slot->p == p)
+		slot->closing = closing;
 }
 
 int pstmt_map_add(struct pstmt_map *m, struct pstmt *p)
 {
 	if ((m->n + 1) * 4 > m->cap * 3) {
-		uint32_t cap = m->cap ? m->cap * 2 : 16;
-		struct pstmt **old = m->slots, **slots = calloc(cap, sizeof(*slots));
-		uint32_t ocap = m->cap;
+		uint32_t cap = m->cap ? m->cap * 2 : 16, ocap = m->cap;
+		struct pstmt_mslot *old = m->slots, *slots = calloc(cap, sizeof(*slots));
 		if (slots == NULL)
 			return -ENOMEM;
 		m->slots = slots;
 		m->cap = cap;
-		m->n = 0;
 		for (uint32_t i = 0; i < ocap; i++)
-			if (old[i] != NULL)
-				map_put(m, old[i]);
+			if (old[i].p != NULL)
+				m->slots[map_find(m, old[i].p->name, old[i].p->name_len)] = old[i];
 		free(old);
 	}
-	map_put(m, pstmt_ref(p));
+	struct pstmt_mslot *slot = &m->slots[map_find(m, p->name, p->name_len)];
+	slot->p = pstmt_ref(p);
+	slot->closing = false;
+	m->n++;
 	return 0;
 }
 
@@ -117,21 +137,18 @@ void pstmt_map_del(struct pstmt_map *m, const struct pstmt *p)
 {
 	if (m->n == 0)
 		return;
-	uint32_t mask = m->cap - 1, i = map_home(m, p->name, p->name_len);
-	while (m->slots[i] != p) {
-		if (m->slots[i] == NULL)
-			return;
-		i = (i + 1) & mask;
-	}
-	pstmt_unref(m->slots[i]);
-	m->slots[i] = NULL;
+	uint32_t mask = m->cap - 1, i = map_find(m, p->name, p->name_len);
+	if (m->slots[i].p != p)
+		return;
+	pstmt_unref(m->slots[i].p);
+	m->slots[i].p = NULL;
 	m->n--;
 	/* Pull back what probed past the hole. */
-	for (uint32_t j = (i + 1) & mask; m->slots[j] != NULL; j = (j + 1) & mask) {
-		uint32_t home = map_home(m, m->slots[j]->name, m->slots[j]->name_len);
+	for (uint32_t j = (i + 1) & mask; m->slots[j].p != NULL; j = (j + 1) & mask) {
+		uint32_t home = map_home(m, m->slots[j].p->name, m->slots[j].p->name_len);
 		if (((j - home) & mask) >= ((j - i) & mask)) {
 			m->slots[i] = m->slots[j];
-			m->slots[j] = NULL;
+			m->slots[j].p = NULL;
 			i = j;
 		}
 	}
@@ -140,7 +157,7 @@ void pstmt_map_del(struct pstmt_map *m, const struct pstmt *p)
 void pstmt_map_clear(struct pstmt_map *m)
 {
 	for (uint32_t i = 0; i < m->cap; i++)
-		pstmt_unref(m->slots[i]);
+		pstmt_unref(m->slots[i].p);
 	free(m->slots);
 	m->slots = NULL;
 	m->cap = m->n = 0;
@@ -162,15 +179,26 @@ struct pstmt *pstmt_cache_named(const struct pstmt_cache *c, const struct pstmt 
 	return c->n == 0 ? NULL : c->slots[cache_find(c, p->hash)].p;
 }
 
-bool pstmt_cache_has(struct pstmt_cache *c, const struct pstmt *p)
+static struct pstmt_slot *cache_slot(struct pstmt_cache *c, const struct pstmt *p)
 {
 	if (c->n == 0)
-		return false;
+		return NULL;
 	struct pstmt_slot *slot = &c->slots[cache_find(c, p->hash)];
 	if (slot->p == NULL || !pstmt_same(slot->p, p))
-		return false;
+		return NULL;
 	slot->used = ++c->tick;
-	return true;
+	return slot;
+}
+
+bool pstmt_cache_has(struct pstmt_cache *c, const struct pstmt *p)
+{
+	return cache_slot(c, p) != NULL;
+}
+
+bool pstmt_cache_confirmed(struct pstmt_cache *c, const struct pstmt *p)
+{
+	struct pstmt_slot *slot = cache_slot(c, p);
+	return slot != NULL && slot->confirmed;
 }
 
 struct pstmt *pstmt_cache_lru(const struct pstmt_cache *c)
@@ -183,7 +211,7 @@ struct pstmt *pstmt_cache_lru(const struct pstmt_cache *c)
 	return best != NULL ? best->p : NULL;
 }
 
-int pstmt_cache_add(struct pstmt_cache *c, struct pstmt *p)
+int pstmt_cache_add(struct pstmt_cache *c, struct pstmt *p, uint64_t *added)
 {
 	if ((c->n + 1) * 4 > c->cap * 3) {
 		uint32_t cap = c->cap ? c->cap * 2 : 16, ocap = c->cap;
@@ -203,18 +231,17 @@ int pstmt_cache_add(struct pstmt_cache *c, struct pstmt *p)
 		c->n--;
 	}
 	slot->p = pstmt_ref(p);
-	slot->used = ++c->tick;
+	slot->used = slot->added = ++c->tick;
+	slot->confirmed = false;
 	c->n++;
+	*added = slot->added;
 	return 0;
 }
 
-void pstmt_cache_del(struct pstmt_cache *c, const struct pstmt *p, bool any)
+static void cache_del_at(struct pstmt_cache *c, uint32_t i)
 {
-	if (c->n == 0)
-		return;
-	uint32_t mask = c->cap - 1, i = cache_find(c, p->hash);
-	if (c->slots[i].p == NULL || (!any && c->slots[i].p != p))
-		return;
+	uint32_t mask = c->cap - 1;
+
 	pstmt_unref(c->slots[i].p);
 	c->slots[i].p = NULL;
 	c->n--;
@@ -226,6 +253,28 @@ void pstmt_cache_del(struct pstmt_cache *c, const struct pstmt *p, bool any)
 			i = j;
 		}
 	}
+}
+
+void pstmt_cache_settle(struct pstmt_cache *c, const struct pstmt *p, uint64_t added, bool ok)
+{
+	if (c->n == 0)
+		return;
+	uint32_t i = cache_find(c, p->hash);
+	if (c->slots[i].p == NULL || c->slots[i].added != added)
+		return;
+	if (ok)
+		c->slots[i].confirmed = true;
+	else
+		cache_del_at(c, i);
+}
+
+void pstmt_cache_del(struct pstmt_cache *c, const struct pstmt *p)
+{
+	if (c->n == 0)
+		return;
+	uint32_t i = cache_find(c, p->hash);
+	if (c->slots[i].p != NULL)
+		cache_del_at(c, i);
 }
 
 void pstmt_cache_clear(struct pstmt_cache *c)
@@ -254,7 +303,7 @@ static int grow(void **ring, uint32_t *cap, uint32_t head, uint32_t n, size_t si
 	return 0;
 }
 
-int pstmt_queue_push(struct pstmt_queue *q, uint8_t entry, struct pstmt *p)
+int pstmt_queue_push(struct pstmt_queue *q, uint8_t entry, struct pstmt *p, uint64_t added)
 {
 	if (q->n >= PSTMT_QUEUE_MAX)
 		return -E2BIG;
@@ -269,7 +318,9 @@ int pstmt_queue_push(struct pstmt_queue *q, uint8_t entry, struct pstmt *p)
 				return -ENOMEM;
 			q->rhead = 0;
 		}
-		q->refs[(q->rhead + q->rn++) & (q->rcap - 1)] = pstmt_ref(p);
+		struct pstmt_ref *r = &q->refs[(q->rhead + q->rn++) & (q->rcap - 1)];
+		r->p = pstmt_ref(p);
+		r->added = added;
 	}
 	q->ring[(q->head + q->n++) & (q->cap - 1)] = entry;
 	return 0;
@@ -287,32 +338,50 @@ static void queue_pop(struct pstmt_queue *q, bool failed, struct pstmt_cache *ca
 
 	q->head = (q->head + 1) & (q->cap - 1);
 	q->n--;
+	if (failed && (e & PSTMT_KIND) == PSTMT_SIMPLE && !(e & PSTMT_SYNTH))
+		q->skipped_simple++;
 	if (e & PSTMT_REF) {
-		struct pstmt *p = q->refs[q->rhead];
+		struct pstmt_ref r = q->refs[q->rhead];
 		q->rhead = (q->rhead + 1) & (q->rcap - 1);
 		q->rn--;
-		if (failed) {
-			/* A statement pgberth answered for (SYNTH) is still on the
-			 * server; it is the client's that did not come to be. */
+		if ((e & PSTMT_KIND) == PSTMT_CLOSE || (e & PSTMT_KIND) == PSTMT_SIMPLE) {
+			/* A Close or DEALLOCATE pgberth answered: the statement
+			 * goes now, or (skipped, failed) stays. */
+			if (map != NULL && failed)
+				pstmt_map_set_closing(map, r.p, false);
+			else if (map != NULL)
+				pstmt_map_del(map, r.p);
+		} else {
+			/* A Parse pgberth answered (SYNTH) leaves the server as it
+			 * was; the client's statement is what did not come to be. */
 			if (!(e & PSTMT_SYNTH))
-				pstmt_cache_del(cache, p, false);
-			if (map != NULL && !(e & PSTMT_OURS))
-				pstmt_map_del(map, p);
+				pstmt_cache_settle(cache, r.p, r.added, !failed);
+			if (failed && map != NULL && !(e & PSTMT_OURS))
+				pstmt_map_del(map, r.p);
 		}
-		pstmt_unref(p);
+		pstmt_unref(r.p);
 	}
 }
 
-char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct pstmt_map *map)
+char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct pstmt_map *map,
+                       char txstatus)
 {
 	while (q->n > 0) {
 		uint8_t e = queue_head(q);
+		if ((e & PSTMT_KIND) == PSTMT_COPY_END) {
+			queue_pop(q, false, cache, map);
+			continue;
+		}
 		if (q->skipping && (e & PSTMT_KIND) != PSTMT_SYNC) {
 			queue_pop(q, true, cache, map);
 			continue;
 		}
 		if (!(e & PSTMT_SYNTH))
 			return 0;
+		if ((e & PSTMT_KIND) == PSTMT_SIMPLE) {
+			queue_pop(q, txstatus == 'E', cache, map);
+			return txstatus == 'E' ? 'q' : 'Q';
+		}
 		queue_pop(q, false, cache, map);
 		return (e & PSTMT_KIND) == PSTMT_PARSE ? '1' : '3';
 	}
@@ -367,26 +436,32 @@ enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_c
 	return (e & PSTMT_OURS) ? PSTMT_DROP : PSTMT_RELAY;
 }
 
-void pstmt_queue_copy_in(struct pstmt_queue *q)
+uint32_t pstmt_queue_copy_in(struct pstmt_queue *q)
 {
-	/* The head is the COPY's Execute or Query; the Syncs right after it
-	 * went to a server in copy-in mode. They carry no statements. */
-	uint32_t mask = q->cap - 1, next = 1;
+	/* The head is the COPY's Execute or Query. Syncs carry no statements,
+	 * so the entries after them just move up. */
+	uint32_t mask = q->cap - 1, to = 1, dropped = 0;
+	bool ended = false;
 
-	while (next < q->n && (q->ring[(q->head + next) & mask] & PSTMT_KIND) == PSTMT_SYNC)
-		next++;
-	uint32_t drop = next - 1;
-	if (drop == 0)
-		return;
-	for (uint32_t i = 1; i + drop < q->n; i++)
-		q->ring[(q->head + i) & mask] = q->ring[(q->head + i + drop) & mask];
-	q->n -= drop;
+	for (uint32_t from = 1; from < q->n; from++) {
+		uint8_t e = q->ring[(q->head + from) & mask];
+		if ((e & PSTMT_KIND) == PSTMT_COPY_END)
+			ended = true;
+		else if (!ended && (e & PSTMT_KIND) == PSTMT_SYNC) {
+			dropped++;
+			continue;
+		}
+		q->ring[(q->head + to++) & mask] = e;
+	}
+	if (q->n > 0)
+		q->n = to;
+	return dropped;
 }
 
 void pstmt_queue_clear(struct pstmt_queue *q)
 {
 	for (uint32_t i = 0; i < q->rn; i++)
-		pstmt_unref(q->refs[(q->rhead + i) & (q->rcap - 1)]);
+		pstmt_unref(q->refs[(q->rhead + i) & (q->rcap - 1)].p);
 	free(q->ring);
 	free(q->refs);
 	memset(q, 0, sizeof(*q));

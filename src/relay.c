@@ -45,9 +45,9 @@ static bool scan_body(size_t *fwd, uint32_t *remain, size_t len)
  */
 enum { TRACK_GO, TRACK_WAIT, TRACK_CUT, TRACK_FAIL = -2 };
 
-static int track_push(struct server *s, uint8_t entry, struct pstmt *p)
+static int track_push(struct server *s, uint8_t entry, struct pstmt *p, uint64_t added)
 {
-	return pstmt_queue_push(&s->replies, entry, p) < 0 ? TRACK_FAIL : TRACK_GO;
+	return pstmt_queue_push(&s->replies, entry, p, added) < 0 ? TRACK_FAIL : TRACK_GO;
 }
 
 /* Puts n bytes at c->fwd and clears them. */
@@ -59,41 +59,59 @@ static int track_insert(struct client *c, const void *p, size_t n)
 	return TRACK_GO;
 }
 
-/* Room in s's cache for p: the statement under p's name (another one with
- * the same hash) or the least recently used one of a full cache is closed. */
-static int track_make_room(struct client *c, struct server *s, const struct pstmt *p)
+/* pgberth's own Close of the server's statement sname, at c->fwd. */
+static int track_close(struct client *c, struct server *s, const char *sname)
+{
+	uint8_t msg[6 + PSTMT_SNAME_LEN + 1] = {'C'};
+
+	proto_put32(msg + 1, sizeof(msg) - 1);
+	msg[5] = 'S';
+	memcpy(msg + 6, sname, PSTMT_SNAME_LEN + 1);
+	if (track_insert(c, msg, sizeof(msg)) < 0)
+		return TRACK_FAIL;
+	return track_push(s, PSTMT_CLOSE | PSTMT_OURS, NULL, 0);
+}
+
+/*
+ * Before a Parse of p goes to s: the least recently used statement of a
+ * full cache is closed, and so is p's own name. The cache may not know of
+ * a statement the server holds (one whose DEALLOCATE failed, or whose
+ * Parse it took for skipped), but never claims one the server lacks: so
+ * the Parse never meets its name taken (42P05).
+ */
+static int track_before_parse(struct client *c, struct server *s, const struct pstmt *p)
 {
 	int limit = c->w->cfg->max_prepared_statements;
 	struct pstmt *old = pstmt_cache_named(&s->stmts, p);
 
-	if (old == NULL && s->stmts.n >= (uint32_t)(limit > 0 ? limit : 1))
+	if (old == NULL && s->stmts.n >= (uint32_t)(limit > 0 ? limit : 1)) {
 		old = pstmt_cache_lru(&s->stmts);
-	if (old == NULL)
-		return TRACK_GO;
-	uint8_t msg[6 + PSTMT_SNAME_LEN + 1] = {'C'};
-	proto_put32(msg + 1, sizeof(msg) - 1);
-	msg[5] = 'S';
-	memcpy(msg + 6, old->sname, PSTMT_SNAME_LEN + 1);
-	pstmt_cache_del(&s->stmts, old, true);
-	if (track_insert(c, msg, sizeof(msg)) < 0)
-		return TRACK_FAIL;
-	return track_push(s, PSTMT_CLOSE | PSTMT_OURS, NULL);
+		char sname[PSTMT_SNAME_LEN + 1];
+		memcpy(sname, old->sname, sizeof(sname));
+		pstmt_cache_del(&s->stmts, old);
+		if (track_close(c, s, sname) < 0)
+			return TRACK_FAIL;
+	}
+	pstmt_cache_del(&s->stmts, p);
+	return track_close(c, s, p->sname);
 }
 
 /* s holds p before the message at c->fwd uses it: else pgberth's Parse. */
 static int track_ensure(struct client *c, struct server *s, struct pstmt *p)
 {
+	uint64_t added;
+
 	if (pstmt_cache_has(&s->stmts, p))
 		return TRACK_GO;
-	if (track_make_room(c, s, p) < 0)
+	if (track_before_parse(c, s, p) < 0)
 		return TRACK_FAIL;
 	uint8_t hdr[5 + PSTMT_SNAME_LEN + 1] = {'P'};
 	proto_put32(hdr + 1, (uint32_t)(sizeof(hdr) - 1 + p->body_len));
 	memcpy(hdr + 5, p->sname, PSTMT_SNAME_LEN + 1);
 	if (track_insert(c, hdr, sizeof(hdr)) < 0 || track_insert(c, p->body, p->body_len) < 0 ||
-	    pstmt_cache_add(&s->stmts, p) < 0)
+	    pstmt_cache_add(&s->stmts, p, &added) < 0)
 		return TRACK_FAIL;
-	return track_push(s, PSTMT_PARSE | PSTMT_OURS | PSTMT_REF, p);
+	return track_push(s, PSTMT_PARSE | PSTMT_OURS | PSTMT_REF, p, added);
 }
 
 /* Replaces the name of nlen bytes at offset at of the message at c->fwd
@@ -116,6 +134,28 @@ static long track_name(const uint8_t *m, size_t at, size_t n)
 	return z == NULL ? -1 : z - (m + at);
 }
 
+/* Nothing is on its way to or from s: its transaction status is known, and
+ * pgberth may answer a query in its place. */
+static bool track_quiet(const struct server *s)
+{
+	return pstmt_queue_empty(&s->replies) && s->replies_owed == 0 && !s->unsynced &&
+	       !s->copy_in && s->msg_remain == 0;
+}
+
+/* Appends a whole message to s->in at the cleared mark, cleared. */
+static int track_answer(struct server *s, char type, const void *body, size_t blen)
+{
+	uint8_t hdr[5] = {(uint8_t)type};
+
+	proto_put32(hdr + 1, (uint32_t)(blen + 4));
+	if ((s->in.data == NULL && buf_take_block(&s->in, &s->w->bufs) < 0) ||
+	    buf_splice(&s->in, s->fwd, 0, hdr, sizeof(hdr)) < 0 ||
+	    buf_splice(&s->in, s->fwd + sizeof(hdr), 0, body, blen) < 0)
+		return TRACK_FAIL;
+	s->fwd += sizeof(hdr) + blen;
+	return TRACK_GO;
+}
+
 static int track_parse(struct client *c, struct server *s, uint32_t *mlen)
 {
 	const uint8_t *m = buf_head(&c->in) + c->fwd;
@@ -123,13 +163,18 @@ static int track_parse(struct client *c, struct server *s, uint32_t *mlen)
 	long nlen = track_name(m, 5, whole);
 
 	if (nlen <= 0)
-		return track_push(s, PSTMT_PARSE, NULL);    /* unnamed, or for the server to refuse */
+		return track_push(s, PSTMT_PARSE, NULL, 0);    /* unnamed, or for the server to refuse */
 	struct pstmt *dup = pstmt_map_get(&c->stmts, (const char *)m + 5, (size_t)nlen);
+	if (dup != NULL && pstmt_map_closing(&c->stmts, dup)) {
+		pstmt_map_del(&c->stmts, dup);  /* closed before this Parse */
+		dup = NULL;
+	}
 	if (dup != NULL) {
-		/* The name is taken: the server says so (42P05), of its own name. */
+		/* The name is taken: the server says so (42P05), of a name that
+		 * is surely taken there, this one's own. */
 		if (track_ensure(c, s, dup) < 0 || track_rename(c, 5, (size_t)nlen, dup->sname, mlen) < 0)
 			return TRACK_FAIL;
-		return track_push(s, PSTMT_PARSE, NULL);
+		return track_push(s, PSTMT_PARSE, NULL, 0);
 	}
 	if (c->stmts.n >= (uint32_t)c->w->cfg->max_client_prepared_statements) {
 		if (!c->untracked_warned)
@@ -138,26 +183,40 @@ static int track_parse(struct client *c, struct server *s, uint32_t *mlen)
 			         (unsigned long long)c->id, c->w->id, c->w->cfg->max_client_prepared_statements);
 		c->untracked_warned = true;
 		server_left(s, c->id, LEFT_STATEMENTS);
-		return track_push(s, PSTMT_PARSE, NULL);
+		return track_push(s, PSTMT_PARSE, NULL, 0);
+	}
+	/* Statements are keyed by the settings they are parsed under. Those
+	 * the client changed in this transaction are not known yet: such a
+	 * statement is its own. */
+	char own[48];
+	size_t klen;
+	const char *key;
+	if (s->settings_dirty) {
+		klen = (size_t)snprintf(own, sizeof(own), "\2c%llu.%llu", (unsigned long long)c->id,
+		                        (unsigned long long)++c->stmt_private);
+		key = own;
+	} else if ((key = client_stmt_settings(c, &klen)) == NULL) {
+		return TRACK_FAIL;
 	}
 	size_t body = 5 + (size_t)nlen + 1;
-	struct pstmt *p = pstmt_new((const char *)m + 5, (size_t)nlen, m + body, whole - body);
+	struct pstmt *p = pstmt_new((const char *)m + 5, (size_t)nlen, m + body, whole - body, key, klen);
 	if (p == NULL || pstmt_map_add(&c->stmts, p) < 0) {
 		pstmt_unref(p);
 		return TRACK_FAIL;
 	}
 	int rc;
-	if (pstmt_cache_has(&s->stmts, p)) {
+	uint64_t added;
+	if (pstmt_cache_confirmed(&s->stmts, p)) {
 		/* Another client's Parse made it here: ParseComplete from us. */
 		rc = buf_splice(&c->in, c->fwd, whole, NULL, 0) < 0 ? TRACK_FAIL
-		     : track_push(s, PSTMT_PARSE | PSTMT_SYNTH | PSTMT_REF, p);
+		     : track_push(s, PSTMT_PARSE | PSTMT_SYNTH | PSTMT_REF, p, 0);
 		if (rc == TRACK_GO)
 			rc = TRACK_CUT;
-	} else if (track_make_room(c, s, p) < 0 || track_rename(c, 5, (size_t)nlen, p->sname, mlen) < 0 ||
-	           pstmt_cache_add(&s->stmts, p) < 0) {
+	} else if (track_before_parse(c, s, p) < 0 || track_rename(c, 5, (size_t)nlen, p->sname, mlen) < 0 ||
+	           pstmt_cache_add(&s->stmts, p, &added) < 0) {
 		rc = TRACK_FAIL;
 	} else {
-		rc = track_push(s, PSTMT_PARSE | PSTMT_REF, p);
+		rc = track_push(s, PSTMT_PARSE | PSTMT_REF, p, added);
 	}
 	pstmt_unref(p);
 	return rc;
@@ -175,100 +234,152 @@ static int track_use(struct client *c, struct server *s, char type, size_t at, u
 		return TRACK_WAIT;      /* the name is on its way */
 	struct pstmt *p = nlen > 0 ? pstmt_map_get(&c->stmts, (const char *)m + at, (size_t)nlen) : NULL;
 	if (p == NULL)
-		return track_push(s, entry, NULL);  /* unnamed, untracked or unknown: as it is */
+		return track_push(s, entry, NULL, 0);      /* unnamed, untracked or unknown: as it is */
 	if (type == 'C') {
-		/* Closed for the client; the server keeps it for the next one. */
-		pstmt_map_del(&c->stmts, p);
-		if (buf_splice(&c->in, c->fwd, whole, NULL, 0) < 0)
+		/* Closed for the client once answered (it stays if the Close
+		 * is skipped); the server keeps it for the next one. */
+		int rc = track_push(s, PSTMT_CLOSE | PSTMT_SYNTH | PSTMT_REF, p, 0);
+		pstmt_map_set_closing(&c->stmts, p, true);
+		if (rc < 0 || buf_splice(&c->in, c->fwd, whole, NULL, 0) < 0)
 			return TRACK_FAIL;
-		return track_push(s, PSTMT_CLOSE | PSTMT_SYNTH, NULL) < 0 ? TRACK_FAIL : TRACK_CUT;
+		return TRACK_CUT;
 	}
 	if (track_ensure(c, s, p) < 0 || track_rename(c, at, (size_t)nlen, p->sname, mlen) < 0)
 		return TRACK_FAIL;
-	return track_push(s, entry, NULL);
+	return track_push(s, entry, NULL, 0);
 }
 
+/* White space and comments: from -- to the end of the line, and nested
+ * C-style ones. */
 static const char *skip_space(const char *q)
 {
-	while (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r')
-		q++;
-	return q;
+	for (;;) {
+		if (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r' || *q == '\f') {
+			q++;
+		} else if (q[0] == '-' && q[1] == '-') {
+			while (*q != '\0' && *q != '\n')
+				q++;
+		} else if (q[0] == '/' && q[1] == '*') {
+			int depth = 0;
+			do {
+				if (q[0] == '/' && q[1] == '*')
+					depth++, q += 2;
+				else if (q[0] == '*' && q[1] == '/')
+					depth--, q += 2;
+				else if (*q == '\0')
+					return q;   /* unterminated: not a query we read */
+				else
+					q++;
+			} while (depth > 0);
+		} else {
+			return q;
+		}
+	}
 }
 
-/* The keyword kw (upper case) at q, followed by white space. */
+/* The keyword kw (upper case) at q, then white space, a ';' or the end:
+ * what follows it. */
 static const char *skip_word(const char *q, const char *kw)
 {
 	size_t n = strlen(kw);
 
-	if (strncasecmp(q, kw, n) != 0 || (q[n] != ' ' && q[n] != '\t' && q[n] != '\n' && q[n] != '\r'))
+	if (strncasecmp(q, kw, n) != 0)
 		return NULL;
-	return skip_space(q + n);
+	const char *r = skip_space(q + n);
+	if (r == q + n && *r != ';' && *r != '"' && *r != '\0')
+		return NULL;    /* a longer word */
+	return r;
 }
 
-/* The statement a query "DEALLOCATE [PREPARE] name[;]" names, as SQL reads
- * the name (folded to lower case unless quoted), or NULL. */
-static struct pstmt *track_sql_name(struct client *c, const char *q)
+/* The end of a query: an optional ';' and white space. */
+static bool at_end(const char *q)
 {
-	char name[128];
-	size_t n = 0;
+	for (q = skip_space(q); *q == ';'; q = skip_space(q + 1))
+		;
+	return *q == '\0';
+}
 
-	if ((q = skip_word(skip_space(q), "DEALLOCATE")) == NULL)
-		return NULL;
-	const char *after = skip_word(q, "PREPARE");
-	if (after != NULL)
-		q = after;
+enum { SQL_OTHER, SQL_DEALLOCATE, SQL_DEALLOCATE_ALL, SQL_DISCARD_ALL };
+
+/* What a simple query is, of the few forms that drop prepared statements:
+ * "DEALLOCATE [PREPARE] name", "DEALLOCATE [PREPARE] ALL", "DISCARD ALL",
+ * each alone in the query. The name is read as SQL reads it (folded to
+ * lower case unless quoted) into name (n bytes at most), its length in
+ * *len. Anything else (comments included) is SQL_OTHER. */
+static int track_sql(const char *q, char *name, size_t n, size_t *len)
+{
+	const char *r;
+
+	q = skip_space(q);
+	if ((r = skip_word(q, "DISCARD")) != NULL)
+		return (r = skip_word(r, "ALL")) != NULL && at_end(r) ? SQL_DISCARD_ALL : SQL_OTHER;
+	if ((q = skip_word(q, "DEALLOCATE")) == NULL)
+		return SQL_OTHER;
+	if ((r = skip_word(q, "PREPARE")) != NULL && !at_end(r))
+		q = r;      /* else "prepare" is the name */
+	if ((r = skip_word(q, "ALL")) != NULL)
+		return at_end(r) ? SQL_DEALLOCATE_ALL : SQL_OTHER;
+	*len = 0;
 	if (*q == '"') {
-		bool closed = false;
-		for (q++; *q != '\0' && n < sizeof(name); q++) {
-			if (*q == '"' && *++q != '"') {
-				closed = true;
+		for (q++;; q++) {
+			if (*q == '\0' || *len == n)
+				return SQL_OTHER;
+			if (*q == '"' && *++q != '"')
 				break;
-			}
-			name[n++] = *q;
+			name[(*len)++] = *q;
 		}
-		if (!closed)
-			return NULL;
 	} else {
-		for (; (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || *q == '_' || *q == '$' ||
-		       (n > 0 && *q >= '0' && *q <= '9'); q++) {
-			if (n == sizeof(name))
-				return NULL;
-			name[n++] = (char)(*q >= 'A' && *q <= 'Z' ? *q - 'A' + 'a' : *q);
+		for (; (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || *q == '_' ||
+		       (*len > 0 && ((*q >= '0' && *q <= '9') || *q == '$')) || (unsigned char)*q >= 0x80; q++) {
+			if (*len == n)
+				return SQL_OTHER;
+			name[(*len)++] = (char)(*q >= 'A' && *q <= 'Z' ? *q - 'A' + 'a' : *q);
 		}
 	}
-	q = skip_space(q);
-	if (*q == ';')
-		q = skip_space(q + 1);
-	if (*q != '\0' || n == 0 || n == sizeof(name))
-		return NULL;
-	return pstmt_map_get(&c->stmts, name, n);
+	return *len > 0 && at_end(q) ? SQL_DEALLOCATE : SQL_OTHER;
 }
 
-/* A simple query DEALLOCATE of one of the client's statements (psycopg
- * drops them so): the server's statement goes, made first if need be, so
- * that the client gets the command's own reply. */
-static int track_deallocate(struct client *c, struct server *s, uint32_t *mlen)
+/*
+ * A simple query that drops prepared statements. The client's names are
+ * its own: DEALLOCATE of one of its tracked statements is answered by
+ * pgberth when its turn comes (the server's statement stays, for other
+ * clients). DEALLOCATE ALL and DISCARD ALL drop all of the client's
+ * names, and what the server holds, unless they are known to fail (they
+ * go on to the server).
+ */
+static int track_query(struct client *c, struct server *s, uint32_t *mlen)
 {
 	const char *q = (const char *)buf_head(&c->in) + c->fwd + 5;
-	struct pstmt *p;
+	char name[128];
+	size_t len;
 
-	if (q[*mlen - 5] != '\0' || (p = track_sql_name(c, q)) == NULL)
-		return track_push(s, PSTMT_SIMPLE, NULL);
-	pstmt_ref(p);
-	char msg[5 + sizeof("DEALLOCATE ") - 1 + PSTMT_SNAME_LEN + 1] = "Q";
-	snprintf(msg + 5, sizeof(msg) - 5, "DEALLOCATE %s", p->sname);
-	proto_put32((uint8_t *)msg + 1, sizeof(msg) - 1);
-	int rc = track_ensure(c, s, p);
-	if (rc == TRACK_GO && buf_splice(&c->in, c->fwd, (size_t)*mlen + 1, msg, sizeof(msg)) < 0)
-		rc = TRACK_FAIL;
-	if (rc == TRACK_GO) {
-		*mlen = sizeof(msg) - 1;
-		pstmt_cache_del(&s->stmts, p, false);
-		pstmt_map_del(&c->stmts, p);
-		rc = track_push(s, PSTMT_SIMPLE, NULL);
+	if (q[*mlen - 5] != '\0')
+		return track_push(s, PSTMT_SIMPLE, NULL, 0);
+	int kind = track_sql(q, name, sizeof(name), &len);
+	switch (kind) {
+	case SQL_DEALLOCATE: {
+		/* Answered in its turn, by the transaction status then (a
+		 * failed transaction refuses it, and the name comes back). */
+		struct pstmt *p = pstmt_map_get(&c->stmts, name, len);
+		if (p == NULL)
+			break;
+		int rc = track_push(s, PSTMT_SIMPLE | PSTMT_SYNTH | PSTMT_REF, p, 0);
+		pstmt_map_set_closing(&c->stmts, p, true);
+		if (rc < 0 || buf_splice(&c->in, c->fwd, (size_t)*mlen + 1, NULL, 0) < 0)
+			return TRACK_FAIL;
+		return TRACK_CUT;
 	}
-	pstmt_unref(p);
-	return rc;
+	case SQL_DEALLOCATE_ALL:
+	case SQL_DISCARD_ALL:
+		/* What is known to fail (in a transaction block, or one that
+		 * failed) changes nothing. */
+		if (!track_quiet(s) || s->txstatus == 'I' || (s->txstatus == 'T' && kind == SQL_DEALLOCATE_ALL)) {
+			pstmt_map_clear(&c->stmts);
+			pstmt_cache_clear(&s->stmts);
+		}
+		break;
+	}
+	return track_push(s, PSTMT_SIMPLE, NULL, 0);
 }
 
 /* The queue entry (and rewrite) for the client's message at c->fwd. */
@@ -282,7 +393,7 @@ static int track_client(struct client *c, struct server *s, char type, uint32_t 
 	case 'P':
 		if (!small) {
 			server_left(s, c->id, LEFT_STATEMENTS);     /* too big to keep */
-			return track_push(s, PSTMT_PARSE, NULL);
+			return track_push(s, PSTMT_PARSE, NULL, 0);
 		}
 		return have < whole ? TRACK_WAIT : track_parse(c, s, mlen);
 	case 'B': {
@@ -290,28 +401,31 @@ static int track_client(struct client *c, struct server *s, char type, uint32_t 
 			return TRACK_WAIT;
 		long plen = track_name(m, 5, have < whole ? have : whole);
 		if (plen < 0)
-			return have < whole && have < RELAY_BUF / 2 ? TRACK_WAIT : track_push(s, PSTMT_BIND, NULL);
+			return have < whole && have < RELAY_BUF / 2 ? TRACK_WAIT : track_push(s, PSTMT_BIND, NULL, 0);
 		return track_use(c, s, 'B', 5 + (size_t)plen + 1, mlen);
 	}
 	case 'D':
 	case 'C':
 		if (!small || whole < 7)
-			return track_push(s, type == 'D' ? PSTMT_DESCRIBE_STMT : PSTMT_CLOSE, NULL);
+			return track_push(s, type == 'D' ? PSTMT_DESCRIBE_STMT : PSTMT_CLOSE, NULL, 0);
 		if (have < whole)
 			return TRACK_WAIT;
 		if (m[5] != 'S')
-			return track_push(s, type == 'D' ? PSTMT_DESCRIBE_PORTAL : PSTMT_CLOSE, NULL);
+			return track_push(s, type == 'D' ? PSTMT_DESCRIBE_PORTAL : PSTMT_CLOSE, NULL, 0);
 		return track_use(c, s, type, 6, mlen);
 	case 'E':
-		return track_push(s, PSTMT_EXECUTE, NULL);
+		return track_push(s, PSTMT_EXECUTE, NULL, 0);
 	case 'S':
-		return s->copy_in ? TRACK_GO : track_push(s, PSTMT_SYNC, NULL);
+		return s->copy_in ? TRACK_GO : track_push(s, PSTMT_SYNC, NULL, 0);
 	case 'Q':
-		if (c->stmts.n > 0 && whole < 256 && have >= whole)
-			return track_deallocate(c, s, mlen);
-		return track_push(s, PSTMT_SIMPLE, NULL);
+		if (whole < 256 && have >= whole)
+			return track_query(c, s, mlen);
+		return track_push(s, PSTMT_SIMPLE, NULL, 0);
 	case 'F':
-		return track_push(s, PSTMT_SIMPLE, NULL);
+		return track_push(s, PSTMT_SIMPLE, NULL, 0);
+	case 'c':
+	case 'f':
+		return track_push(s, PSTMT_COPY_END, NULL, 0);
 	default:
 		return TRACK_GO;
 	}
@@ -358,21 +472,29 @@ int relay_scan_client(struct client *c, struct server *s)
 		}
 		/* Each of these is answered by exactly one ReadyForQuery, but for
 		 * a Sync that arrives in copy-in mode: PostgreSQL ignores it. */
+		if (cut) {
+			/* pgberth answers it: a Parse or Close in an extended
+			 * query, or a whole simple query. */
+			if (type != 'Q')
+				s->unsynced = true;
+			continue;
+		}
 		if (type == 'Q' || type == 'F' || (type == 'S' && !s->copy_in))
 			s->replies_owed++;
-		if (type == 'S' && !s->copy_in)
+		/* The Syncs that a COPY FROM STDIN's CopyInResponse will find
+		 * ignored: those between its Execute and its CopyDone. */
+		if (type == 'S' && !s->copy_in && !s->copy_done)
 			s->syncs_since_execute++;
 		else if (type == 'E' || type == 'Q')
-			s->syncs_since_execute = 0;
+			s->syncs_since_execute = 0, s->copy_done = false;
 		else if (type == 'c' || type == 'f')
-			s->copy_in = false;     /* CopyDone, CopyFail */
+			s->copy_in = false, s->copy_done = true;     /* CopyDone, CopyFail */
 		/* Extended-query messages not yet closed by a Sync. */
 		if (type == 'P' || type == 'B' || type == 'E' || type == 'D' || type == 'C' || type == 'H')
 			s->unsynced = true;
 		else if (type == 'S')
 			s->unsynced = false;
-		if (!cut)
-			c->msg_remain = mlen + 1;
+		c->msg_remain = mlen + 1;
 	}
 	/* Replies pgberth gives for what it did not send on, if their turn
 	 * has come. */
@@ -403,13 +525,12 @@ static void scan_left_state(struct server *s, const char *tag, size_t len)
 	}
 }
 
-/* The client dropped every prepared statement of its session: the
- * server's, pgberth's among them, and its own names. */
+/* The server dropped every prepared statement, pgberth's among them. (The
+ * client's names went when its query was scanned, track_query: statements
+ * it made after it are its own.) */
 static void relay_statements_gone(struct server *s)
 {
 	pstmt_cache_clear(&s->stmts);
-	if (s->client != NULL)
-		pstmt_map_clear(&s->client->stmts);
 }
 
 /* A message the scanner reads: ReadyForQuery, ParameterStatus or
@@ -461,13 +582,30 @@ int relay_emit_replies(struct server *s)
 
 	if (s->msg_remain > 0)
 		return 0;   /* between the server's messages only */
-	while ((t = pstmt_queue_synth(&s->replies, &s->stmts, map)) != 0) {
-		uint8_t msg[5] = {(uint8_t)t, 0, 0, 0, 4};
-		if ((s->in.data == NULL && buf_take_block(&s->in, &s->w->bufs) < 0) ||
-		    buf_splice(&s->in, s->fwd, 0, msg, sizeof(msg)) < 0)
+	while ((t = pstmt_queue_synth(&s->replies, &s->stmts, map, s->txstatus)) != 0) {
+		int rc;
+		if (t == 'Q') {
+			rc = track_answer(s, 'C', "DEALLOCATE", sizeof("DEALLOCATE"));
+		} else if (t == 'q') {
+			static const char aborted[] = "current transaction is aborted, commands ignored "
+			                              "until end of transaction block";
+			struct buf e = {0};
+			rc = proto_put_error(&e, "ERROR", "25P02", aborted, NULL) < 0 ? TRACK_FAIL
+			     : track_answer(s, 'E', buf_head(&e) + 5, buf_len(&e) - 5);
+			buf_free(&e);
+		} else {
+			rc = track_answer(s, t, NULL, 0);
+		}
+		if (rc == TRACK_GO && (t == 'Q' || t == 'q'))
+			rc = track_answer(s, 'Z', &s->txstatus, 1);
+		if (rc < 0)
 			return -1;
-		s->fwd += sizeof(msg);
 	}
+	/* A Query after an error in an extended query is skipped with the
+	 * rest, up to the Sync: no ReadyForQuery for it. */
+	uint32_t skipped = s->replies.skipped_simple;
+	s->replies.skipped_simple = 0;
+	s->replies_owed -= skipped < s->replies_owed ? skipped : s->replies_owed;
 	return 0;
 }
 
@@ -521,13 +659,11 @@ int relay_scan_server(struct server *s)
 			 * that started this COPY reach PostgreSQL in copy-in mode and
 			 * are ignored, so no ReadyForQuery will answer them. */
 			s->copy_in = true;
-			uint32_t ignored = s->syncs_since_execute;
+			uint32_t ignored = s->track ? pstmt_queue_copy_in(&s->replies) : s->syncs_since_execute;
 			if (ignored > s->replies_owed)
 				ignored = s->replies_owed;
 			s->replies_owed -= ignored;
 			s->syncs_since_execute = 0;
-			if (s->track)
-				pstmt_queue_copy_in(&s->replies);
 		}
 		if (whole && !reply_ours) {
 			if (scan_server_message(s, type, p + s->fwd + 5, mlen - 4) < 0)

@@ -17,8 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
+#include "proto.h"
 
 static void prepare_ok(PGconn *c, const char *name, const char *sql, int nparams)
 {
@@ -412,6 +414,243 @@ START_TEST(test_pgbench_prepared)
 }
 END_TEST
 
+/* ---- raw protocol, for sequences libpq does not send ---------------- */
+
+struct raw {
+	char buf[4096];
+	size_t len;
+};
+
+static void raw_msg(struct raw *r, char type, const void *body, size_t n)
+{
+	h_assert(r->len + 5 + n <= sizeof(r->buf), "raw batch too long");
+	r->buf[r->len] = type;
+	proto_put32((uint8_t *)r->buf + r->len + 1, (uint32_t)(n + 4));
+	memcpy(r->buf + r->len + 5, body, n);
+	r->len += 5 + n;
+}
+
+/* Parse name (NUL-separated strings) with no parameter types. */
+static void raw_parse(struct raw *r, const char *name, const char *sql)
+{
+	char b[512];
+	size_t n = strlen(name) + 1, m = strlen(sql) + 1;
+	memcpy(b, name, n);
+	memcpy(b + n, sql, m);
+	b[n + m] = b[n + m + 1] = 0;
+	raw_msg(r, 'P', b, n + m + 2);
+}
+
+static void raw_bind_exec(struct raw *r, const char *stmt)
+{
+	char b[128] = "";
+	size_t n = strlen(stmt) + 1;
+	memcpy(b + 1, stmt, n);             /* unnamed portal, then the name */
+	memset(b + 1 + n, 0, 6);            /* no formats, no parameters, no result formats */
+	raw_msg(r, 'B', b, 1 + n + 6);
+	raw_msg(r, 'E', "\0\0\0\0", 5);
+}
+
+static void raw_close(struct raw *r, const char *name)
+{
+	char b[128] = "S";
+	size_t n = strlen(name) + 1;
+	memcpy(b + 1, name, n);
+	raw_msg(r, 'C', b, 1 + n);
+}
+
+static void raw_sync(struct raw *r)
+{
+	raw_msg(r, 'S', "", 0);
+}
+
+static void raw_query(struct raw *r, const char *sql)
+{
+	raw_msg(r, 'Q', sql, strlen(sql) + 1);
+}
+
+/* Sends the batch and reads until nz ReadyForQuery: the replies, as
+ * "1 2 D:11 C Z" (errors as E:SQLSTATE, rows by their first value). */
+static void raw_run(int fd, struct raw *r, int nz, char *out, size_t size)
+{
+	struct h_msg m;
+	size_t at = 0;
+
+	h_assert(h_raw_send(fd, r->buf, r->len) == 0, "raw send");
+	r->len = 0;
+	out[0] = '\0';
+	while (nz > 0) {
+		int rc = h_raw_read_msg(fd, &m, 10000);
+		h_assert(rc == 1, "raw read: %d, after \"%s\"", rc, out);
+		char item[96];
+		if (m.type == 'E' || m.type == 'N')
+			snprintf(item, sizeof(item), "%c:%s", m.type,
+				 proto_error_field((const uint8_t *)m.body, m.len, 'C'));
+		else if (m.type == 'D' && m.len >= 6 && (int32_t)proto_get32((uint8_t *)m.body + 2) >= 0)
+			snprintf(item, sizeof(item), "D:%.*s", (int)proto_get32((uint8_t *)m.body + 2), m.body + 6);
+		else
+			snprintf(item, sizeof(item), "%c", m.type);
+		if (m.type == 'Z')
+			nz--;
+		free(m.body);
+		if (m.type == 'N' || m.type == 'S')
+			continue;
+		at += (size_t)snprintf(out + at, size - at, "%s%s", at ? " " : "", item);
+		h_assert(at < size, "raw replies too long");
+	}
+}
+
+static void raw_expect(int fd, struct raw *r, int nz, const char *want)
+{
+	char got[1024];
+
+	raw_run(fd, r, nz, got, sizeof(got));
+	h_assert(strcmp(got, want) == 0, "replies \"%s\", expected \"%s\"", got, want);
+}
+
+/*
+ * What a direct connection answers, for sequences that once went wrong:
+ * each expected string is PostgreSQL's own reply to the same bytes.
+ */
+START_TEST(test_like_direct)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 2, .pool_size = 1, .pool_mode = "transaction",
+				   .extra_top = "max_prepared_statements: 2\n" };
+	struct raw r = { .len = 0 };
+	int a, b;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_raw_client(&d, "appdb", NULL);
+	b = h_raw_client(&d, "appdb", NULL);
+
+	/* A second name for the same query, DEALLOCATEd: the first still runs. */
+	raw_parse(&r, "s", "SELECT 1"); raw_sync(&r);
+	raw_parse(&r, "t", "SELECT 1"); raw_sync(&r);
+	raw_query(&r, "DEALLOCATE t");
+	raw_bind_exec(&r, "s"); raw_sync(&r);
+	raw_expect(a, &r, 4, "1 Z 1 Z C Z 2 D:1 C Z");
+	raw_parse(&r, "u", "SELECT 1"); raw_bind_exec(&r, "u"); raw_sync(&r);
+	raw_expect(b, &r, 1, "1 2 D:1 C Z");
+
+	/* DEALLOCATE in a failed transaction fails, and drops nothing. (Sent
+	 * on its own: in a pipeline, what follows it is scanned before its
+	 * answer, as if it had worked.) */
+	raw_parse(&r, "f", "SELECT 2"); raw_sync(&r);
+	raw_query(&r, "BEGIN"); raw_query(&r, "SELECT 1/0");
+	raw_expect(a, &r, 3, "1 Z C Z E:22012 Z");
+	raw_query(&r, "DEALLOCATE f");
+	raw_expect(a, &r, 1, "E:25P02 Z");
+	raw_query(&r, "ROLLBACK");
+	raw_bind_exec(&r, "f"); raw_sync(&r);
+	raw_expect(a, &r, 2, "C Z 2 D:2 C Z");
+	raw_parse(&r, "g", "SELECT 2"); raw_bind_exec(&r, "g"); raw_sync(&r);
+	raw_expect(b, &r, 1, "1 2 D:2 C Z");
+
+	/* A Close skipped after an error closes nothing. */
+	raw_parse(&r, "c", "SELECT 3"); raw_sync(&r);
+	raw_parse(&r, "", "SELEC bogus"); raw_close(&r, "c"); raw_sync(&r);
+	raw_bind_exec(&r, "c"); raw_sync(&r);
+	raw_expect(a, &r, 3, "1 Z E:42601 Z 2 D:3 C Z");
+
+	/* Two Parses of a query that fails: both fail. */
+	raw_parse(&r, "n1", "SELECT * FROM regress_nosuch"); raw_sync(&r);
+	raw_parse(&r, "n2", "SELECT * FROM regress_nosuch"); raw_sync(&r);
+	raw_expect(a, &r, 2, "E:42P01 Z E:42P01 Z");
+
+	/* Statements made after a DEALLOCATE ALL or DISCARD ALL in the same
+	 * batch stay, for this client and as statements of the server. */
+	raw_query(&r, "DEALLOCATE ALL"); raw_parse(&r, "d", "SELECT 44"); raw_sync(&r);
+	raw_bind_exec(&r, "d"); raw_sync(&r);
+	raw_expect(a, &r, 3, "C Z 1 Z 2 D:44 C Z");
+	raw_parse(&r, "e", "SELECT 44"); raw_bind_exec(&r, "e"); raw_sync(&r);
+	raw_expect(b, &r, 1, "1 2 D:44 C Z");
+	raw_parse(&r, "x", "SELECT 45"); raw_sync(&r);
+	raw_query(&r, "DISCARD ALL"); raw_parse(&r, "y", "SELECT 45"); raw_sync(&r);
+	raw_bind_exec(&r, "y"); raw_sync(&r);
+	raw_bind_exec(&r, "x"); raw_sync(&r);
+	raw_expect(a, &r, 5, "1 Z C Z 1 Z 2 D:45 C Z E:26000 Z");
+
+	/* Skipped Parses, then evictions: no statement name left taken. */
+	raw_parse(&r, "", "SELEC bogus"); raw_parse(&r, "k1", "SELECT 11"); raw_parse(&r, "k2", "SELECT 12");
+	raw_parse(&r, "k3", "SELECT 13"); raw_sync(&r);
+	raw_expect(a, &r, 1, "E:42601 Z");
+	raw_parse(&r, "k1", "SELECT 11"); raw_bind_exec(&r, "k1"); raw_sync(&r);
+	raw_parse(&r, "k4", "SELECT 11"); raw_bind_exec(&r, "k4"); raw_sync(&r);
+	raw_expect(a, &r, 2, "1 2 D:11 C Z 1 2 D:11 C Z");
+	raw_parse(&r, "k5", "SELECT 11"); raw_parse(&r, "k6", "SELECT 12"); raw_parse(&r, "k7", "SELECT 13");
+	raw_bind_exec(&r, "k5"); raw_sync(&r);
+	raw_expect(b, &r, 1, "1 1 1 2 D:11 C Z");
+
+	/* A Query in an extended batch after an error is skipped: no reply
+	 * owed for it, and the next client gets the server. */
+	raw_parse(&r, "", "SELEC bogus"); raw_query(&r, "SELECT 1"); raw_sync(&r);
+	raw_expect(a, &r, 1, "E:42601 Z");
+	raw_query(&r, "SELECT 'b here'");
+	raw_expect(b, &r, 1, "T D:b here C Z");
+
+	close(a);
+	close(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/* A COPY FROM STDIN in one batch with what follows it: the Sync after
+ * CopyDone is answered, and the client gets all of its replies before the
+ * server goes to another client. */
+START_TEST(test_copy_then_more)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	struct raw r = { .len = 0 };
+	int a, b;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_raw_client(&d, "appdb", NULL);
+	b = h_raw_client(&d, "appdb", NULL);
+	raw_query(&r, "CREATE TEMP TABLE regress_cp (x int)");
+	raw_expect(a, &r, 1, "C Z");
+	raw_parse(&r, "", "COPY regress_cp FROM STDIN"); raw_bind_exec(&r, "");
+	raw_msg(&r, 'd', "1\n", 2);
+	raw_msg(&r, 'c', "", 0);
+	raw_sync(&r);
+	raw_parse(&r, "", "SELECT 'rest of a' FROM pg_sleep(0.2)"); raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_expect(a, &r, 2, "1 2 G C Z 1 2 D:rest of a C Z");
+	raw_query(&r, "SELECT 'b here'");
+	raw_expect(b, &r, 1, "T D:b here C Z");
+	close(a);
+	close(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * A statement's literals are read under the settings of the session that
+ * parses it (TimeZone, client_encoding ...): clients with other settings
+ * never share it, each gets what a direct connection gives.
+ */
+START_TEST(test_settings_key_statements)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	const char *sql = "SELECT '2024-01-01 00:00'::timestamptz::text";
+	PGconn *utc, *tokyo;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	utc = h_connect(&d, "options='-c TimeZone=UTC'");
+	tokyo = h_connect(&d, NULL);
+	h_exec_ok(tokyo, "SET TimeZone = 'Asia/Tokyo'");
+	prepare_ok(utc, "s", sql, 0);
+	prepare_ok(tokyo, "t", sql, 0);
+	assert_run(utc, "s", NULL, "2024-01-01 00:00:00+00", NULL);
+	assert_run(tokyo, "t", NULL, "2024-01-01 00:00:00+09", NULL);
+	assert_run(utc, "s", NULL, "2024-01-01 00:00:00+00", NULL);
+	PQfinish(utc);
+	PQfinish(tokyo);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 static Suite *e2e_pstmt_suite(void)
 {
 	Suite *s = suite_create("e2e_pstmt");
@@ -426,6 +665,9 @@ static Suite *e2e_pstmt_suite(void)
 	tcase_add_test(tc, test_client_limit);
 	tcase_add_test(tc, test_statement_mode);
 	tcase_add_test(tc, test_pgbench_prepared);
+	tcase_add_test(tc, test_like_direct);
+	tcase_add_test(tc, test_copy_then_more);
+	tcase_add_test(tc, test_settings_key_statements);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -19,7 +19,7 @@ static struct pstmt *stmt(const char *name, const char *query)
 
 	memcpy(body, query, n);
 	body[n] = body[n + 1] = 0;      /* no parameter types */
-	struct pstmt *p = pstmt_new(name, strlen(name), body, n + 2);
+	struct pstmt *p = pstmt_new(name, strlen(name), body, n + 2, "TimeZone\0UTC", 12);
 	ck_assert_ptr_nonnull(p);
 	return p;
 }
@@ -35,6 +35,12 @@ START_TEST(statement_names_by_content)
 	ck_assert_str_ne(a->sname, c->sname);
 	ck_assert(pstmt_same(a, b));
 	ck_assert(!pstmt_same(a, c));
+	/* The same text under other settings is another statement. */
+	struct pstmt *d = pstmt_new("a", 1, a->body, a->body_len, "TimeZone\0Asia/Tokyo", 19);
+	ck_assert_ptr_nonnull(d);
+	ck_assert(!pstmt_same(a, d));
+	ck_assert_str_ne(a->sname, d->sname);
+	pstmt_unref(d);
 	pstmt_unref(a);
 	pstmt_unref(b);
 	pstmt_unref(c);
@@ -79,29 +85,38 @@ START_TEST(cache_by_content_and_lru)
 {
 	struct pstmt_cache c = {0};
 	struct pstmt *p[40];
+	uint64_t added[40];
 	char q[32];
 
 	for (int i = 0; i < 40; i++) {
 		snprintf(q, sizeof(q), "SELECT %d", i);
 		p[i] = stmt("n", q);
 		ck_assert(!pstmt_cache_has(&c, p[i]));
-		ck_assert_int_eq(pstmt_cache_add(&c, p[i]), 0);
+		ck_assert_int_eq(pstmt_cache_add(&c, p[i], &added[i]), 0);
 	}
 	ck_assert_ptr_eq(pstmt_cache_lru(&c), p[0]);
-	/* The same content from another client is a hit, and a use. */
+	/* The same content from another client is a hit, and a use; but not
+	 * confirmed before the server answered the Parse. */
 	struct pstmt *same = stmt("other", "SELECT 0");
 	ck_assert(pstmt_cache_has(&c, same));
+	ck_assert(!pstmt_cache_confirmed(&c, same));
+	pstmt_cache_settle(&c, p[0], added[0], true);
+	ck_assert(pstmt_cache_confirmed(&c, same));
 	ck_assert_ptr_eq(pstmt_cache_lru(&c), p[1]);
 	ck_assert_ptr_eq(pstmt_cache_named(&c, same), p[0]);
-	/* Deleting by a statement of the same content but another object:
-	 * only with any. */
-	pstmt_cache_del(&c, same, false);
-	ck_assert(pstmt_cache_has(&c, p[0]));
-	pstmt_cache_del(&c, same, true);
+	pstmt_cache_del(&c, same);              /* whatever is under the name */
 	ck_assert(!pstmt_cache_has(&c, p[0]));
 	ck_assert_uint_eq(c.n, 39);
 	for (int i = 1; i < 40; i++)
 		ck_assert(pstmt_cache_has(&c, p[i]));
+	/* A failed Parse forgets only its own entry: not one added again
+	 * later under the same name. */
+	uint64_t again;
+	ck_assert_int_eq(pstmt_cache_add(&c, p[5], &again), 0);
+	pstmt_cache_settle(&c, p[5], added[5], false);
+	ck_assert(pstmt_cache_has(&c, p[5]));
+	pstmt_cache_settle(&c, p[5], again, false);
+	ck_assert(!pstmt_cache_has(&c, p[5]));
 	pstmt_unref(same);
 	for (int i = 0; i < 40; i++)
 		pstmt_unref(p[i]);
@@ -111,41 +126,44 @@ START_TEST(cache_by_content_and_lru)
 END_TEST
 
 /* pgberth answered a Parse (SYNTH) and sent its own Parse for a Bind
- * (OURS): the replies come out in the client's order, ours dropped. */
+ * (OURS): the replies come out in the client's order, ours dropped, and
+ * the server's ParseComplete confirms the statement. */
 START_TEST(queue_keeps_replies_in_step)
 {
 	struct pstmt_queue q = {0};
 	struct pstmt_cache c = {0};
 	struct pstmt_map m = {0};
 	struct pstmt *a = stmt("a", "SELECT 1"), *b = stmt("b", "SELECT 2");
+	uint64_t tick_b;
 
 	ck_assert_int_eq(pstmt_map_add(&m, a), 0);
 	ck_assert_int_eq(pstmt_map_add(&m, b), 0);
-	ck_assert_int_eq(pstmt_cache_add(&c, b), 0);
+	ck_assert_int_eq(pstmt_cache_add(&c, b, &tick_b), 0);
 	/* Bind x, Execute, then Parse a (answered by pgberth), then our
 	 * Parse b and Bind b, Execute, Sync. */
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_BIND, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_SYNTH | PSTMT_REF, a), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_OURS | PSTMT_REF, b), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_BIND, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_BIND, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_SYNTH | PSTMT_REF, a, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_OURS | PSTMT_REF, b, tick_b), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_BIND, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
 
-	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), 0);        /* the server's turn */
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), 0);        /* the server's turn */
 	ck_assert_int_eq(pstmt_queue_reply(&q, '2', &c, &m), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'D', &c, &m), PSTMT_RELAY);   /* a row */
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'N', &c, &m), PSTMT_RELAY);   /* a notice */
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', &c, &m), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), '1');      /* ParseComplete for a */
-	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), 0);
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), '1');      /* ParseComplete for a */
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), 0);
+	ck_assert(!pstmt_cache_confirmed(&c, b));
 	ck_assert_int_eq(pstmt_queue_reply(&q, '1', &c, &m), PSTMT_DROP);    /* our Parse's */
+	ck_assert(pstmt_cache_confirmed(&c, b));
 	ck_assert_int_eq(pstmt_queue_reply(&q, '2', &c, &m), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', &c, &m), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
 	ck_assert(pstmt_queue_empty(&q));
 	ck_assert_ptr_eq(pstmt_map_get(&m, "a", 1), a);
-	ck_assert(pstmt_cache_has(&c, b));
 	pstmt_unref(a);
 	pstmt_unref(b);
 	pstmt_queue_clear(&q);
@@ -156,61 +174,85 @@ END_TEST
 
 /* An error skips to the Sync: a Parse that failed or was skipped made no
  * statement (forgotten in cache and map), a reply pgberth owed for a
- * skipped message is never given, and a Sync's own error ends nothing. */
+ * skipped message is never given, a Close it answered and that was
+ * skipped gives the statement back, a skipped Query is counted, and a
+ * Sync's own error ends nothing. */
 START_TEST(queue_error_skips_to_sync)
 {
 	struct pstmt_queue q = {0};
 	struct pstmt_cache c = {0};
 	struct pstmt_map m = {0};
 	struct pstmt *bad = stmt("bad", "SELEC 1"), *next = stmt("next", "SELECT 3"),
-		     *held = stmt("held", "SELECT 4");
+		     *held = stmt("held", "SELECT 4"), *closed = stmt("closed", "SELECT 5");
+	uint64_t tick_bad, tick_next, tick_held;
 
 	ck_assert_int_eq(pstmt_map_add(&m, bad), 0);
 	ck_assert_int_eq(pstmt_map_add(&m, next), 0);
 	ck_assert_int_eq(pstmt_map_add(&m, held), 0);
-	ck_assert_int_eq(pstmt_cache_add(&c, bad), 0);
-	ck_assert_int_eq(pstmt_cache_add(&c, next), 0);
-	ck_assert_int_eq(pstmt_cache_add(&c, held), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_REF, bad), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_REF, next), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_SYNTH | PSTMT_REF, held), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_CLOSE | PSTMT_SYNTH, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), 0);
+	ck_assert_int_eq(pstmt_cache_add(&c, bad, &tick_bad), 0);
+	ck_assert_int_eq(pstmt_cache_add(&c, next, &tick_next), 0);
+	ck_assert_int_eq(pstmt_cache_add(&c, held, &tick_held), 0);
+	pstmt_cache_settle(&c, held, tick_held, true);
+	ck_assert_int_eq(pstmt_map_add(&m, closed), 0);
+	pstmt_map_set_closing(&m, closed, true);
+	ck_assert(pstmt_map_closing(&m, closed));
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_REF, bad, tick_bad), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_REF, next, tick_next), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_SYNTH | PSTMT_REF, held, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_CLOSE | PSTMT_SYNTH | PSTMT_REF, closed, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SIMPLE, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), 0);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), 0);        /* skipped, not answered */
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), 0);        /* skipped, not answered */
 	ck_assert_uint_eq(q.n, 1);
+	ck_assert_uint_eq(q.skipped_simple, 1);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
 	ck_assert(pstmt_queue_empty(&q));
 	ck_assert(!q.skipping);
 	ck_assert_ptr_null(pstmt_map_get(&m, "bad", 3));
 	ck_assert_ptr_null(pstmt_map_get(&m, "next", 4));
 	ck_assert_ptr_null(pstmt_map_get(&m, "held", 4));
+	ck_assert_ptr_eq(pstmt_map_get(&m, "closed", 6), closed);
+	ck_assert(!pstmt_map_closing(&m, closed));
 	ck_assert(!pstmt_cache_has(&c, bad));
 	ck_assert(!pstmt_cache_has(&c, next));
-	ck_assert(pstmt_cache_has(&c, held));       /* another client's Parse made it */
+	ck_assert(pstmt_cache_confirmed(&c, held));    /* another client's Parse made it */
 
 	/* Entries pushed after the error was seen are skipped too, up to the Sync. */
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_CLOSE | PSTMT_SYNTH, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_CLOSE | PSTMT_SYNTH, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), 0);
 	/* A Sync's COMMIT fails: the error, then its ReadyForQuery. */
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
 	ck_assert_uint_eq(q.n, 1);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
 	ck_assert(pstmt_queue_empty(&q));
 	/* A simple query's error ends nothing either, and skips nothing. */
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SIMPLE, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_CLOSE | PSTMT_SYNTH, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SIMPLE, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_CLOSE | PSTMT_SYNTH, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m), '3');
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), '3');
 	ck_assert(pstmt_queue_empty(&q));
+	/* A DEALLOCATE pgberth answers: by the transaction status in its
+	 * turn; refused in a failed transaction, and the name comes back. */
+	pstmt_map_set_closing(&m, closed, true);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SIMPLE | PSTMT_SYNTH | PSTMT_REF, closed, 0), 0);
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'E'), 'q');
+	ck_assert_ptr_eq(pstmt_map_get(&m, "closed", 6), closed);
+	ck_assert(!pstmt_map_closing(&m, closed));
+	pstmt_map_set_closing(&m, closed, true);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SIMPLE | PSTMT_SYNTH | PSTMT_REF, closed, 0), 0);
+	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'T'), 'Q');
+	ck_assert_ptr_null(pstmt_map_get(&m, "closed", 6));
+	ck_assert_uint_eq(q.skipped_simple, 1);     /* only the Query the server skipped */
 	pstmt_unref(bad);
 	pstmt_unref(next);
 	pstmt_unref(held);
+	pstmt_unref(closed);
 	pstmt_queue_clear(&q);
 	pstmt_cache_clear(&c);
 	pstmt_map_clear(&m);
@@ -224,18 +266,31 @@ START_TEST(queue_copy_in)
 {
 	struct pstmt_queue q = {0};
 
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_BIND, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_BIND, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);    /* before CopyDone */
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_END, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);    /* after it */
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_reply(&q, '2', NULL, NULL), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'G', NULL, NULL), PSTMT_RELAY);
-	pstmt_queue_copy_in(&q);
-	ck_assert_uint_eq(q.n, 1);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);     /* after CopyDone */
+	ck_assert_uint_eq(pstmt_queue_copy_in(&q), 1);
+	ck_assert_uint_eq(q.n, 6);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_synth(&q, NULL, NULL, 'I'), 0);    /* the mark goes */
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, '1', NULL, NULL), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', NULL, NULL), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', NULL, NULL), PSTMT_RELAY);
 	ck_assert(pstmt_queue_empty(&q));
+	/* CopyDone not sent yet: every Sync queued after the COPY is ignored. */
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SIMPLE, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
+	ck_assert_uint_eq(pstmt_queue_copy_in(&q), 2);
+	ck_assert_uint_eq(q.n, 1);
 	pstmt_queue_clear(&q);
 }
 END_TEST
@@ -249,7 +304,7 @@ START_TEST(queue_describe_wrap_and_bound)
 
 	for (int round = 0; round < 100; round++) {
 		for (int i = 0; i < 50; i++)
-			ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_DESCRIBE_STMT, NULL), 0);
+			ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_DESCRIBE_STMT, NULL, 0), 0);
 		for (int i = 0; i < 50; i++) {
 			ck_assert_int_eq(pstmt_queue_reply(&q, 't', NULL, NULL), PSTMT_RELAY);
 			ck_assert_uint_eq(q.n, 50 - i);
@@ -258,8 +313,8 @@ START_TEST(queue_describe_wrap_and_bound)
 		ck_assert(pstmt_queue_empty(&q));
 	}
 	for (uint32_t i = 0; i < PSTMT_QUEUE_MAX; i++)
-		ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL), -E2BIG);
+		ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), -E2BIG);
 	pstmt_queue_clear(&q);
 }
 END_TEST
