@@ -27,9 +27,10 @@ struct server;
 /* Clears the client's bytes for sending to s. Returns 0, RELAY_TERMINATE
  * when the client sent Terminate (not cleared), -1 on a malformed stream,
  * or RELAY_NOMEM when its named statements could not be tracked (out of
- * memory, or PSTMT_QUEUE_MAX replies owed). With s->track, the client's
- * named statements are renamed for s (pstmt.h), and the replies pgberth
- * gives itself are put in s->in, cleared. */
+ * memory, or PSTMT_QUEUE_MAX replies owed). Every message owed a reply
+ * gets its entry in s->replies; with c->track, the client's named
+ * statements are renamed for s (pstmt.h), and the replies pgberth gives
+ * itself are put in s->in, cleared. */
 int relay_scan_client(struct client *c, struct server *s);
 /* Puts in s->in, at the cleared mark, the replies pgberth owes the client
  * now (pstmt_queue_synth). 0, or -1 on out of memory. */

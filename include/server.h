@@ -102,8 +102,6 @@ struct server {
 	uint32_t replies_owed;      /* Query/Sync/FunctionCall sent minus ReadyForQuery seen */
 	bool unsynced;              /* extended-query messages sent since the last Sync */
 	bool copy_in;               /* in COPY FROM STDIN: Syncs are ignored by PostgreSQL */
-	bool copy_done;             /* CopyDone or CopyFail sent since the last Execute or Query */
-	uint32_t syncs_since_execute; /* Syncs after the last Execute or Query */
 	unsigned gen;               /* pool gen at connect: an older one is never reused */
 	uint64_t born_ms;           /* uv_now at connect, for server_lifetime */
 	uint64_t idle_since_ms;     /* uv_now when it last went idle */
@@ -115,9 +113,8 @@ struct server {
 	bool settings_dirty;        /* its client ran SET or RESET: read them back at release */
 	bool capture_private;       /* the read back has a setting it cannot carry (too long) */
 	struct buf capture;         /* the settings read back so far, as set_config SQL */
-	bool track;                 /* its client's named statements are tracked (pstmt.h) */
 	struct pstmt_cache stmts;   /* the statements it holds, as pgberth_<hash> */
-	struct pstmt_queue replies; /* replies owed, while track */
+	struct pstmt_queue replies; /* an entry for each message sent that is owed a reply */
 	bool last_fatal;            /* the last message relayed was a FATAL ErrorResponse */
 	bool said_why;              /* closed right after relaying an ErrorResponse (a FATAL) */
 	uint64_t left_by;           /* client whose session state (left) it holds */

@@ -1060,7 +1060,6 @@ void client_server_ready(struct client *c)
 	}
 	c->state = CLIENT_ACTIVE;
 	s->state = SERVER_ACTIVE;
-	s->track = c->track;
 	log_debug("c%llu/w%d: on s%llu", (unsigned long long)c->id, c->w->id, (unsigned long long)s->id);
 	if (buf_len(&c->in) > 0) {
 		if (buf_len(&c->out) > 0 && client_flush(c) < 0)

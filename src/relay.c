@@ -382,6 +382,21 @@ static int track_query(struct client *c, struct server *s, uint32_t *mlen)
 	return track_push(s, PSTMT_SIMPLE, NULL, 0);
 }
 
+/* The queue entry for a client's message that goes on as it is. */
+static int track_plain(struct server *s, char type)
+{
+	static const uint8_t kinds[128] = {
+		['P'] = PSTMT_PARSE, ['B'] = PSTMT_BIND, ['D'] = PSTMT_DESCRIBE_STMT,
+		['E'] = PSTMT_EXECUTE, ['C'] = PSTMT_CLOSE, ['S'] = PSTMT_SYNC,
+		['Q'] = PSTMT_SIMPLE, ['F'] = PSTMT_SIMPLE, ['c'] = PSTMT_COPY_END, ['f'] = PSTMT_COPY_END,
+	};
+	uint8_t kind = (unsigned char)type < 128 ? kinds[(unsigned char)type] : 0;
+
+	if (kind == 0 || (kind == PSTMT_SYNC && s->copy_in))
+		return TRACK_GO;
+	return track_push(s, kind, NULL, 0);
+}
+
 /* The queue entry (and rewrite) for the client's message at c->fwd. */
 static int track_client(struct client *c, struct server *s, char type, uint32_t *mlen)
 {
@@ -452,7 +467,17 @@ int relay_scan_client(struct client *c, struct server *s)
 		if (type == 'X')
 			return RELAY_TERMINATE;
 		bool cut = false;
-		if (s->track) {
+		if (!c->track) {
+			if (type == 'P' && (len - c->fwd < 6 || p[c->fwd + 5] != '\0')) {
+				/* A named statement outlives the transaction: the
+				 * next client of this server must not run it
+				 * (server_setup). The name is the first byte of the
+				 * body, if it is here yet. */
+				server_left(s, c->id, LEFT_STATEMENTS);
+			}
+			if (track_plain(s, type) < 0)
+				return RELAY_NOMEM;
+		} else {
 			switch (track_client(c, s, type, &mlen)) {
 			case TRACK_WAIT:
 				return relay_emit_replies(s) < 0 ? RELAY_NOMEM : 0;
@@ -464,11 +489,6 @@ int relay_scan_client(struct client *c, struct server *s)
 			}
 			p = buf_head(&c->in);
 			len = buf_len(&c->in);
-		} else if (type == 'P' && (len - c->fwd < 6 || p[c->fwd + 5] != '\0')) {
-			/* A named statement outlives the transaction: the next
-			 * client of this server must not run it (server_setup). The
-			 * name is the first byte of the body, if it is here yet. */
-			server_left(s, c->id, LEFT_STATEMENTS);
 		}
 		/* Each of these is answered by exactly one ReadyForQuery, but for
 		 * a Sync that arrives in copy-in mode: PostgreSQL ignores it. */
@@ -481,14 +501,8 @@ int relay_scan_client(struct client *c, struct server *s)
 		}
 		if (type == 'Q' || type == 'F' || (type == 'S' && !s->copy_in))
 			s->replies_owed++;
-		/* The Syncs that a COPY FROM STDIN's CopyInResponse will find
-		 * ignored: those between its Execute and its CopyDone. */
-		if (type == 'S' && !s->copy_in && !s->copy_done)
-			s->syncs_since_execute++;
-		else if (type == 'E' || type == 'Q')
-			s->syncs_since_execute = 0, s->copy_done = false;
 		else if (type == 'c' || type == 'f')
-			s->copy_in = false, s->copy_done = true;     /* CopyDone, CopyFail */
+			s->copy_in = false;     /* CopyDone, CopyFail */
 		/* Extended-query messages not yet closed by a Sync. */
 		if (type == 'P' || type == 'B' || type == 'E' || type == 'D' || type == 'C' || type == 'H')
 			s->unsynced = true;
@@ -498,7 +512,7 @@ int relay_scan_client(struct client *c, struct server *s)
 	}
 	/* Replies pgberth gives for what it did not send on, if their turn
 	 * has come. */
-	if (s->track && relay_emit_replies(s) < 0)
+	if (relay_emit_replies(s) < 0)
 		return RELAY_NOMEM;
 	return 0;
 }
@@ -620,12 +634,10 @@ int relay_scan_server(struct server *s)
 
 		if (s->msg_remain > 0 && !scan_body(&s->fwd, &s->msg_remain, len))
 			break;
-		if (s->track) {
-			if (relay_emit_replies(s) < 0)
-				return -1;
-			p = buf_head(&s->in);
-			len = buf_len(&s->in);
-		}
+		if (relay_emit_replies(s) < 0)
+			return -1;
+		p = buf_head(&s->in);
+		len = buf_len(&s->in);
 		if (s->fwd >= len)
 			break;
 		int rc = proto_msg_header(p + s->fwd, len - s->fwd, PROTO_MAX_MESSAGE, &type, &mlen);
@@ -637,7 +649,7 @@ int relay_scan_server(struct server *s)
 		 * its severity is the first field, if here yet. */
 		s->last_fatal = type == 'E' && len - s->fwd >= 11 &&
 		                (memcmp(p + s->fwd + 5, "SFATAL", 6) == 0 || memcmp(p + s->fwd + 5, "SPANIC", 6) == 0);
-		bool reply_ours = s->track && (type == '1' || type == '3');
+		bool reply_ours = type == '1' || type == '3';
 		bool whole = type == 'Z' || type == 'S' || (type == 'C' && mlen <= 64) || reply_ours;
 		if (whole) {
 			if ((size_t)mlen + 1 > RELAY_BUF)
@@ -645,8 +657,7 @@ int relay_scan_server(struct server *s)
 			if (len - s->fwd < (size_t)mlen + 1)
 				break;  /* wait for the whole message */
 		}
-		if (s->track &&
-		    pstmt_queue_reply(&s->replies, type, &s->stmts,
+		if (pstmt_queue_reply(&s->replies, type, &s->stmts,
 		                      s->client != NULL ? &s->client->stmts : NULL) == PSTMT_DROP) {
 			/* The reply to pgberth's own Parse or Close. */
 			buf_splice(&s->in, s->fwd, (size_t)mlen + 1, NULL, 0);
@@ -659,11 +670,10 @@ int relay_scan_server(struct server *s)
 			 * that started this COPY reach PostgreSQL in copy-in mode and
 			 * are ignored, so no ReadyForQuery will answer them. */
 			s->copy_in = true;
-			uint32_t ignored = s->track ? pstmt_queue_copy_in(&s->replies) : s->syncs_since_execute;
+			uint32_t ignored = pstmt_queue_copy_in(&s->replies);
 			if (ignored > s->replies_owed)
 				ignored = s->replies_owed;
 			s->replies_owed -= ignored;
-			s->syncs_since_execute = 0;
 		}
 		if (whole && !reply_ours) {
 			if (scan_server_message(s, type, p + s->fwd + 5, mlen - 4) < 0)

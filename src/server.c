@@ -1353,7 +1353,7 @@ void server_release(struct server *s, bool cancel)
 		}
 		s->unsynced = false;
 		s->replies_owed++;
-		if (s->track && pstmt_queue_push(&s->replies, PSTMT_SYNC, NULL, 0) < 0) {
+		if (pstmt_queue_push(&s->replies, PSTMT_SYNC, NULL, 0) < 0) {
 			server_close(s, "out of memory");
 			return;
 		}

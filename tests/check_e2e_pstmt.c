@@ -597,11 +597,13 @@ END_TEST
 
 /* A COPY FROM STDIN in one batch with what follows it: the Sync after
  * CopyDone is answered, and the client gets all of its replies before the
- * server goes to another client. */
+ * server goes to another client. Also without tracking (_i 1): the reply
+ * queue counts for every client. */
 START_TEST(test_copy_then_more)
 {
 	struct h_daemon d;
-	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction",
+				   .extra_top = _i ? "max_prepared_statements: 0\n" : NULL };
 	struct raw r = { .len = 0 };
 	int a, b;
 
@@ -666,7 +668,7 @@ static Suite *e2e_pstmt_suite(void)
 	tcase_add_test(tc, test_statement_mode);
 	tcase_add_test(tc, test_pgbench_prepared);
 	tcase_add_test(tc, test_like_direct);
-	tcase_add_test(tc, test_copy_then_more);
+	tcase_add_loop_test(tc, test_copy_then_more, 0, 2);
 	tcase_add_test(tc, test_settings_key_statements);
 	suite_add_tcase(s, tc);
 	return s;
