@@ -61,9 +61,15 @@ void pstmt_unref(struct pstmt *p);
 bool pstmt_same(const struct pstmt *a, const struct pstmt *b);
 
 /* A client's statements by name. Holds a reference to each. */
+/* Marks on a client's statement while the server has not answered yet. */
+enum {
+	PSTMT_PENDING = 1,                  /* its Parse is on its way (it may fail) */
+	PSTMT_CLOSING = 2,                  /* a Close, DEALLOCATE or DISCARD ALL is */
+};
+
 struct pstmt_mslot {
 	struct pstmt *p;                    /* NULL: empty */
-	bool closing;                       /* a Close or DEALLOCATE of it is on its way */
+	uint8_t marks;                      /* PSTMT_PENDING, PSTMT_CLOSING */
 };
 
 struct pstmt_map {
@@ -78,10 +84,15 @@ struct pstmt *pstmt_map_get(const struct pstmt_map *m, const char *name, size_t 
 int pstmt_map_add(struct pstmt_map *m, struct pstmt *p);
 /* Drops the statement of p's name if it is p itself. */
 void pstmt_map_del(struct pstmt_map *m, const struct pstmt *p);
-/* A statement being closed is still there for what the client sent before
- * the Close's answer, but its name is free for a new Parse. */
-bool pstmt_map_closing(const struct pstmt_map *m, const struct pstmt *p);
-void pstmt_map_set_closing(struct pstmt_map *m, const struct pstmt *p, bool closing);
+/* The marks of p in the map (0 if p is not there), and setting them. A
+ * statement being closed is still there for what the client sent before
+ * the answer; its name, and that of one whose Parse may still fail, is
+ * free for a new Parse. */
+uint8_t pstmt_map_marks(const struct pstmt_map *m, const struct pstmt *p);
+void pstmt_map_mark(struct pstmt_map *m, const struct pstmt *p, uint8_t marks, bool on);
+/* Every statement: marked closing (on), or, closing ones, dropped (on
+ * false, drop) or kept (unmarked). */
+void pstmt_map_closing_all(struct pstmt_map *m, bool on, bool drop);
 void pstmt_map_clear(struct pstmt_map *m);
 
 /* The statements a server holds, by content. Holds a reference to each. */
@@ -143,10 +154,12 @@ enum {
 	PSTMT_SYNC,
 	PSTMT_SIMPLE,                       /* Query or FunctionCall: up to ReadyForQuery */
 	PSTMT_COPY_END,                     /* CopyDone or CopyFail: no reply, a mark */
+	PSTMT_COPY_DATA,                    /* CopyData (one mark for a run of them) */
 	PSTMT_KIND = 0x0f,
 	PSTMT_OURS = 0x10,
 	PSTMT_SYNTH = 0x20,
 	PSTMT_REF = 0x40,
+	PSTMT_DROPS = 0x80,                 /* a SIMPLE DEALLOCATE ALL or DISCARD ALL */
 };
 
 /* At most this many replies owed by one server: a client that pipelines
@@ -164,8 +177,13 @@ struct pstmt_queue {
 	struct pstmt_ref *refs;             /* of PSTMT_REF entries */
 	uint32_t rcap, rhead, rn;
 	bool skipping;                      /* after an error: to the next Sync */
-	uint32_t skipped_simple;            /* Queries and FunctionCalls skipped so: no
-	                                       ReadyForQuery for them (the caller resets it) */
+	bool copying;                       /* the head is a COPY FROM STDIN in copy-in mode */
+	bool simple_failed;                 /* the head, a Query, had an error */
+	uint8_t last;                       /* kind of the last entry pushed */
+	uint32_t runs;                      /* Executes and Queries queued: settings may change */
+	uint32_t unanswered;                /* ReadyForQuery that will not come, for the caller
+	                                       to take off what it counts (and reset): Queries
+	                                       skipped after an error, Syncs ignored in copy-in */
 };
 
 /* Appends an entry; p (a reference is taken) and its cache tick with
@@ -190,10 +208,6 @@ enum pstmt_reply {
  * per message, after pstmt_queue_synth returned 0. */
 enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_cache *cache,
                                    struct pstmt_map *map);
-/* CopyInResponse: the Syncs queued after the COPY and before its
- * CopyDone reached the server in copy-in mode, which ignores them: they
- * get no reply. Returns how many they were. */
-uint32_t pstmt_queue_copy_in(struct pstmt_queue *q);
 void pstmt_queue_clear(struct pstmt_queue *q);
 
 #endif

@@ -95,21 +95,44 @@ struct pstmt *pstmt_map_get(const struct pstmt_map *m, const char *name, size_t 
 	return m->n == 0 ? NULL : m->slots[map_find(m, name, name_len)].p;
 }
 
-bool pstmt_map_closing(const struct pstmt_map *m, const struct pstmt *p)
+uint8_t pstmt_map_marks(const struct pstmt_map *m, const struct pstmt *p)
 {
 	if (m->n == 0)
-		return false;
+		return 0;
 	const struct pstmt_mslot *slot = &m->slots[map_find(m, p->name, p->name_len)];
-	return slot->p == p && slot->closing;
+	return slot->p == p ? slot->marks : 0;
 }
 
-void pstmt_map_set_closing(struct pstmt_map *m, const struct pstmt *p, bool closing)
+void pstmt_map_mark(struct pstmt_map *m, const struct pstmt *p, uint8_t marks, bool on)
 {
 	if (m->n == 0)
 		return;
 	struct pstmt_mslot *slot = &m->slots[map_find(m, p->name, p->name_len)];
 	if (slot->p == p)
-		slot->closing = closing;
+		slot->marks = on ? slot->marks | marks : slot->marks & ~marks;
+}
+
+void pstmt_map_closing_all(struct pstmt_map *m, bool on, bool drop)
+{
+	for (uint32_t i = 0; i < m->cap; i++) {
+		if (m->slots[i].p == NULL)
+			continue;
+		if (on)
+			m->slots[i].marks |= PSTMT_CLOSING;
+		else if (!drop)
+			m->slots[i].marks &= ~PSTMT_CLOSING;
+	}
+	if (on || !drop)
+		return;
+	/* Dropping: the others go into a table of their own. */
+	struct pstmt_map keep = {0};
+	for (uint32_t i = 0; i < m->cap; i++) {
+		struct pstmt_mslot *slot = &m->slots[i];
+		if (slot->p != NULL && !(slot->marks & PSTMT_CLOSING) && pstmt_map_add(&keep, slot->p) == 0)
+			pstmt_map_mark(&keep, slot->p, slot->marks, true);
+	}
+	pstmt_map_clear(m);
+	*m = keep;
 }
 
 int pstmt_map_add(struct pstmt_map *m, struct pstmt *p)
@@ -128,7 +151,7 @@ int pstmt_map_add(struct pstmt_map *m, struct pstmt *p)
 	}
 	struct pstmt_mslot *slot = &m->slots[map_find(m, p->name, p->name_len)];
 	slot->p = pstmt_ref(p);
-	slot->closing = false;
+	slot->marks = 0;
 	m->n++;
 	return 0;
 }
@@ -323,6 +346,9 @@ int pstmt_queue_push(struct pstmt_queue *q, uint8_t entry, struct pstmt *p, uint
 		r->added = added;
 	}
 	q->ring[(q->head + q->n++) & (q->cap - 1)] = entry;
+	q->last = entry & PSTMT_KIND;
+	if ((q->last == PSTMT_EXECUTE || q->last == PSTMT_SIMPLE) && !(entry & PSTMT_SYNTH))
+		q->runs++;
 	return 0;
 }
 
@@ -331,36 +357,68 @@ static uint8_t queue_head(const struct pstmt_queue *q)
 	return q->ring[q->head];
 }
 
-/* Done with the head entry; failed: the server did not make its statement. */
+/* Done with the head entry; failed: the server did not do it (an error,
+ * or skipped after one). */
 static void queue_pop(struct pstmt_queue *q, bool failed, struct pstmt_cache *cache, struct pstmt_map *map)
 {
 	uint8_t e = queue_head(q);
+	int kind = e & PSTMT_KIND;
 
 	q->head = (q->head + 1) & (q->cap - 1);
 	q->n--;
-	if (failed && (e & PSTMT_KIND) == PSTMT_SIMPLE && !(e & PSTMT_SYNTH))
-		q->skipped_simple++;
-	if (e & PSTMT_REF) {
-		struct pstmt_ref r = q->refs[q->rhead];
-		q->rhead = (q->rhead + 1) & (q->rcap - 1);
-		q->rn--;
-		if ((e & PSTMT_KIND) == PSTMT_CLOSE || (e & PSTMT_KIND) == PSTMT_SIMPLE) {
-			/* A Close or DEALLOCATE pgberth answered: the statement
-			 * goes now, or (skipped, failed) stays. */
-			if (map != NULL && failed)
-				pstmt_map_set_closing(map, r.p, false);
-			else if (map != NULL)
+	if ((kind == PSTMT_EXECUTE || kind == PSTMT_SIMPLE) && !(e & PSTMT_SYNTH))
+		q->runs--;
+	if (failed && kind == PSTMT_SIMPLE && !(e & PSTMT_SYNTH))
+		q->unanswered++;    /* skipped: no ReadyForQuery */
+	if ((e & PSTMT_DROPS) && map != NULL)
+		pstmt_map_closing_all(map, false, !failed);
+	if (!(e & PSTMT_REF))
+		return;
+	struct pstmt_ref r = q->refs[q->rhead];
+	q->rhead = (q->rhead + 1) & (q->rcap - 1);
+	q->rn--;
+	if (kind == PSTMT_CLOSE || kind == PSTMT_SIMPLE) {
+		/* A Close or DEALLOCATE pgberth answered: the statement goes
+		 * now, or (skipped, failed) stays. */
+		if (map != NULL && failed)
+			pstmt_map_mark(map, r.p, PSTMT_CLOSING, false);
+		else if (map != NULL)
+			pstmt_map_del(map, r.p);
+	} else {
+		/* A Parse pgberth answered (SYNTH) leaves the server as it was;
+		 * the client's statement is what did (not) come to be. */
+		if (!(e & PSTMT_SYNTH))
+			pstmt_cache_settle(cache, r.p, r.added, !failed);
+		if (map != NULL && !(e & PSTMT_OURS)) {
+			if (failed)
 				pstmt_map_del(map, r.p);
-		} else {
-			/* A Parse pgberth answered (SYNTH) leaves the server as it
-			 * was; the client's statement is what did not come to be. */
-			if (!(e & PSTMT_SYNTH))
-				pstmt_cache_settle(cache, r.p, r.added, !failed);
-			if (failed && map != NULL && !(e & PSTMT_OURS))
-				pstmt_map_del(map, r.p);
+			else
+				pstmt_map_mark(map, r.p, PSTMT_PENDING, false);
 		}
-		pstmt_unref(r.p);
 	}
+	pstmt_unref(r.p);
+}
+
+/* Drops the Syncs after the head up to the first mark of the COPY's end
+ * (or of its data, with data): a server in copy-in mode ignores them. */
+static void queue_drop_syncs(struct pstmt_queue *q, bool data)
+{
+	uint32_t mask = q->cap - 1, to = 1, from = 1;
+
+	for (; from < q->n; from++) {
+		uint8_t e = q->ring[(q->head + from) & mask];
+		int kind = e & PSTMT_KIND;
+		if (kind == PSTMT_COPY_END || (data && kind == PSTMT_COPY_DATA))
+			break;
+		if (kind == PSTMT_SYNC) {
+			q->unanswered++;
+			continue;
+		}
+		q->ring[(q->head + to++) & mask] = e;
+	}
+	for (; from < q->n; from++)
+		q->ring[(q->head + to++) & mask] = q->ring[(q->head + from) & mask];
+	q->n = to;
 }
 
 char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct pstmt_map *map,
@@ -368,7 +426,7 @@ char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct 
 {
 	while (q->n > 0) {
 		uint8_t e = queue_head(q);
-		if ((e & PSTMT_KIND) == PSTMT_COPY_END) {
+		if ((e & PSTMT_KIND) == PSTMT_COPY_END || (e & PSTMT_KIND) == PSTMT_COPY_DATA) {
 			queue_pop(q, false, cache, map);
 			continue;
 		}
@@ -398,17 +456,39 @@ enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_c
 	int kind = e & PSTMT_KIND;
 	bool done;
 
+	bool copy = kind == PSTMT_EXECUTE || kind == PSTMT_SIMPLE;
 	switch (t) {
+	case 'G':
+		/* CopyInResponse. The Syncs sent between the COPY and its data
+		 * reach the server in copy-in mode: ignored. Those among the
+		 * data are too if the COPY ends well (below); after an error
+		 * the server leaves copy-in mode, and answers them. */
+		if (copy) {
+			queue_drop_syncs(q, true);
+			q->copying = true;
+		}
+		return PSTMT_RELAY;
 	case 'E':
-		if (kind == PSTMT_SYNC || kind == PSTMT_SIMPLE)
+		q->copying = false;
+		if (kind == PSTMT_SYNC || kind == PSTMT_SIMPLE) {
+			q->simple_failed |= kind == PSTMT_SIMPLE;
 			return PSTMT_RELAY;     /* ReadyForQuery follows */
+		}
 		queue_pop(q, true, cache, map);
 		q->skipping = true;
 		return PSTMT_RELAY;
-	case 'Z':
+	case 'Z': {
 		done = kind == PSTMT_SYNC || kind == PSTMT_SIMPLE;
-		q->skipping = false;
+		q->skipping = q->copying = false;
+		bool failed = q->simple_failed;
+		q->simple_failed = false;
+		if (done && failed) {
+			queue_pop(q, true, cache, map);
+			q->unanswered--;    /* this one is answered */
+			return PSTMT_RELAY;
+		}
 		break;
+	}
 	case '1':
 		done = kind == PSTMT_PARSE;
 		break;
@@ -423,6 +503,12 @@ enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_c
 		done = kind == PSTMT_DESCRIBE_STMT || kind == PSTMT_DESCRIBE_PORTAL;
 		break;
 	case 'C':
+		if (q->copying && copy) {
+			queue_drop_syncs(q, false);     /* the COPY ended well */
+			q->copying = false;
+		}
+		done = kind == PSTMT_EXECUTE;
+		break;
 	case 'I':
 	case 's':
 		done = kind == PSTMT_EXECUTE;
@@ -434,28 +520,6 @@ enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_c
 		return PSTMT_RELAY;
 	queue_pop(q, false, cache, map);
 	return (e & PSTMT_OURS) ? PSTMT_DROP : PSTMT_RELAY;
-}
-
-uint32_t pstmt_queue_copy_in(struct pstmt_queue *q)
-{
-	/* The head is the COPY's Execute or Query. Syncs carry no statements,
-	 * so the entries after them just move up. */
-	uint32_t mask = q->cap - 1, to = 1, dropped = 0;
-	bool ended = false;
-
-	for (uint32_t from = 1; from < q->n; from++) {
-		uint8_t e = q->ring[(q->head + from) & mask];
-		if ((e & PSTMT_KIND) == PSTMT_COPY_END)
-			ended = true;
-		else if (!ended && (e & PSTMT_KIND) == PSTMT_SYNC) {
-			dropped++;
-			continue;
-		}
-		q->ring[(q->head + to++) & mask] = e;
-	}
-	if (q->n > 0)
-		q->n = to;
-	return dropped;
 }
 
 void pstmt_queue_clear(struct pstmt_queue *q)

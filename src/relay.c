@@ -165,8 +165,10 @@ static int track_parse(struct client *c, struct server *s, uint32_t *mlen)
 	if (nlen <= 0)
 		return track_push(s, PSTMT_PARSE, NULL, 0);    /* unnamed, or for the server to refuse */
 	struct pstmt *dup = pstmt_map_get(&c->stmts, (const char *)m + 5, (size_t)nlen);
-	if (dup != NULL && pstmt_map_closing(&c->stmts, dup)) {
-		pstmt_map_del(&c->stmts, dup);  /* closed before this Parse */
+	if (dup != NULL && pstmt_map_marks(&c->stmts, dup) != 0) {
+		/* Closed before this Parse, or its own Parse may yet fail: the
+		 * name is this one's. */
+		pstmt_map_del(&c->stmts, dup);
 		dup = NULL;
 	}
 	if (dup != NULL) {
@@ -186,12 +188,12 @@ static int track_parse(struct client *c, struct server *s, uint32_t *mlen)
 		return track_push(s, PSTMT_PARSE, NULL, 0);
 	}
 	/* Statements are keyed by the settings they are parsed under. Those
-	 * the client changed in this transaction are not known yet: such a
-	 * statement is its own. */
+	 * the client changed in this transaction, or may change by what goes
+	 * before the Parse, are not known yet: such a statement is its own. */
 	char own[48];
 	size_t klen;
 	const char *key;
-	if (s->settings_dirty) {
+	if (s->settings_dirty || s->replies.runs > 0) {
 		klen = (size_t)snprintf(own, sizeof(own), "\2c%llu.%llu", (unsigned long long)c->id,
 		                        (unsigned long long)++c->stmt_private);
 		key = own;
@@ -204,6 +206,7 @@ static int track_parse(struct client *c, struct server *s, uint32_t *mlen)
 		pstmt_unref(p);
 		return TRACK_FAIL;
 	}
+	pstmt_map_mark(&c->stmts, p, PSTMT_PENDING, true);
 	int rc;
 	uint64_t added;
 	if (pstmt_cache_confirmed(&s->stmts, p)) {
@@ -239,7 +242,7 @@ static int track_use(struct client *c, struct server *s, char type, size_t at, u
 		/* Closed for the client once answered (it stays if the Close
 		 * is skipped); the server keeps it for the next one. */
 		int rc = track_push(s, PSTMT_CLOSE | PSTMT_SYNTH | PSTMT_REF, p, 0);
-		pstmt_map_set_closing(&c->stmts, p, true);
+		pstmt_map_mark(&c->stmts, p, PSTMT_CLOSING, true);
 		if (rc < 0 || buf_splice(&c->in, c->fwd, whole, NULL, 0) < 0)
 			return TRACK_FAIL;
 		return TRACK_CUT;
@@ -364,7 +367,7 @@ static int track_query(struct client *c, struct server *s, uint32_t *mlen)
 		if (p == NULL)
 			break;
 		int rc = track_push(s, PSTMT_SIMPLE | PSTMT_SYNTH | PSTMT_REF, p, 0);
-		pstmt_map_set_closing(&c->stmts, p, true);
+		pstmt_map_mark(&c->stmts, p, PSTMT_CLOSING, true);
 		if (rc < 0 || buf_splice(&c->in, c->fwd, (size_t)*mlen + 1, NULL, 0) < 0)
 			return TRACK_FAIL;
 		return TRACK_CUT;
@@ -372,27 +375,31 @@ static int track_query(struct client *c, struct server *s, uint32_t *mlen)
 	case SQL_DEALLOCATE_ALL:
 	case SQL_DISCARD_ALL:
 		/* What is known to fail (in a transaction block, or one that
-		 * failed) changes nothing. */
-		if (!track_quiet(s) || s->txstatus == 'I' || (s->txstatus == 'T' && kind == SQL_DEALLOCATE_ALL)) {
-			pstmt_map_clear(&c->stmts);
-			pstmt_cache_clear(&s->stmts);
-		}
-		break;
+		 * failed) changes nothing; else the client's statements are
+		 * closing until the answer says. */
+		if (track_quiet(s) && s->txstatus != 'I' && (s->txstatus != 'T' || kind == SQL_DISCARD_ALL))
+			break;
+		pstmt_map_closing_all(&c->stmts, true, false);
+		pstmt_cache_clear(&s->stmts);
+		return track_push(s, PSTMT_SIMPLE | PSTMT_DROPS, NULL, 0);
 	}
 	return track_push(s, PSTMT_SIMPLE, NULL, 0);
 }
 
-/* The queue entry for a client's message that goes on as it is. */
+/* The queue entry for a client's message that goes on as it is. A run of
+ * CopyData has one mark. */
 static int track_plain(struct server *s, char type)
 {
 	static const uint8_t kinds[128] = {
 		['P'] = PSTMT_PARSE, ['B'] = PSTMT_BIND, ['D'] = PSTMT_DESCRIBE_STMT,
 		['E'] = PSTMT_EXECUTE, ['C'] = PSTMT_CLOSE, ['S'] = PSTMT_SYNC,
 		['Q'] = PSTMT_SIMPLE, ['F'] = PSTMT_SIMPLE, ['c'] = PSTMT_COPY_END, ['f'] = PSTMT_COPY_END,
+		['d'] = PSTMT_COPY_DATA,
 	};
 	uint8_t kind = (unsigned char)type < 128 ? kinds[(unsigned char)type] : 0;
 
-	if (kind == 0 || (kind == PSTMT_SYNC && s->copy_in))
+	if (kind == 0 || (kind == PSTMT_COPY_DATA && s->replies.last == PSTMT_COPY_DATA &&
+	                  !pstmt_queue_empty(&s->replies)))
 		return TRACK_GO;
 	return track_push(s, kind, NULL, 0);
 }
@@ -428,21 +435,15 @@ static int track_client(struct client *c, struct server *s, char type, uint32_t 
 		if (m[5] != 'S')
 			return track_push(s, type == 'D' ? PSTMT_DESCRIBE_PORTAL : PSTMT_CLOSE, NULL, 0);
 		return track_use(c, s, type, 6, mlen);
-	case 'E':
-		return track_push(s, PSTMT_EXECUTE, NULL, 0);
-	case 'S':
-		return s->copy_in ? TRACK_GO : track_push(s, PSTMT_SYNC, NULL, 0);
 	case 'Q':
-		if (whole < 256 && have >= whole)
+		/* Read whole, in case it drops statements. */
+		if (small && have < whole && c->stmts.n > 0)
+			return TRACK_WAIT;
+		if (small && have >= whole)
 			return track_query(c, s, mlen);
-		return track_push(s, PSTMT_SIMPLE, NULL, 0);
-	case 'F':
-		return track_push(s, PSTMT_SIMPLE, NULL, 0);
-	case 'c':
-	case 'f':
-		return track_push(s, PSTMT_COPY_END, NULL, 0);
+		return track_plain(s, type);
 	default:
-		return TRACK_GO;
+		return track_plain(s, type);
 	}
 }
 
@@ -499,7 +500,10 @@ int relay_scan_client(struct client *c, struct server *s)
 				s->unsynced = true;
 			continue;
 		}
-		if (type == 'Q' || type == 'F' || (type == 'S' && !s->copy_in))
+		/* Each of these is answered by one ReadyForQuery, unless the
+		 * server skips it (a Query after an error in an extended query)
+		 * or ignores it (a Sync in copy-in mode): the queue tells. */
+		if (type == 'Q' || type == 'F' || type == 'S')
 			s->replies_owed++;
 		else if (type == 'c' || type == 'f')
 			s->copy_in = false;     /* CopyDone, CopyFail */
@@ -589,6 +593,15 @@ static int scan_server_message(struct server *s, char type, const uint8_t *body,
 	return server_set_param(s, name, value);
 }
 
+/* ReadyForQuery that will not come (pstmt_queue unanswered). */
+static void take_unanswered(struct server *s)
+{
+	uint32_t n = s->replies.unanswered;
+
+	s->replies.unanswered = 0;
+	s->replies_owed -= n < s->replies_owed ? n : s->replies_owed;
+}
+
 int relay_emit_replies(struct server *s)
 {
 	struct pstmt_map *map = s->client != NULL ? &s->client->stmts : NULL;
@@ -615,11 +628,7 @@ int relay_emit_replies(struct server *s)
 		if (rc < 0)
 			return -1;
 	}
-	/* A Query after an error in an extended query is skipped with the
-	 * rest, up to the Sync: no ReadyForQuery for it. */
-	uint32_t skipped = s->replies.skipped_simple;
-	s->replies.skipped_simple = 0;
-	s->replies_owed -= skipped < s->replies_owed ? skipped : s->replies_owed;
+	take_unanswered(s);
 	return 0;
 }
 
@@ -657,24 +666,18 @@ int relay_scan_server(struct server *s)
 			if (len - s->fwd < (size_t)mlen + 1)
 				break;  /* wait for the whole message */
 		}
-		if (pstmt_queue_reply(&s->replies, type, &s->stmts,
-		                      s->client != NULL ? &s->client->stmts : NULL) == PSTMT_DROP) {
+		enum pstmt_reply act = pstmt_queue_reply(&s->replies, type, &s->stmts,
+		                                         s->client != NULL ? &s->client->stmts : NULL);
+		take_unanswered(s);
+		if (act == PSTMT_DROP) {
 			/* The reply to pgberth's own Parse or Close. */
 			buf_splice(&s->in, s->fwd, (size_t)mlen + 1, NULL, 0);
 			p = buf_head(&s->in);
 			len = buf_len(&s->in);
 			continue;
 		}
-		if (type == 'G') {
-			/* CopyInResponse: the Syncs the client sent after the Execute
-			 * that started this COPY reach PostgreSQL in copy-in mode and
-			 * are ignored, so no ReadyForQuery will answer them. */
-			s->copy_in = true;
-			uint32_t ignored = pstmt_queue_copy_in(&s->replies);
-			if (ignored > s->replies_owed)
-				ignored = s->replies_owed;
-			s->replies_owed -= ignored;
-		}
+		if (type == 'G')
+			s->copy_in = true;      /* CopyInResponse (its Syncs: the queue) */
 		if (whole && !reply_ours) {
 			if (scan_server_message(s, type, p + s->fwd + 5, mlen - 4) < 0)
 				return -1;

@@ -568,8 +568,9 @@ START_TEST(test_like_direct)
 	raw_parse(&r, "x", "SELECT 45"); raw_sync(&r);
 	raw_query(&r, "DISCARD ALL"); raw_parse(&r, "y", "SELECT 45"); raw_sync(&r);
 	raw_bind_exec(&r, "y"); raw_sync(&r);
+	raw_expect(a, &r, 4, "1 Z C Z 1 Z 2 D:45 C Z");
 	raw_bind_exec(&r, "x"); raw_sync(&r);
-	raw_expect(a, &r, 5, "1 Z C Z 1 Z 2 D:45 C Z E:26000 Z");
+	raw_expect(a, &r, 1, "E:26000 Z");     /* once the DISCARD ALL was answered */
 
 	/* Skipped Parses, then evictions: no statement name left taken. */
 	raw_parse(&r, "", "SELEC bogus"); raw_parse(&r, "k1", "SELECT 11"); raw_parse(&r, "k2", "SELECT 12");
@@ -588,6 +589,92 @@ START_TEST(test_like_direct)
 	raw_expect(a, &r, 1, "E:42601 Z");
 	raw_query(&r, "SELECT 'b here'");
 	raw_expect(b, &r, 1, "T D:b here C Z");
+
+	close(a);
+	close(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
+ * More sequences a second review found answered unlike PostgreSQL: a SET
+ * batched before a Parse, a COPY that fails on its data with Syncs among
+ * it, a batch sent while a COPY runs, a failed Parse made again in the
+ * same batch, a DISCARD ALL that fails, and a DEALLOCATE split across
+ * reads.
+ */
+START_TEST(test_like_direct_2)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	struct raw r = { .len = 0 };
+	int a, b;
+	const char *epoch = "SELECT extract(epoch from '2020-01-01 00:00'::timestamptz)::int";
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_raw_client(&d, "appdb", NULL);
+	b = h_raw_client(&d, "appdb", NULL);
+	raw_query(&r, "SET TimeZone = 'UTC'");
+	raw_expect(b, &r, 1, "C Z");
+	raw_query(&r, "SET TimeZone = 'UTC'");
+	raw_expect(a, &r, 1, "C Z");
+
+	/* A SET in the same batch as the Parse: the statement is parsed
+	 * under Tokyo, and is not UTC b's. */
+	raw_query(&r, "SET TimeZone = 'Asia/Tokyo'"); raw_parse(&r, "s1", epoch); raw_sync(&r);
+	raw_expect(a, &r, 2, "C Z 1 Z");
+	raw_parse(&r, "x", epoch); raw_bind_exec(&r, "x"); raw_sync(&r);
+	raw_expect(b, &r, 1, "1 2 D:1577836800 C Z");
+	raw_bind_exec(&r, "s1"); raw_sync(&r);
+	raw_expect(a, &r, 1, "2 D:1577804400 C Z");
+
+	/* COPY failing on its data, a Sync among the data: both Syncs answered. */
+	raw_query(&r, "CREATE TABLE IF NOT EXISTS regress_cp2 (x int)");
+	raw_expect(a, &r, 1, "C Z");
+	raw_parse(&r, "", "COPY regress_cp2 FROM STDIN"); raw_bind_exec(&r, "");
+	raw_msg(&r, 'd', "bad\n", 4); raw_sync(&r);
+	raw_msg(&r, 'd', "2\n", 2); raw_msg(&r, 'c', "", 0); raw_sync(&r);
+	raw_expect(a, &r, 2, "1 2 G E:22P02 Z Z");
+	raw_query(&r, "SELECT 'b after the copy'");
+	raw_expect(b, &r, 1, "T D:b after the copy C Z");
+
+	/* A batch sent while the COPY still runs (its CopyDone went first). */
+	raw_query(&r, "CREATE OR REPLACE FUNCTION regress_slow() RETURNS trigger LANGUAGE plpgsql AS "
+		  "'BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END';"
+		  "DROP TRIGGER IF EXISTS regress_slow ON regress_cp2;"
+		  "CREATE TRIGGER regress_slow BEFORE INSERT ON regress_cp2 FOR EACH ROW "
+		  "EXECUTE FUNCTION regress_slow()");
+	raw_expect(a, &r, 1, "C C C Z");
+	raw_parse(&r, "", "COPY regress_cp2 FROM STDIN"); raw_bind_exec(&r, "");
+	raw_msg(&r, 'd', "3\n", 2); raw_msg(&r, 'c', "", 0); raw_sync(&r);
+	h_assert(h_raw_send(a, r.buf, r.len) == 0, "raw send");
+	r.len = 0;
+	h_sleep_ms(100);
+	raw_parse(&r, "", "SELECT 'second batch'"); raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_expect(a, &r, 2, "1 2 G C Z 1 2 D:second batch C Z");
+	raw_query(&r, "DROP TABLE regress_cp2; DROP FUNCTION regress_slow()");
+	raw_expect(a, &r, 1, "C C Z");
+
+	/* A Parse that fails, made again right behind it. */
+	raw_parse(&r, "again", "SELEC 1"); raw_sync(&r);
+	raw_parse(&r, "again", "SELECT 'good'"); raw_sync(&r);
+	raw_bind_exec(&r, "again"); raw_sync(&r);
+	raw_expect(a, &r, 3, "E:42601 Z 1 Z 2 D:good C Z");
+
+	/* DISCARD ALL in a transaction block fails, and drops nothing. */
+	raw_query(&r, "BEGIN"); raw_query(&r, "DISCARD ALL"); raw_query(&r, "ROLLBACK");
+	raw_bind_exec(&r, "again"); raw_sync(&r);
+	raw_expect(a, &r, 4, "C Z E:25001 Z C Z 2 D:good C Z");
+
+	/* DEALLOCATE in two reads. */
+	raw_query(&r, "DEALLOCATE again");
+	h_assert(h_raw_send(a, r.buf, 8) == 0, "raw send");
+	h_sleep_ms(200);
+	memmove(r.buf, r.buf + 8, r.len - 8);
+	r.len -= 8;
+	raw_expect(a, &r, 1, "C Z");
+	raw_bind_exec(&r, "again"); raw_sync(&r);
+	raw_expect(a, &r, 1, "E:26000 Z");
 
 	close(a);
 	close(b);
@@ -668,6 +755,7 @@ static Suite *e2e_pstmt_suite(void)
 	tcase_add_test(tc, test_statement_mode);
 	tcase_add_test(tc, test_pgbench_prepared);
 	tcase_add_test(tc, test_like_direct);
+	tcase_add_test(tc, test_like_direct_2);
 	tcase_add_loop_test(tc, test_copy_then_more, 0, 2);
 	tcase_add_test(tc, test_settings_key_statements);
 	suite_add_tcase(s, tc);

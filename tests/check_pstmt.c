@@ -194,8 +194,8 @@ START_TEST(queue_error_skips_to_sync)
 	ck_assert_int_eq(pstmt_cache_add(&c, held, &tick_held), 0);
 	pstmt_cache_settle(&c, held, tick_held, true);
 	ck_assert_int_eq(pstmt_map_add(&m, closed), 0);
-	pstmt_map_set_closing(&m, closed, true);
-	ck_assert(pstmt_map_closing(&m, closed));
+	pstmt_map_mark(&m, closed, PSTMT_CLOSING, true);
+	ck_assert_int_eq(pstmt_map_marks(&m, closed), PSTMT_CLOSING);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_REF, bad, tick_bad), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_REF, next, tick_next), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE | PSTMT_SYNTH | PSTMT_REF, held, 0), 0);
@@ -206,7 +206,7 @@ START_TEST(queue_error_skips_to_sync)
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), 0);        /* skipped, not answered */
 	ck_assert_uint_eq(q.n, 1);
-	ck_assert_uint_eq(q.skipped_simple, 1);
+	ck_assert_uint_eq(q.unanswered, 1);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
 	ck_assert(pstmt_queue_empty(&q));
 	ck_assert(!q.skipping);
@@ -214,7 +214,7 @@ START_TEST(queue_error_skips_to_sync)
 	ck_assert_ptr_null(pstmt_map_get(&m, "next", 4));
 	ck_assert_ptr_null(pstmt_map_get(&m, "held", 4));
 	ck_assert_ptr_eq(pstmt_map_get(&m, "closed", 6), closed);
-	ck_assert(!pstmt_map_closing(&m, closed));
+	ck_assert_int_eq(pstmt_map_marks(&m, closed), 0);
 	ck_assert(!pstmt_cache_has(&c, bad));
 	ck_assert(!pstmt_cache_has(&c, next));
 	ck_assert(pstmt_cache_confirmed(&c, held));    /* another client's Parse made it */
@@ -239,16 +239,16 @@ START_TEST(queue_error_skips_to_sync)
 	ck_assert(pstmt_queue_empty(&q));
 	/* A DEALLOCATE pgberth answers: by the transaction status in its
 	 * turn; refused in a failed transaction, and the name comes back. */
-	pstmt_map_set_closing(&m, closed, true);
+	pstmt_map_mark(&m, closed, PSTMT_CLOSING, true);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SIMPLE | PSTMT_SYNTH | PSTMT_REF, closed, 0), 0);
 	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'E'), 'q');
 	ck_assert_ptr_eq(pstmt_map_get(&m, "closed", 6), closed);
-	ck_assert(!pstmt_map_closing(&m, closed));
-	pstmt_map_set_closing(&m, closed, true);
+	ck_assert_int_eq(pstmt_map_marks(&m, closed), 0);
+	pstmt_map_mark(&m, closed, PSTMT_CLOSING, true);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SIMPLE | PSTMT_SYNTH | PSTMT_REF, closed, 0), 0);
 	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'T'), 'Q');
 	ck_assert_ptr_null(pstmt_map_get(&m, "closed", 6));
-	ck_assert_uint_eq(q.skipped_simple, 1);     /* only the Query the server skipped */
+	ck_assert_uint_eq(q.unanswered, 1);     /* only the Query the server skipped */
 	pstmt_unref(bad);
 	pstmt_unref(next);
 	pstmt_unref(held);
@@ -266,31 +266,47 @@ START_TEST(queue_copy_in)
 {
 	struct pstmt_queue q = {0};
 
+	/* libpq's extended COPY: Execute, Sync, data, CopyDone, Sync. The
+	 * first Sync reaches the server in copy-in mode: ignored. */
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_BIND, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);    /* before CopyDone */
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_END, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);    /* after it */
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_DATA, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);    /* among the data */
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_END, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE, NULL, 0), 0);
+	ck_assert_uint_eq(q.runs, 1);
 	ck_assert_int_eq(pstmt_queue_reply(&q, '2', NULL, NULL), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'G', NULL, NULL), PSTMT_RELAY);
-	ck_assert_uint_eq(pstmt_queue_copy_in(&q), 1);
-	ck_assert_uint_eq(q.n, 6);
+	ck_assert_uint_eq(q.unanswered, 1);
+	/* It ends well: the Sync among the data was ignored too. */
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', NULL, NULL), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_synth(&q, NULL, NULL, 'I'), 0);    /* the mark goes */
+	ck_assert_uint_eq(q.unanswered, 2);
+	ck_assert_uint_eq(q.runs, 0);
+	ck_assert_int_eq(pstmt_queue_synth(&q, NULL, NULL, 'I'), 0);   /* the marks go */
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', NULL, NULL), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_reply(&q, '1', NULL, NULL), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', NULL, NULL), PSTMT_RELAY);
+	ck_assert(pstmt_queue_empty(&q));
+
+	/* It fails on its data: the server leaves copy-in mode and skips to
+	 * a Sync, so the Sync among the data is answered, and the one after
+	 * CopyDone too. */
+	q.unanswered = 0;
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_DATA, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_DATA, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_END, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'G', NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_synth(&q, NULL, NULL, 'I'), 0);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_synth(&q, NULL, NULL, 'I'), 0);
 	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', NULL, NULL), PSTMT_RELAY);
 	ck_assert(pstmt_queue_empty(&q));
-	/* CopyDone not sent yet: every Sync queued after the COPY is ignored. */
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SIMPLE, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
-	ck_assert_uint_eq(pstmt_queue_copy_in(&q), 2);
-	ck_assert_uint_eq(q.n, 1);
+	ck_assert_uint_eq(q.unanswered, 0);
 	pstmt_queue_clear(&q);
 }
 END_TEST
