@@ -155,6 +155,7 @@ enum {
 	PSTMT_SIMPLE,                       /* Query or FunctionCall: up to ReadyForQuery */
 	PSTMT_COPY_END,                     /* CopyDone or CopyFail: no reply, a mark */
 	PSTMT_COPY_DATA,                    /* CopyData (one mark for a run of them) */
+	PSTMT_FENCE,                        /* pgberth's Sync, Close, Sync after a CopyDone */
 	PSTMT_KIND = 0x0f,
 	PSTMT_OURS = 0x10,
 	PSTMT_SYNTH = 0x20,
@@ -177,7 +178,8 @@ struct pstmt_queue {
 	struct pstmt_ref *refs;             /* of PSTMT_REF entries */
 	uint32_t rcap, rhead, rn;
 	bool skipping;                      /* after an error: to the next Sync */
-	bool copying;                       /* the head is a COPY FROM STDIN in copy-in mode */
+	uint8_t fence;                      /* of the FENCE at the head: replies of it seen */
+	bool copy_end_sent;                 /* at the last CopyInResponse, its CopyDone was queued */
 	bool simple_failed;                 /* the head, a Query, had an error */
 	uint8_t last;                       /* kind of the last entry pushed */
 	uint32_t runs;                      /* Executes and Queries queued: settings may change */
@@ -203,11 +205,27 @@ char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct 
 enum pstmt_reply {
 	PSTMT_RELAY,                        /* send it on to the client */
 	PSTMT_DROP,                         /* a reply to pgberth's own message */
+	PSTMT_EXTRA,                        /* send it on: a ReadyForQuery not counted as owed
+	                                       (a Sync the server might have ignored) */
 };
-/* A message of type t from the server, walked against the queue. Call once
- * per message, after pstmt_queue_synth returned 0. */
-enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_cache *cache,
-                                   struct pstmt_map *map);
+/*
+ * A message of type t from the server, walked against the queue. Call once
+ * per message, after pstmt_queue_synth returned 0. next is the type of the
+ * message after it, or 0 if not read yet: pstmt_queue_needs_next says when
+ * it is needed.
+ *
+ * COPY FROM STDIN: the server ignores a Sync it reads in copy-in mode, and
+ * when it leaves that mode (at an error, or at CopyDone) depends on how far
+ * it had read. So which of the Syncs sent between the COPY and its
+ * CopyDone get a ReadyForQuery cannot be known; they are not counted (the
+ * CopyInResponse takes them off), and pgberth puts a fence after the
+ * CopyDone: Sync, Close of a statement that does not exist, Sync. Every
+ * ReadyForQuery before the one followed by the fence's CloseComplete is
+ * the client's (PSTMT_EXTRA); the fence's three replies are dropped.
+ */
+enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, char next,
+                                   struct pstmt_cache *cache, struct pstmt_map *map);
+bool pstmt_queue_needs_next(const struct pstmt_queue *q, char t);
 void pstmt_queue_clear(struct pstmt_queue *q);
 
 #endif

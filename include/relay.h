@@ -8,6 +8,7 @@
 #ifndef PGBERTH_RELAY_H
 #define PGBERTH_RELAY_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "buf.h"
@@ -23,6 +24,11 @@ struct server;
 #define RELAY_TERMINATE 1
 #define RELAY_STMT_BLOCK 2
 #define RELAY_NOMEM (-2)
+
+/* Sync, Close of a statement that does not exist, Sync: what pgberth puts
+ * after a CopyDone or CopyFail (pstmt_queue_reply tells why). */
+#define RELAY_FENCE_LEN 30
+extern const uint8_t relay_fence[RELAY_FENCE_LEN];
 
 /* Clears the client's bytes for sending to s. Returns 0, RELAY_TERMINATE
  * when the client sent Terminate (not cleared), -1 on a malformed stream,

@@ -37,6 +37,8 @@ enum server_state {
 };
 
 #define SERVER_MAX_PARAMS 32
+#define FENCE_AT_BOUNDARY 1
+#define FENCE_AFTER_SYNC 2
 #define SETTINGS_UNKNOWN UINT64_MAX
 
 /* Session state a client can leave on a server connection beyond its
@@ -102,6 +104,10 @@ struct server {
 	uint32_t replies_owed;      /* Query/Sync/FunctionCall sent minus ReadyForQuery seen */
 	bool unsynced;              /* extended-query messages sent since the last Sync */
 	bool copy_in;               /* in COPY FROM STDIN: Syncs are ignored by PostgreSQL */
+	uint8_t fence_wanted;       /* a fence (pstmt.h) goes in: FENCE_AT_BOUNDARY of the
+	                               client's messages, or FENCE_AFTER_SYNC of its */
+	char last_run;              /* the client's last Execute, Query or FunctionCall */
+	bool last_sync;             /* the client's last message sent was a Sync */
 	unsigned gen;               /* pool gen at connect: an older one is never reused */
 	uint64_t born_ms;           /* uv_now at connect, for server_lifetime */
 	uint64_t idle_since_ms;     /* uv_now when it last went idle */

@@ -399,18 +399,20 @@ static void queue_pop(struct pstmt_queue *q, bool failed, struct pstmt_cache *ca
 	pstmt_unref(r.p);
 }
 
-/* Drops the Syncs after the head up to the first mark of the COPY's end
- * (or of its data, with data): a server in copy-in mode ignores them. */
-static void queue_drop_syncs(struct pstmt_queue *q, bool data)
+/* Drops the Syncs after the head up to the COPY's end mark, and tells
+ * whether that mark is there (the CopyDone was sent already). */
+static bool queue_drop_syncs(struct pstmt_queue *q)
 {
 	uint32_t mask = q->cap - 1, to = 1, from = 1;
+	bool ended = false;
 
 	for (; from < q->n; from++) {
 		uint8_t e = q->ring[(q->head + from) & mask];
-		int kind = e & PSTMT_KIND;
-		if (kind == PSTMT_COPY_END || (data && kind == PSTMT_COPY_DATA))
+		if ((e & PSTMT_KIND) == PSTMT_COPY_END) {
+			ended = true;
 			break;
-		if (kind == PSTMT_SYNC) {
+		}
+		if ((e & PSTMT_KIND) == PSTMT_SYNC) {
 			q->unanswered++;
 			continue;
 		}
@@ -419,6 +421,7 @@ static void queue_drop_syncs(struct pstmt_queue *q, bool data)
 	for (; from < q->n; from++)
 		q->ring[(q->head + to++) & mask] = q->ring[(q->head + from) & mask];
 	q->n = to;
+	return ended;
 }
 
 char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct pstmt_map *map,
@@ -430,7 +433,7 @@ char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct 
 			queue_pop(q, false, cache, map);
 			continue;
 		}
-		if (q->skipping && (e & PSTMT_KIND) != PSTMT_SYNC) {
+		if (q->skipping && (e & PSTMT_KIND) != PSTMT_SYNC && (e & PSTMT_KIND) != PSTMT_FENCE) {
 			queue_pop(q, true, cache, map);
 			continue;
 		}
@@ -446,8 +449,13 @@ char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct 
 	return 0;
 }
 
-enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_cache *cache,
-                                   struct pstmt_map *map)
+bool pstmt_queue_needs_next(const struct pstmt_queue *q, char t)
+{
+	return t == 'Z' && q->n > 0 && (queue_head(q) & PSTMT_KIND) == PSTMT_FENCE && q->fence == 0;
+}
+
+enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, char next,
+                                   struct pstmt_cache *cache, struct pstmt_map *map)
 {
 	/* Sent at any time: notices, notifications, parameter changes. */
 	if (t == 'N' || t == 'A' || t == 'S' || q->n == 0)
@@ -456,20 +464,30 @@ enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_c
 	int kind = e & PSTMT_KIND;
 	bool done;
 
-	bool copy = kind == PSTMT_EXECUTE || kind == PSTMT_SIMPLE;
+	if (kind == PSTMT_FENCE) {
+		/* Z 3 Z: ours. A ReadyForQuery before them is a client's. */
+		if (q->fence == 0 && t == 'Z' && next != '3')
+			return PSTMT_EXTRA;
+		if ((q->fence == 0 && t == 'Z') || (q->fence == 1 && t == '3')) {
+			q->fence++;
+			return PSTMT_DROP;
+		}
+		if (q->fence == 2 && t == 'Z') {
+			q->fence = 0;
+			q->skipping = false;
+			queue_pop(q, false, cache, map);
+			q->unanswered++;    /* counted as owed when it was sent */
+			return PSTMT_DROP;
+		}
+		return PSTMT_RELAY;     /* the end of the COPY's own replies */
+	}
 	switch (t) {
 	case 'G':
-		/* CopyInResponse. The Syncs sent between the COPY and its data
-		 * reach the server in copy-in mode: ignored. Those among the
-		 * data are too if the COPY ends well (below); after an error
-		 * the server leaves copy-in mode, and answers them. */
-		if (copy) {
-			queue_drop_syncs(q, true);
-			q->copying = true;
-		}
+		/* CopyInResponse: the Syncs up to the CopyDone are not counted
+		 * (see the fence, pstmt.h). */
+		q->copy_end_sent = (kind == PSTMT_EXECUTE || kind == PSTMT_SIMPLE) && queue_drop_syncs(q);
 		return PSTMT_RELAY;
 	case 'E':
-		q->copying = false;
 		if (kind == PSTMT_SYNC || kind == PSTMT_SIMPLE) {
 			q->simple_failed |= kind == PSTMT_SIMPLE;
 			return PSTMT_RELAY;     /* ReadyForQuery follows */
@@ -479,7 +497,7 @@ enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_c
 		return PSTMT_RELAY;
 	case 'Z': {
 		done = kind == PSTMT_SYNC || kind == PSTMT_SIMPLE;
-		q->skipping = q->copying = false;
+		q->skipping = false;
 		bool failed = q->simple_failed;
 		q->simple_failed = false;
 		if (done && failed) {
@@ -503,12 +521,6 @@ enum pstmt_reply pstmt_queue_reply(struct pstmt_queue *q, char t, struct pstmt_c
 		done = kind == PSTMT_DESCRIBE_STMT || kind == PSTMT_DESCRIBE_PORTAL;
 		break;
 	case 'C':
-		if (q->copying && copy) {
-			queue_drop_syncs(q, false);     /* the COPY ended well */
-			q->copying = false;
-		}
-		done = kind == PSTMT_EXECUTE;
-		break;
 	case 'I':
 	case 's':
 		done = kind == PSTMT_EXECUTE;

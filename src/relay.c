@@ -165,9 +165,8 @@ static int track_parse(struct client *c, struct server *s, uint32_t *mlen)
 	if (nlen <= 0)
 		return track_push(s, PSTMT_PARSE, NULL, 0);    /* unnamed, or for the server to refuse */
 	struct pstmt *dup = pstmt_map_get(&c->stmts, (const char *)m + 5, (size_t)nlen);
-	if (dup != NULL && pstmt_map_marks(&c->stmts, dup) != 0) {
-		/* Closed before this Parse, or its own Parse may yet fail: the
-		 * name is this one's. */
+	if (dup != NULL && (pstmt_map_marks(&c->stmts, dup) & PSTMT_CLOSING)) {
+		/* Closed before this Parse: the name is this one's. */
 		pstmt_map_del(&c->stmts, dup);
 		dup = NULL;
 	}
@@ -362,9 +361,12 @@ static int track_query(struct client *c, struct server *s, uint32_t *mlen)
 	switch (kind) {
 	case SQL_DEALLOCATE: {
 		/* Answered in its turn, by the transaction status then (a
-		 * failed transaction refuses it, and the name comes back). */
+		 * failed transaction refuses it, and the name comes back):
+		 * known only if what goes before ends with a ReadyForQuery. */
 		struct pstmt *p = pstmt_map_get(&c->stmts, name, len);
-		if (p == NULL)
+		uint8_t last = s->replies.last;
+		if (p == NULL || (!pstmt_queue_empty(&s->replies) && last != PSTMT_SYNC &&
+		                  last != PSTMT_SIMPLE && last != PSTMT_FENCE))
 			break;
 		int rc = track_push(s, PSTMT_SIMPLE | PSTMT_SYNTH | PSTMT_REF, p, 0);
 		pstmt_map_mark(&c->stmts, p, PSTMT_CLOSING, true);
@@ -386,8 +388,46 @@ static int track_query(struct client *c, struct server *s, uint32_t *mlen)
 	return track_push(s, PSTMT_SIMPLE, NULL, 0);
 }
 
+const uint8_t relay_fence[RELAY_FENCE_LEN] = {
+	'S', 0, 0, 0, 4,
+	'C', 0, 0, 0, 4 + 1 + 14, 'S', 'p', 'g', 'b', 'e', 'r', 't', 'h', ' ', 'f', 'e', 'n', 'c', 'e', 0,
+	'S', 0, 0, 0, 4,
+};
+
+/* The fence (pstmt.h) where the client's stream stands now: after what
+ * it sent that was cleared, before the rest. Or, mid-message, once that
+ * message is through (fence_wanted, relay_scan_client).
+ *
+ * In an extended query it goes only right after a Sync of the client's:
+ * its own Sync must not end the client's batch early, which would commit
+ * what the client's Sync was to commit, or run what an error had the
+ * server skip. */
+static int put_fence(struct server *s)
+{
+	struct client *c = s->client;
+
+	if (c != NULL && c->msg_remain > 0) {
+		s->fence_wanted = FENCE_AT_BOUNDARY;
+		return 0;
+	}
+	s->fence_wanted = 0;
+	if (c != NULL && c->fwd > 0) {
+		if (buf_splice(&c->in, c->fwd, 0, relay_fence, sizeof(relay_fence)) < 0)
+			return -1;
+		c->fwd += sizeof(relay_fence);
+	} else if (buf_append(&s->out, relay_fence, sizeof(relay_fence)) < 0) {
+		return -1;
+	}
+	if (pstmt_queue_push(&s->replies, PSTMT_FENCE, NULL, 0) < 0)
+		return -1;
+	s->replies_owed++;
+	server_flush_later(s);
+	return 0;
+}
+
 /* The queue entry for a client's message that goes on as it is. A run of
- * CopyData has one mark. */
+ * CopyData has one mark; a Sync in copy-in mode has none (it is not
+ * counted: the fence after the CopyDone settles it). */
 static int track_plain(struct server *s, char type)
 {
 	static const uint8_t kinds[128] = {
@@ -399,7 +439,7 @@ static int track_plain(struct server *s, char type)
 	uint8_t kind = (unsigned char)type < 128 ? kinds[(unsigned char)type] : 0;
 
 	if (kind == 0 || (kind == PSTMT_COPY_DATA && s->replies.last == PSTMT_COPY_DATA &&
-	                  !pstmt_queue_empty(&s->replies)))
+	                  !pstmt_queue_empty(&s->replies)) || (kind == PSTMT_SYNC && s->copy_in))
 		return TRACK_GO;
 	return track_push(s, kind, NULL, 0);
 }
@@ -458,6 +498,12 @@ int relay_scan_client(struct client *c, struct server *s)
 
 		if (c->msg_remain > 0 && !scan_body(&c->fwd, &c->msg_remain, len))
 			break;
+		if (s->fence_wanted == FENCE_AT_BOUNDARY) {
+			if (put_fence(s) < 0)
+				return RELAY_NOMEM;
+			p = buf_head(&c->in);
+			len = buf_len(&c->in);
+		}
 		if (c->fwd >= len)
 			break;
 		int rc = proto_msg_header(p + c->fwd, len - c->fwd, PROTO_MAX_MESSAGE, &type, &mlen);
@@ -467,6 +513,11 @@ int relay_scan_client(struct client *c, struct server *s)
 			return -1;
 		if (type == 'X')
 			return RELAY_TERMINATE;
+		if ((type == 'c' || type == 'f') && len - c->fwd < (size_t)mlen + 1) {
+			if ((size_t)mlen + 1 > RELAY_BUF)
+				return -1;      /* a CopyFail message bigger than any reason */
+			break;              /* the fence goes after it whole */
+		}
 		bool cut = false;
 		if (!c->track) {
 			if (type == 'P' && (len - c->fwd < 6 || p[c->fwd + 5] != '\0')) {
@@ -491,8 +542,6 @@ int relay_scan_client(struct client *c, struct server *s)
 			p = buf_head(&c->in);
 			len = buf_len(&c->in);
 		}
-		/* Each of these is answered by exactly one ReadyForQuery, but for
-		 * a Sync that arrives in copy-in mode: PostgreSQL ignores it. */
 		if (cut) {
 			/* pgberth answers it: a Parse or Close in an extended
 			 * query, or a whole simple query. */
@@ -503,16 +552,40 @@ int relay_scan_client(struct client *c, struct server *s)
 		/* Each of these is answered by one ReadyForQuery, unless the
 		 * server skips it (a Query after an error in an extended query)
 		 * or ignores it (a Sync in copy-in mode): the queue tells. */
-		if (type == 'Q' || type == 'F' || type == 'S')
+		if (type == 'Q' || type == 'F' || (type == 'S' && !s->copy_in))
 			s->replies_owed++;
-		else if (type == 'c' || type == 'f')
-			s->copy_in = false;     /* CopyDone, CopyFail */
+		if (type == 'c' || type == 'f') {
+			/* CopyDone, CopyFail: the fence (pstmt.h) goes right after
+			 * it, or in an extended query after the client's Sync. */
+			s->copy_in = false;
+			if (s->last_run != 'E')
+				goto fence;
+			s->fence_wanted = FENCE_AFTER_SYNC;
+		}
+		if (type == 'S' && s->fence_wanted == FENCE_AFTER_SYNC)
+			goto fence;
+		if (type == 'E' || type == 'Q' || type == 'F')
+			s->last_run = type;
+		s->last_sync = type == 'S';
 		/* Extended-query messages not yet closed by a Sync. */
 		if (type == 'P' || type == 'B' || type == 'E' || type == 'D' || type == 'C' || type == 'H')
 			s->unsynced = true;
 		else if (type == 'S')
 			s->unsynced = false;
 		c->msg_remain = mlen + 1;
+		continue;
+fence:
+		/* After this message, cleared with it. */
+		if (buf_splice(&c->in, c->fwd + mlen + 1, 0, relay_fence, sizeof(relay_fence)) < 0 ||
+		    pstmt_queue_push(&s->replies, PSTMT_FENCE, NULL, 0) < 0)
+			return RELAY_NOMEM;
+		s->replies_owed++;
+		s->fence_wanted = 0;
+		s->unsynced = false;
+		s->last_sync = true;
+		c->msg_remain = mlen + 1 + sizeof(relay_fence);
+		p = buf_head(&c->in);
+		len = buf_len(&c->in);
 	}
 	/* Replies pgberth gives for what it did not send on, if their turn
 	 * has come. */
@@ -666,9 +739,17 @@ int relay_scan_server(struct server *s)
 			if (len - s->fwd < (size_t)mlen + 1)
 				break;  /* wait for the whole message */
 		}
-		enum pstmt_reply act = pstmt_queue_reply(&s->replies, type, &s->stmts,
+		char next = 0;
+		if (pstmt_queue_needs_next(&s->replies, type)) {
+			if (len - s->fwd < (size_t)mlen + 2)
+				break;  /* the fence's or a client's: what follows tells */
+			next = (char)p[s->fwd + mlen + 1];
+		}
+		enum pstmt_reply act = pstmt_queue_reply(&s->replies, type, next, &s->stmts,
 		                                         s->client != NULL ? &s->client->stmts : NULL);
 		take_unanswered(s);
+		if (act == PSTMT_EXTRA)
+			s->replies_owed++;      /* not counted when sent: this takes it off again */
 		if (act == PSTMT_DROP) {
 			/* The reply to pgberth's own Parse or Close. */
 			buf_splice(&s->in, s->fwd, (size_t)mlen + 1, NULL, 0);
@@ -677,7 +758,19 @@ int relay_scan_server(struct server *s)
 			continue;
 		}
 		if (type == 'G')
-			s->copy_in = true;      /* CopyInResponse (its Syncs: the queue) */
+			s->copy_in = !s->replies.copy_end_sent;    /* CopyInResponse */
+		if (type == 'E' && s->copy_in) {
+			/* The COPY failed before the client ended it: the server has
+			 * left copy-in mode, and the Syncs it reads from now on are
+			 * answered. Which of those before were is for the fence. */
+			s->copy_in = false;
+			if (s->last_run == 'E' && !(s->last_sync && (s->client == NULL || s->client->msg_remain == 0)))
+				s->fence_wanted = FENCE_AFTER_SYNC;
+			else if (put_fence(s) < 0)
+				return -1;
+			p = buf_head(&s->in);
+			len = buf_len(&s->in);
+		}
 		if (whole && !reply_ours) {
 			if (scan_server_message(s, type, p + s->fwd + 5, mlen - 4) < 0)
 				return -1;

@@ -1335,12 +1335,18 @@ void server_release(struct server *s, bool cancel)
 		static const char why[] = "client disconnected";
 		uint8_t hdr[5] = {'f'};
 		proto_put32(hdr + 1, 4 + sizeof(why));
-		if (buf_append(&s->out, hdr, sizeof(hdr)) < 0 || buf_append(&s->out, why, sizeof(why)) < 0) {
+		/* Then the fence, as after a client's CopyDone (pstmt.h): it
+		 * settles the Syncs sent during the COPY, and ends with a Sync. */
+		if (buf_append(&s->out, hdr, sizeof(hdr)) < 0 || buf_append(&s->out, why, sizeof(why)) < 0 ||
+		    buf_append(&s->out, relay_fence, sizeof(relay_fence)) < 0 ||
+		    pstmt_queue_push(&s->replies, PSTMT_COPY_END, NULL, 0) < 0 ||
+		    pstmt_queue_push(&s->replies, PSTMT_FENCE, NULL, 0) < 0) {
 			server_close(s, "out of memory");
 			return;
 		}
+		s->replies_owed++;
 		s->copy_in = false;
-		s->unsynced = true;
+		s->unsynced = false;
 	}
 	if (s->unsynced) {
 		/* Until a Sync the server may be skipping messages after an error,

@@ -655,11 +655,43 @@ START_TEST(test_like_direct_2)
 	raw_query(&r, "DROP TABLE regress_cp2; DROP FUNCTION regress_slow()");
 	raw_expect(a, &r, 1, "C C Z");
 
-	/* A Parse that fails, made again right behind it. */
-	raw_parse(&r, "again", "SELEC 1"); raw_sync(&r);
-	raw_parse(&r, "again", "SELECT 'good'"); raw_sync(&r);
+	/* A COPY that fails before reading anything (a statement trigger),
+	 * with a batch behind it: the Sync after the COPY is answered. */
+	raw_query(&r, "CREATE TABLE regress_cp3 (x int);"
+		  "CREATE FUNCTION regress_no() RETURNS trigger LANGUAGE plpgsql AS "
+		  "'BEGIN RAISE EXCEPTION ''no copy''; END';"
+		  "CREATE TRIGGER regress_no BEFORE INSERT ON regress_cp3 FOR EACH STATEMENT "
+		  "EXECUTE FUNCTION regress_no()");
+	raw_expect(a, &r, 1, "C C C Z");
+	raw_parse(&r, "", "COPY regress_cp3 FROM STDIN"); raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_parse(&r, "", "SELECT 'a second'"); raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_expect(a, &r, 2, "1 2 G E:P0001 Z 1 2 D:a second C Z");
+	raw_query(&r, "SELECT 'b after'");
+	raw_expect(b, &r, 1, "T D:b after C Z");
+	raw_query(&r, "DROP TABLE regress_cp3; DROP FUNCTION regress_no()");
+	raw_expect(a, &r, 1, "C C Z");
+
+	/* CopyFail in an extended query: what follows it up to the Sync is
+	 * skipped, as without pgberth's fence behind it. */
+	raw_parse(&r, "", "COPY (SELECT 1) TO STDOUT"); raw_sync(&r);     /* not an input */
+	raw_expect(a, &r, 1, "1 Z");
+	raw_query(&r, "CREATE TEMP TABLE regress_cp4 (x int)");
+	raw_expect(a, &r, 1, "C Z");
+	raw_parse(&r, "", "COPY regress_cp4 FROM STDIN"); raw_bind_exec(&r, ""); raw_msg(&r, 'H', "", 0);
+	h_assert(h_raw_send(a, r.buf, r.len) == 0, "raw send");
+	r.len = 0;
+	raw_msg(&r, 'f', "nope", 5);
+	raw_parse(&r, "", "SELECT 'skipped'"); raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_parse(&r, "", "SELECT 'runs'"); raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_expect(a, &r, 2, "1 2 G E:57014 Z 1 2 D:runs C Z");
+
+	/* A Parse of a name whose Parse is on its way: 42P05 (a retry sent
+	 * before the first one's error is known fails the same way: README). */
+	raw_parse(&r, "again", "SELECT 'good'"); raw_parse(&r, "again", "SELECT 'other'");
 	raw_bind_exec(&r, "again"); raw_sync(&r);
-	raw_expect(a, &r, 3, "E:42601 Z 1 Z 2 D:good C Z");
+	raw_expect(a, &r, 1, "1 E:42P05 Z");
+	raw_bind_exec(&r, "again"); raw_sync(&r);
+	raw_expect(a, &r, 1, "2 D:good C Z");
 
 	/* DISCARD ALL in a transaction block fails, and drops nothing. */
 	raw_query(&r, "BEGIN"); raw_query(&r, "DISCARD ALL"); raw_query(&r, "ROLLBACK");

@@ -150,18 +150,18 @@ START_TEST(queue_keeps_replies_in_step)
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
 
 	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), 0);        /* the server's turn */
-	ck_assert_int_eq(pstmt_queue_reply(&q, '2', &c, &m), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'D', &c, &m), PSTMT_RELAY);   /* a row */
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'N', &c, &m), PSTMT_RELAY);   /* a notice */
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, '2', 0, &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'D', 0, &c, &m), PSTMT_RELAY);   /* a row */
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'N', 0, &c, &m), PSTMT_RELAY);   /* a notice */
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', 0, &c, &m), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), '1');      /* ParseComplete for a */
 	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), 0);
 	ck_assert(!pstmt_cache_confirmed(&c, b));
-	ck_assert_int_eq(pstmt_queue_reply(&q, '1', &c, &m), PSTMT_DROP);    /* our Parse's */
+	ck_assert_int_eq(pstmt_queue_reply(&q, '1', 0, &c, &m), PSTMT_DROP);    /* our Parse's */
 	ck_assert(pstmt_cache_confirmed(&c, b));
-	ck_assert_int_eq(pstmt_queue_reply(&q, '2', &c, &m), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', &c, &m), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, '2', 0, &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', 0, &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', 0, &c, &m), PSTMT_RELAY);
 	ck_assert(pstmt_queue_empty(&q));
 	ck_assert_ptr_eq(pstmt_map_get(&m, "a", 1), a);
 	pstmt_unref(a);
@@ -203,11 +203,11 @@ START_TEST(queue_error_skips_to_sync)
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SIMPLE, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), 0);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', 0, &c, &m), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), 0);        /* skipped, not answered */
 	ck_assert_uint_eq(q.n, 1);
 	ck_assert_uint_eq(q.unanswered, 1);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', 0, &c, &m), PSTMT_RELAY);
 	ck_assert(pstmt_queue_empty(&q));
 	ck_assert(!q.skipping);
 	ck_assert_ptr_null(pstmt_map_get(&m, "bad", 3));
@@ -221,20 +221,20 @@ START_TEST(queue_error_skips_to_sync)
 
 	/* Entries pushed after the error was seen are skipped too, up to the Sync. */
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', 0, &c, &m), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_CLOSE | PSTMT_SYNTH, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), 0);
 	/* A Sync's COMMIT fails: the error, then its ReadyForQuery. */
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', 0, &c, &m), PSTMT_RELAY);
 	ck_assert_uint_eq(q.n, 1);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', 0, &c, &m), PSTMT_RELAY);
 	ck_assert(pstmt_queue_empty(&q));
 	/* A simple query's error ends nothing either, and skips nothing. */
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SIMPLE, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_CLOSE | PSTMT_SYNTH, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', &c, &m), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', 0, &c, &m), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', 0, &c, &m), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_synth(&q, &c, &m, 'I'), '3');
 	ck_assert(pstmt_queue_empty(&q));
 	/* A DEALLOCATE pgberth answers: by the transaction status in its
@@ -266,47 +266,52 @@ START_TEST(queue_copy_in)
 {
 	struct pstmt_queue q = {0};
 
-	/* libpq's extended COPY: Execute, Sync, data, CopyDone, Sync. The
-	 * first Sync reaches the server in copy-in mode: ignored. */
+	/* Extended COPY: Execute, Sync, data, Sync, CopyDone, then the
+	 * fence, a Sync and more. The Syncs up to the CopyDone are not
+	 * counted; the fence's replies are dropped. */
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_BIND, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_DATA, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);    /* among the data */
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_END, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_FENCE, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_PARSE, NULL, 0), 0);
 	ck_assert_uint_eq(q.runs, 1);
-	ck_assert_int_eq(pstmt_queue_reply(&q, '2', NULL, NULL), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'G', NULL, NULL), PSTMT_RELAY);
-	ck_assert_uint_eq(q.unanswered, 1);
-	/* It ends well: the Sync among the data was ignored too. */
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, '2', 0, NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'G', 0, NULL, NULL), PSTMT_RELAY);
 	ck_assert_uint_eq(q.unanswered, 2);
+	ck_assert(q.copy_end_sent);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'C', 0, NULL, NULL), PSTMT_RELAY);
 	ck_assert_uint_eq(q.runs, 0);
 	ck_assert_int_eq(pstmt_queue_synth(&q, NULL, NULL, 'I'), 0);   /* the marks go */
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', NULL, NULL), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_reply(&q, '1', NULL, NULL), PSTMT_RELAY);
+	ck_assert(pstmt_queue_needs_next(&q, 'Z'));
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', '3', NULL, NULL), PSTMT_DROP);
+	ck_assert_int_eq(pstmt_queue_reply(&q, '3', 0, NULL, NULL), PSTMT_DROP);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', 0, NULL, NULL), PSTMT_DROP);
+	ck_assert_uint_eq(q.unanswered, 3);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', 0, NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, '1', 0, NULL, NULL), PSTMT_RELAY);
 	ck_assert(pstmt_queue_empty(&q));
 
-	/* It fails on its data: the server leaves copy-in mode and skips to
-	 * a Sync, so the Sync among the data is answered, and the one after
-	 * CopyDone too. */
+	/* It fails on its data: the server answers the Syncs it had not read
+	 * in copy-in mode; those are the client's, before the fence's. */
 	q.unanswered = 0;
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_DATA, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_DATA, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_END, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'G', NULL, NULL), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_FENCE, NULL, 0), 0);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'G', 0, NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'E', 0, NULL, NULL), PSTMT_RELAY);
 	ck_assert_int_eq(pstmt_queue_synth(&q, NULL, NULL, 'I'), 0);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', NULL, NULL), PSTMT_RELAY);
-	ck_assert_int_eq(pstmt_queue_synth(&q, NULL, NULL, 'I'), 0);
-	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', NULL, NULL), PSTMT_RELAY);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', 'Z', NULL, NULL), PSTMT_EXTRA);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', '3', NULL, NULL), PSTMT_DROP);
+	ck_assert_int_eq(pstmt_queue_reply(&q, '3', 0, NULL, NULL), PSTMT_DROP);
+	ck_assert_int_eq(pstmt_queue_reply(&q, 'Z', 0, NULL, NULL), PSTMT_DROP);
 	ck_assert(pstmt_queue_empty(&q));
-	ck_assert_uint_eq(q.unanswered, 0);
+	ck_assert_uint_eq(q.unanswered, 2);
 	pstmt_queue_clear(&q);
 }
 END_TEST
@@ -322,9 +327,9 @@ START_TEST(queue_describe_wrap_and_bound)
 		for (int i = 0; i < 50; i++)
 			ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_DESCRIBE_STMT, NULL, 0), 0);
 		for (int i = 0; i < 50; i++) {
-			ck_assert_int_eq(pstmt_queue_reply(&q, 't', NULL, NULL), PSTMT_RELAY);
+			ck_assert_int_eq(pstmt_queue_reply(&q, 't', 0, NULL, NULL), PSTMT_RELAY);
 			ck_assert_uint_eq(q.n, 50 - i);
-			ck_assert_int_eq(pstmt_queue_reply(&q, i % 2 ? 'T' : 'n', NULL, NULL), PSTMT_RELAY);
+			ck_assert_int_eq(pstmt_queue_reply(&q, i % 2 ? 'T' : 'n', 0, NULL, NULL), PSTMT_RELAY);
 		}
 		ck_assert(pstmt_queue_empty(&q));
 	}
