@@ -399,8 +399,9 @@ static void queue_pop(struct pstmt_queue *q, bool failed, struct pstmt_cache *ca
 	pstmt_unref(r.p);
 }
 
-/* Drops the Syncs after the head up to the COPY's end mark, and tells
- * whether that mark is there (the CopyDone was sent already). */
+/* Drops the Syncs after the head up to the COPY's end mark, and that mark
+ * (a second COPY of the same Query has its own); tells whether it was
+ * there (the CopyDone was sent already). */
 static bool queue_drop_syncs(struct pstmt_queue *q)
 {
 	uint32_t mask = q->cap - 1, to = 1, from = 1;
@@ -410,10 +411,12 @@ static bool queue_drop_syncs(struct pstmt_queue *q)
 		uint8_t e = q->ring[(q->head + from) & mask];
 		if ((e & PSTMT_KIND) == PSTMT_COPY_END) {
 			ended = true;
+			from++;
 			break;
 		}
 		if ((e & PSTMT_KIND) == PSTMT_SYNC) {
 			q->unanswered++;
+			q->uncertain++;
 			continue;
 		}
 		q->ring[(q->head + to++) & mask] = e;

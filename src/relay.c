@@ -411,6 +411,7 @@ static int put_fence(struct server *s)
 		return 0;
 	}
 	s->fence_wanted = 0;
+	s->uncertain = 0;
 	if (c != NULL && c->fwd > 0) {
 		if (buf_splice(&c->in, c->fwd, 0, relay_fence, sizeof(relay_fence)) < 0)
 			return -1;
@@ -554,13 +555,23 @@ int relay_scan_client(struct client *c, struct server *s)
 		 * or ignores it (a Sync in copy-in mode): the queue tells. */
 		if (type == 'Q' || type == 'F' || (type == 'S' && !s->copy_in))
 			s->replies_owed++;
+		if (type == 'S' && s->copy_in)
+			s->uncertain++;
 		if (type == 'c' || type == 'f') {
 			/* CopyDone, CopyFail: the fence (pstmt.h) goes right after
-			 * it, or in an extended query after the client's Sync. */
+			 * it if Syncs of the COPY are in doubt, or in an extended
+			 * query after the client's next Sync, which the server
+			 * needs then anyway. */
 			s->copy_in = false;
-			if (s->last_run != 'E')
+			if (s->last_run == 'E') {
+				s->fence_wanted = FENCE_AFTER_SYNC;
+				s->unsynced = true;
+				s->last_sync = false;
+				c->msg_remain = mlen + 1;
+				continue;
+			}
+			if (s->uncertain > 0)
 				goto fence;
-			s->fence_wanted = FENCE_AFTER_SYNC;
 		}
 		if (type == 'S' && s->fence_wanted == FENCE_AFTER_SYNC)
 			goto fence;
@@ -581,6 +592,7 @@ fence:
 			return RELAY_NOMEM;
 		s->replies_owed++;
 		s->fence_wanted = 0;
+		s->uncertain = 0;
 		s->unsynced = false;
 		s->last_sync = true;
 		c->msg_remain = mlen + 1 + sizeof(relay_fence);
@@ -759,15 +771,29 @@ int relay_scan_server(struct server *s)
 		}
 		if (type == 'G')
 			s->copy_in = !s->replies.copy_end_sent;    /* CopyInResponse */
+		if (type == 'G')
+			s->uncertain += s->replies.uncertain, s->replies.uncertain = 0;
 		if (type == 'E' && s->copy_in) {
 			/* The COPY failed before the client ended it: the server has
 			 * left copy-in mode, and the Syncs it reads from now on are
-			 * answered. Which of those before were is for the fence. */
+			 * answered. Which of those before were is for the fence. In
+			 * an extended query the server now skips to a Sync. */
 			s->copy_in = false;
-			if (s->last_run == 'E' && !(s->last_sync && (s->client == NULL || s->client->msg_remain == 0)))
-				s->fence_wanted = FENCE_AFTER_SYNC;
-			else if (put_fence(s) < 0)
+			if (s->last_run == 'E') {
+				/* Right away if the client's stream stands after a Sync:
+				 * the client's Syncs may all be gone in copy-in mode, and
+				 * what it sends next (CopyData, CopyDone) is dropped by
+				 * the server either way. */
+				if (s->last_sync && (s->client == NULL || s->client->msg_remain == 0)) {
+					if (put_fence(s) < 0)
+						return -1;
+				} else {
+					s->fence_wanted = FENCE_AFTER_SYNC;
+					s->unsynced = true;
+				}
+			} else if (s->uncertain > 0 && put_fence(s) < 0) {
 				return -1;
+			}
 			p = buf_head(&s->in);
 			len = buf_len(&s->in);
 		}

@@ -1158,6 +1158,11 @@ void server_done(struct server *s)
 		s->client->server = NULL;
 		s->client = NULL;
 	}
+	/* Nothing is owed: what the last client's stream had pending is over. */
+	s->fence_wanted = 0;
+	s->uncertain = 0;
+	s->last_run = 0;
+	s->last_sync = false;
 	if (s->fwd != 0 || s->msg_remain != 0 || s->replies_owed != 0 || s->cancel != NULL ||
 	    buf_len(&s->in) != 0 || s->unsynced || s->copy_in || s->txstatus != 'I' ||
 	    !pstmt_queue_empty(&s->replies)) {
@@ -1347,6 +1352,18 @@ void server_release(struct server *s, bool cancel)
 		s->replies_owed++;
 		s->copy_in = false;
 		s->unsynced = false;
+	}
+	if (s->unsynced && (s->fence_wanted != 0 || s->uncertain > 0)) {
+		/* Syncs of a COPY in doubt: the fence, which ends with a Sync. */
+		if (buf_append(&s->out, relay_fence, sizeof(relay_fence)) < 0 ||
+		    pstmt_queue_push(&s->replies, PSTMT_FENCE, NULL, 0) < 0) {
+			server_close(s, "out of memory");
+			return;
+		}
+		s->replies_owed++;
+		s->unsynced = false;
+		s->fence_wanted = 0;
+		s->uncertain = 0;
 	}
 	if (s->unsynced) {
 		/* Until a Sync the server may be skipping messages after an error,

@@ -469,9 +469,17 @@ static void raw_query(struct raw *r, const char *sql)
 	raw_msg(r, 'Q', sql, strlen(sql) + 1);
 }
 
+static void raw_run_until(int fd, struct raw *r, int nz, char stop, char *out, size_t size);
+
 /* Sends the batch and reads until nz ReadyForQuery: the replies, as
  * "1 2 D:11 C Z" (errors as E:SQLSTATE, rows by their first value). */
 static void raw_run(int fd, struct raw *r, int nz, char *out, size_t size)
+{
+	raw_run_until(fd, r, nz, 'Z', out, size);
+}
+
+/* The same, counting messages of type stop instead. */
+static void raw_run_until(int fd, struct raw *r, int nz, char stop, char *out, size_t size)
 {
 	struct h_msg m;
 	size_t at = 0;
@@ -490,7 +498,7 @@ static void raw_run(int fd, struct raw *r, int nz, char *out, size_t size)
 			snprintf(item, sizeof(item), "D:%.*s", (int)proto_get32((uint8_t *)m.body + 2), m.body + 6);
 		else
 			snprintf(item, sizeof(item), "%c", m.type);
-		if (m.type == 'Z')
+		if (m.type == stop)
 			nz--;
 		free(m.body);
 		if (m.type == 'N' || m.type == 'S')
@@ -498,6 +506,14 @@ static void raw_run(int fd, struct raw *r, int nz, char *out, size_t size)
 		at += (size_t)snprintf(out + at, size - at, "%s%s", at ? " " : "", item);
 		h_assert(at < size, "raw replies too long");
 	}
+}
+
+static void raw_expect_until(int fd, struct raw *r, char stop, const char *want)
+{
+	char got[1024];
+
+	raw_run_until(fd, r, 1, stop, got, sizeof(got));
+	h_assert(strcmp(got, want) == 0, "replies \"%s\", expected \"%s\"", got, want);
 }
 
 static void raw_expect(int fd, struct raw *r, int nz, const char *want)
@@ -714,6 +730,63 @@ START_TEST(test_like_direct_2)
 }
 END_TEST
 
+/*
+ * COPY sequences a fourth review found broken by pgberth's fence: two
+ * COPYs in one simple Query; a client that leaves a COPY without its
+ * Sync, then another client's libpq COPY on that server; and a client
+ * that leaves after its COPY failed, before CopyDone.
+ */
+START_TEST(test_copy_fence)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	struct raw r = { .len = 0 };
+	int a, b;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_raw_client(&d, "appdb", NULL);
+	raw_query(&r, "CREATE TABLE IF NOT EXISTS regress_f1 (x int); CREATE TABLE IF NOT EXISTS regress_f2 (x int)");
+	raw_expect(a, &r, 1, "C C Z");
+	raw_query(&r, "COPY regress_f1 FROM STDIN; COPY regress_f2 FROM STDIN");
+	raw_expect_until(a, &r, 'G', "G");
+	raw_msg(&r, 'd', "1\n", 2); raw_msg(&r, 'c', "", 0);
+	raw_expect_until(a, &r, 'G', "C G");
+	raw_msg(&r, 'd', "2\n", 2); raw_msg(&r, 'c', "", 0);
+	raw_expect(a, &r, 1, "C Z");
+	raw_query(&r, "SELECT (SELECT count(*) FROM regress_f1) + (SELECT count(*) FROM regress_f2)");
+	raw_expect(a, &r, 1, "T D:2 C Z");
+
+	/* A: extended COPY, CopyDone, then a Query with no Sync; leaves. */
+	raw_parse(&r, "", "COPY regress_f1 FROM STDIN"); raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_expect_until(a, &r, 'G', "1 2 G");
+	raw_msg(&r, 'd', "3\n", 2); raw_msg(&r, 'c', "", 0); raw_query(&r, "SELECT 'a last'");
+	raw_expect_until(a, &r, 'C', "C");
+	close(a);
+	/* B: libpq's own sequence on the same server. */
+	b = h_raw_client(&d, "appdb", NULL);
+	raw_parse(&r, "", "COPY regress_f2 FROM STDIN"); raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_expect_until(b, &r, 'G', "1 2 G");
+	raw_msg(&r, 'd', "4\n", 2); raw_msg(&r, 'c', "", 0); raw_sync(&r);
+	raw_expect(b, &r, 1, "C Z");
+
+	/* B's COPY fails on its data, and B leaves before CopyDone. */
+	raw_parse(&r, "", "COPY regress_f2 FROM STDIN"); raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_expect_until(b, &r, 'G', "1 2 G");
+	raw_msg(&r, 'd', "bad\n", 4);
+	raw_expect_until(b, &r, 'E', "E:22P02");
+	close(b);
+	a = h_raw_client(&d, "appdb", NULL);
+	int64_t t0 = h_now_ms();
+	raw_query(&r, "SELECT count(*) FROM regress_f2");
+	raw_expect(a, &r, 1, "T D:2 C Z");
+	h_assert(h_now_ms() - t0 < 5000, "the next client waited %lld ms", (long long)(h_now_ms() - t0));
+	raw_query(&r, "DROP TABLE regress_f1, regress_f2");
+	raw_expect(a, &r, 1, "C Z");
+	close(a);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 /* A COPY FROM STDIN in one batch with what follows it: the Sync after
  * CopyDone is answered, and the client gets all of its replies before the
  * server goes to another client. Also without tracking (_i 1): the reply
@@ -788,6 +861,7 @@ static Suite *e2e_pstmt_suite(void)
 	tcase_add_test(tc, test_pgbench_prepared);
 	tcase_add_test(tc, test_like_direct);
 	tcase_add_test(tc, test_like_direct_2);
+	tcase_add_test(tc, test_copy_fence);
 	tcase_add_loop_test(tc, test_copy_then_more, 0, 2);
 	tcase_add_test(tc, test_settings_key_statements);
 	suite_add_tcase(s, tc);
