@@ -154,7 +154,6 @@ enum {
 	PSTMT_SYNC,
 	PSTMT_SIMPLE,                       /* Query or FunctionCall: up to ReadyForQuery */
 	PSTMT_COPY_END,                     /* CopyDone or CopyFail: no reply, a mark */
-	PSTMT_COPY_DATA,                    /* CopyData (one mark for a run of them) */
 	PSTMT_FENCE,                        /* pgberth's Sync, Close, Sync after a CopyDone */
 	PSTMT_KIND = 0x0f,
 	PSTMT_OURS = 0x10,

@@ -432,7 +432,7 @@ char pstmt_queue_synth(struct pstmt_queue *q, struct pstmt_cache *cache, struct 
 {
 	while (q->n > 0) {
 		uint8_t e = queue_head(q);
-		if ((e & PSTMT_KIND) == PSTMT_COPY_END || (e & PSTMT_KIND) == PSTMT_COPY_DATA) {
+		if ((e & PSTMT_KIND) == PSTMT_COPY_END) {
 			queue_pop(q, false, cache, map);
 			continue;
 		}

@@ -426,21 +426,19 @@ static int put_fence(struct server *s)
 	return 0;
 }
 
-/* The queue entry for a client's message that goes on as it is. A run of
- * CopyData has one mark; a Sync in copy-in mode has none (it is not
- * counted: the fence after the CopyDone settles it). */
+/* The queue entry for a client's message that goes on as it is. A Sync in
+ * copy-in mode has none (it is not counted: the fence after the COPY
+ * settles it). */
 static int track_plain(struct server *s, char type)
 {
 	static const uint8_t kinds[128] = {
 		['P'] = PSTMT_PARSE, ['B'] = PSTMT_BIND, ['D'] = PSTMT_DESCRIBE_STMT,
 		['E'] = PSTMT_EXECUTE, ['C'] = PSTMT_CLOSE, ['S'] = PSTMT_SYNC,
 		['Q'] = PSTMT_SIMPLE, ['F'] = PSTMT_SIMPLE, ['c'] = PSTMT_COPY_END, ['f'] = PSTMT_COPY_END,
-		['d'] = PSTMT_COPY_DATA,
 	};
 	uint8_t kind = (unsigned char)type < 128 ? kinds[(unsigned char)type] : 0;
 
-	if (kind == 0 || (kind == PSTMT_COPY_DATA && s->replies.last == PSTMT_COPY_DATA &&
-	                  !pstmt_queue_empty(&s->replies)) || (kind == PSTMT_SYNC && s->copy_in))
+	if (kind == 0 || (kind == PSTMT_SYNC && s->copy_in))
 		return TRACK_GO;
 	return track_push(s, kind, NULL, 0);
 }

@@ -272,7 +272,6 @@ START_TEST(queue_copy_in)
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_BIND, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_DATA, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_END, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_FENCE, NULL, 0), 0);
@@ -299,7 +298,6 @@ START_TEST(queue_copy_in)
 	 * in copy-in mode; those are the client's, before the fence's. */
 	q.unanswered = 0;
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_EXECUTE, NULL, 0), 0);
-	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_DATA, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_SYNC, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_COPY_END, NULL, 0), 0);
 	ck_assert_int_eq(pstmt_queue_push(&q, PSTMT_FENCE, NULL, 0), 0);
