@@ -179,7 +179,9 @@ struct pstmt_queue {
 	bool skipping;                      /* after an error: to the next Sync */
 	uint8_t fence;                      /* of the FENCE at the head: replies of it seen */
 	bool copy_end_sent;                 /* at the last CopyInResponse, its CopyDone was queued */
-	uint32_t uncertain;                 /* Syncs taken off at a CopyInResponse (for the caller) */
+	uint32_t uncertain;                 /* Syncs of a COPY not counted (taken off at its
+	                                       CopyInResponse, or sent in copy-in mode): a fence
+	                                       must settle them; the caller resets it */
 	bool simple_failed;                 /* the head, a Query, had an error */
 	uint8_t last;                       /* kind of the last entry pushed */
 	uint32_t runs;                      /* Executes and Queries queued: settings may change */

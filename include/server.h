@@ -107,7 +107,6 @@ struct server {
 	uint8_t fence_wanted;       /* a fence (pstmt.h) goes in: FENCE_AT_BOUNDARY of the
 	                               client's messages, or FENCE_AFTER_SYNC of its */
 	char last_run;              /* the client's last Execute, Query or FunctionCall */
-	uint32_t uncertain;         /* Syncs of a COPY not counted: a fence must settle them */
 	bool last_sync;             /* the client's last message sent was a Sync */
 	unsigned gen;               /* pool gen at connect: an older one is never reused */
 	uint64_t born_ms;           /* uv_now at connect, for server_lifetime */

@@ -411,7 +411,7 @@ static int put_fence(struct server *s)
 		return 0;
 	}
 	s->fence_wanted = 0;
-	s->uncertain = 0;
+	s->replies.uncertain = 0;
 	if (c != NULL && c->fwd > 0) {
 		if (buf_splice(&c->in, c->fwd, 0, relay_fence, sizeof(relay_fence)) < 0)
 			return -1;
@@ -554,7 +554,7 @@ int relay_scan_client(struct client *c, struct server *s)
 		if (type == 'Q' || type == 'F' || (type == 'S' && !s->copy_in))
 			s->replies_owed++;
 		if (type == 'S' && s->copy_in)
-			s->uncertain++;
+			s->replies.uncertain++;
 		if (type == 'c' || type == 'f') {
 			/* CopyDone, CopyFail: the fence (pstmt.h) goes right after
 			 * it if Syncs of the COPY are in doubt, or in an extended
@@ -568,7 +568,7 @@ int relay_scan_client(struct client *c, struct server *s)
 				c->msg_remain = mlen + 1;
 				continue;
 			}
-			if (s->uncertain > 0)
+			if (s->replies.uncertain > 0)
 				goto fence;
 		}
 		if (type == 'S' && s->fence_wanted == FENCE_AFTER_SYNC)
@@ -590,7 +590,7 @@ fence:
 			return RELAY_NOMEM;
 		s->replies_owed++;
 		s->fence_wanted = 0;
-		s->uncertain = 0;
+		s->replies.uncertain = 0;
 		s->unsynced = false;
 		s->last_sync = true;
 		c->msg_remain = mlen + 1 + sizeof(relay_fence);
@@ -769,8 +769,6 @@ int relay_scan_server(struct server *s)
 		}
 		if (type == 'G')
 			s->copy_in = !s->replies.copy_end_sent;    /* CopyInResponse */
-		if (type == 'G')
-			s->uncertain += s->replies.uncertain, s->replies.uncertain = 0;
 		if (type == 'E' && s->copy_in) {
 			/* The COPY failed before the client ended it: the server has
 			 * left copy-in mode, and the Syncs it reads from now on are
@@ -789,7 +787,7 @@ int relay_scan_server(struct server *s)
 					s->fence_wanted = FENCE_AFTER_SYNC;
 					s->unsynced = true;
 				}
-			} else if (s->uncertain > 0 && put_fence(s) < 0) {
+			} else if (s->replies.uncertain > 0 && put_fence(s) < 0) {
 				return -1;
 			}
 			p = buf_head(&s->in);

@@ -1160,7 +1160,7 @@ void server_done(struct server *s)
 	}
 	/* Nothing is owed: what the last client's stream had pending is over. */
 	s->fence_wanted = 0;
-	s->uncertain = 0;
+	s->replies.uncertain = 0;
 	s->last_run = 0;
 	s->last_sync = false;
 	if (s->fwd != 0 || s->msg_remain != 0 || s->replies_owed != 0 || s->cancel != NULL ||
@@ -1353,7 +1353,7 @@ void server_release(struct server *s, bool cancel)
 		s->copy_in = false;
 		s->unsynced = false;
 	}
-	if (s->unsynced && (s->fence_wanted != 0 || s->uncertain > 0)) {
+	if (s->unsynced && (s->fence_wanted != 0 || s->replies.uncertain > 0)) {
 		/* Syncs of a COPY in doubt: the fence, which ends with a Sync. */
 		if (buf_append(&s->out, relay_fence, sizeof(relay_fence)) < 0 ||
 		    pstmt_queue_push(&s->replies, PSTMT_FENCE, NULL, 0) < 0) {
@@ -1363,7 +1363,7 @@ void server_release(struct server *s, bool cancel)
 		s->replies_owed++;
 		s->unsynced = false;
 		s->fence_wanted = 0;
-		s->uncertain = 0;
+		s->replies.uncertain = 0;
 	}
 	if (s->unsynced) {
 		/* Until a Sync the server may be skipping messages after an error,
