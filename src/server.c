@@ -907,6 +907,29 @@ static void server_internal_input(struct server *s)
 }
 
 /* Client gone with replies still owed: read and drop them. */
+/* A COPY FROM STDIN whose client has left (before or after the server
+ * started it): end it with a CopyFail (its error and, in simple protocol,
+ * the ReadyForQuery are already owed; in an extended query the fence's Sync
+ * ends it). Then the fence, as after a client's CopyDone (pstmt.h): it
+ * settles the Syncs sent during the COPY. 0 or -1 (out of memory). */
+static int server_abort_copy(struct server *s)
+{
+	static const char why[] = "client disconnected";
+	uint8_t hdr[5] = {'f'};
+
+	log_debug("s%llu: ending the COPY of a departed client", SID(s));
+	proto_put32(hdr + 1, 4 + sizeof(why));
+	if (buf_append(&s->out, hdr, sizeof(hdr)) < 0 || buf_append(&s->out, why, sizeof(why)) < 0 ||
+	    buf_append(&s->out, relay_fence, sizeof(relay_fence)) < 0 ||
+	    pstmt_queue_push(&s->replies, PSTMT_COPY_END, NULL, 0) < 0 ||
+	    pstmt_queue_push(&s->replies, PSTMT_FENCE, NULL, 0) < 0)
+		return -1;
+	s->replies_owed++;
+	s->copy_in = false;
+	s->unsynced = false;
+	return 0;
+}
+
 static void server_drain_input(struct server *s)
 {
 	if (relay_scan_server(s) < 0) {
@@ -915,6 +938,13 @@ static void server_drain_input(struct server *s)
 	}
 	buf_consume(&s->in, s->fwd);
 	s->fwd = 0;
+	/* A COPY FROM STDIN that started after its client left (a cancel sent
+	 * before it started is lost, and a client that said Terminate is not
+	 * cancelled): nobody will end it but pgberth. */
+	if (s->copy_in && server_abort_copy(s) < 0) {
+		server_close(s, "out of memory");
+		return;
+	}
 	/* A cancel still on its way could hit the next client's query: the
 	 * server stays here until PQcancel has returned. */
 	if (s->replies_owed == 0 && s->msg_remain == 0 && buf_len(&s->in) == 0 && s->cancel == NULL) {
@@ -1333,25 +1363,9 @@ void server_release(struct server *s, bool cancel)
 	buf_consume(&s->in, s->fwd);
 	s->fwd = 0;
 	bool busy = s->replies_owed > 0;    /* the client's own query still runs */
-	if (s->copy_in) {
-		/* The client left in the middle of COPY FROM STDIN: end it with a
-		 * CopyFail (its error and, in simple protocol, the ReadyForQuery
-		 * are already owed); the Sync below ends an extended-protocol COPY. */
-		static const char why[] = "client disconnected";
-		uint8_t hdr[5] = {'f'};
-		proto_put32(hdr + 1, 4 + sizeof(why));
-		/* Then the fence, as after a client's CopyDone (pstmt.h): it
-		 * settles the Syncs sent during the COPY, and ends with a Sync. */
-		if (buf_append(&s->out, hdr, sizeof(hdr)) < 0 || buf_append(&s->out, why, sizeof(why)) < 0 ||
-		    buf_append(&s->out, relay_fence, sizeof(relay_fence)) < 0 ||
-		    pstmt_queue_push(&s->replies, PSTMT_COPY_END, NULL, 0) < 0 ||
-		    pstmt_queue_push(&s->replies, PSTMT_FENCE, NULL, 0) < 0) {
-			server_close(s, "out of memory");
-			return;
-		}
-		s->replies_owed++;
-		s->copy_in = false;
-		s->unsynced = false;
+	if (s->copy_in && server_abort_copy(s) < 0) {
+		server_close(s, "out of memory");
+		return;
 	}
 	if (s->unsynced && (s->fence_wanted != 0 || s->replies.uncertain > 0)) {
 		/* Syncs of a COPY in doubt: the fence, which ends with a Sync. */

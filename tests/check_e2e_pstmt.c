@@ -818,6 +818,47 @@ START_TEST(test_copy_then_more)
 }
 END_TEST
 
+/* A client sends COPY FROM STDIN and Terminate and leaves: the COPY starts
+ * after it has gone, with no cancel (the client said goodbye). pgberth
+ * ends it with a CopyFail, and the next client of the server is served at
+ * once, not after the drain deadline. Simple (_i 0) and extended (_i 1). */
+START_TEST(test_copy_then_terminate)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	struct raw r = { .len = 0 };
+	int a, b;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	b = h_raw_client(&d, "appdb", NULL);
+	raw_query(&r, "CREATE TABLE IF NOT EXISTS regress_ct (x int)");
+	raw_expect(b, &r, 1, "C Z");
+	for (int i = 0; i < 3; i++) {
+		a = h_raw_client(&d, "appdb", NULL);
+		if (_i == 0) {
+			raw_query(&r, "COPY regress_ct FROM STDIN");
+		} else {
+			raw_parse(&r, "", "COPY regress_ct FROM STDIN");
+			raw_bind_exec(&r, "");
+			raw_sync(&r);
+		}
+		raw_msg(&r, 'X', "", 0);
+		h_assert(h_raw_send(a, r.buf, r.len) == 0, "raw send");
+		r.len = 0;
+		close(a);
+		int64_t t0 = h_now_ms();
+		raw_query(&r, "SELECT count(*) FROM regress_ct");
+		raw_expect(b, &r, 1, "T D:0 C Z");
+		h_assert(h_now_ms() - t0 < 5000, "round %d: the next client waited %lld ms", i,
+			 (long long)(h_now_ms() - t0));
+	}
+	raw_query(&r, "DROP TABLE regress_ct");
+	raw_expect(b, &r, 1, "C Z");
+	close(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 /*
  * A statement's literals are read under the settings of the session that
  * parses it (TimeZone, client_encoding ...): clients with other settings
@@ -863,6 +904,7 @@ static Suite *e2e_pstmt_suite(void)
 	tcase_add_test(tc, test_like_direct_2);
 	tcase_add_test(tc, test_copy_fence);
 	tcase_add_loop_test(tc, test_copy_then_more, 0, 2);
+	tcase_add_loop_test(tc, test_copy_then_terminate, 0, 2);
 	tcase_add_test(tc, test_settings_key_statements);
 	suite_add_tcase(s, tc);
 	return s;
