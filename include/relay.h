@@ -20,6 +20,9 @@ struct server;
  * message the scanners must see whole (ReadyForQuery, ParameterStatus, a short CommandComplete, and
  * every reply to the pooler's own queries) must fit. */
 #define RELAY_BUF (32 * 1024)
+/* What the client scan clears for the server before it stops until that is
+ * sent: pgberth's own Parses can make a short batch long. */
+#define RELAY_SCAN_MAX (2 * RELAY_BUF)
 
 #define RELAY_TERMINATE 1
 #define RELAY_STMT_BLOCK 2

@@ -47,6 +47,7 @@
 
 static void client_on_io(uv_poll_t *handle, int status, int events);
 static void client_read(struct client *c);
+static int client_active_input(struct client *c);
 
 void client_accept(struct worker *w, int fd)
 {
@@ -174,6 +175,13 @@ void client_fatal(struct client *c, const char *sqlstate, const char *reason,
 int client_flush(struct client *c)
 {
 	ssize_t n;
+
+	if (c->scan_paused && c->fwd == 0 && c->state == CLIENT_ACTIVE) {
+		/* What it sent past RELAY_SCAN_MAX, now that the rest is sent. */
+		c->scan_paused = false;
+		if (client_active_input(c) < 0)
+			return -1;
+	}
 
 	while (buf_len(&c->out) > 0) {
 		n = relay_write(c->fd, buf_head(&c->out), buf_len(&c->out));
@@ -910,8 +918,8 @@ bad:
 	}
 }
 
-/* Relay input from an active client to its server. */
-static void client_active_input(struct client *c)
+/* Relay input from an active client to its server. -1 if c may be gone. */
+static int client_active_input(struct client *c)
 {
 	struct server *s = c->server;
 	int rc = relay_scan_client(c, s);
@@ -919,25 +927,28 @@ static void client_active_input(struct client *c)
 	if (rc == RELAY_NOMEM) {
 		client_fatal(c, "53200", "prepared statements",
 		             "out of memory, or more than %u replies owed", PSTMT_QUEUE_MAX);
-		return;
+		return -1;
 	}
 	if (rc < 0) {
 		client_fatal(c, "08P01", "protocol", "invalid message from client");
-		return;
+		return -1;
 	}
 	if (s->fwd > 0)
 		client_flush_later(c);      /* replies pgberth gave itself */
 	if (c->fwd > 0 && rc != RELAY_TERMINATE) {
 		server_flush_later(s);
-		return;
+		return 0;
 	}
 	if (c->fwd > 0 && server_flush(s) < 0)
-		return;
+		return -1;
 	if (rc == RELAY_TERMINATE) {
 		c->terminated = true;
-		if (c->fwd == 0)
+		if (c->fwd == 0) {
 			client_close(c, "client sent Terminate");
+			return -1;
+		}
 	}
+	return 0;
 }
 
 /* Walks the complete messages at the front of c->in. Returns the length

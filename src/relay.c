@@ -497,6 +497,13 @@ int relay_scan_client(struct client *c, struct server *s)
 
 		if (c->msg_remain > 0 && !scan_body(&c->fwd, &c->msg_remain, len))
 			break;
+		if (c->fwd >= RELAY_SCAN_MAX) {
+			/* Each Bind of a statement the server lacks may bring a
+			 * Parse of up to RELAY_BUF: the rest waits until this is
+			 * sent (server_flush). */
+			c->scan_paused = true;
+			break;
+		}
 		if (s->fence_wanted == FENCE_AT_BOUNDARY) {
 			if (put_fence(s) < 0)
 				return RELAY_NOMEM;

@@ -1085,6 +1085,8 @@ int server_flush(struct server *s)
 		c->fwd -= (size_t)n;
 		client_note_waiting_on_client(c);
 		client_update_poll(c);
+		if (c->fwd == 0 && c->scan_paused)
+			client_flush_later(c);      /* which scans the rest */
 	}
 pending:
 	return server_update_poll(s);

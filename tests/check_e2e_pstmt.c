@@ -859,6 +859,89 @@ START_TEST(test_copy_then_terminate)
 }
 END_TEST
 
+/* Appends one message to a growing batch. */
+static void batch_msg(char **b, size_t *len, size_t *cap, char type, const void *body, size_t n)
+{
+	if (*len + 5 + n > *cap) {
+		*cap = (*len + 5 + n) * 2;
+		*b = realloc(*b, *cap);
+		h_assert(*b != NULL, "out of memory");
+	}
+	(*b)[*len] = type;
+	proto_put32((uint8_t *)*b + *len + 1, (uint32_t)(n + 4));
+	memcpy(*b + *len + 5, body, n);
+	*len += 5 + n;
+}
+
+/*
+ * With room for one statement per server, every Bind in a batch that
+ * alternates two long statements needs pgberth's Parse of the other: a
+ * short batch becomes a long stream to the server. pgberth sends it as the
+ * server takes it, not all at once from memory.
+ */
+START_TEST(test_rebuilt_parses_bounded)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction",
+				   .extra_top = "max_prepared_statements: 1\n" };
+	enum { QLEN = 8192, PAIRS = 1000 };
+	char *b = NULL, *sql = malloc(QLEN + 64);
+	size_t len = 0, cap = 0;
+	struct h_msg m;
+	int a;
+
+	h_assert(sql != NULL, "out of memory");
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_raw_client(&d, "appdb", NULL);
+	for (int i = 1; i <= 2; i++) {
+		int n = snprintf(sql, QLEN + 64, "big%d", i) + 1;
+		n += snprintf(sql + n, QLEN + 64 - (size_t)n, "SELECT length('%0*d') + %d", QLEN, 0, i) + 1;
+		sql[n] = sql[n + 1] = 0;        /* no parameter types */
+		batch_msg(&b, &len, &cap, 'P', sql, (size_t)n + 2);
+	}
+	batch_msg(&b, &len, &cap, 'S', "", 0);
+	h_assert(h_raw_send(a, b, len) == 0, "raw send");
+	len = 0;
+	for (const char *want = "11Z"; *want != '\0'; want++) {
+		h_assert(h_raw_read_msg(a, &m, 10000) == 1 && m.type == *want, "reply to the Parses");
+		h_msg_free(&m);
+	}
+
+	long hwm0 = h_proc_status_kb(d.pid, "VmHWM");
+	for (int i = 0; i < 2 * PAIRS; i++) {
+		char bind[16] = "";             /* unnamed portal, then the name */
+		memcpy(bind + 1, i % 2 ? "big2" : "big1", 5);
+		batch_msg(&b, &len, &cap, 'B', bind, 1 + 5 + 6);
+		batch_msg(&b, &len, &cap, 'E', "\0\0\0\0", 5);
+	}
+	batch_msg(&b, &len, &cap, 'S', "", 0);
+	h_assert(h_raw_send(a, b, len) == 0, "raw send");
+	int rows = 0, wrong = 0;
+	for (;;) {
+		h_assert(h_raw_read_msg(a, &m, 20000) == 1, "batch reply after %d rows", rows);
+		char type = m.type;
+		if (type == 'D') {
+			char want[16];
+			snprintf(want, sizeof(want), "%d", QLEN + 1 + rows % 2);
+			wrong += m.len != 6 + strlen(want) || memcmp(m.body + 6, want, strlen(want)) != 0;
+			rows++;
+		}
+		h_assert(type != 'E', "error in the batch after %d rows", rows);
+		h_msg_free(&m);
+		if (type == 'Z')
+			break;
+	}
+	long hwm1 = h_proc_status_kb(d.pid, "VmHWM");
+	h_assert(rows == 2 * PAIRS && wrong == 0, "%d rows, %d wrong", rows, wrong);
+	/* Without the bound, the 2,000 Parses of 8 KiB were all in memory. */
+	h_assert(hwm0 > 0 && hwm1 - hwm0 < 4096, "peak RSS grew by %ld KiB", hwm1 - hwm0);
+	close(a);
+	free(b);
+	free(sql);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 /*
  * A statement's literals are read under the settings of the session that
  * parses it (TimeZone, client_encoding ...): clients with other settings
@@ -905,6 +988,7 @@ static Suite *e2e_pstmt_suite(void)
 	tcase_add_test(tc, test_copy_fence);
 	tcase_add_loop_test(tc, test_copy_then_more, 0, 2);
 	tcase_add_loop_test(tc, test_copy_then_terminate, 0, 2);
+	tcase_add_test(tc, test_rebuilt_parses_bounded);
 	tcase_add_test(tc, test_settings_key_statements);
 	suite_add_tcase(s, tc);
 	return s;
