@@ -41,6 +41,8 @@ extern const uint8_t relay_fence[RELAY_FENCE_LEN];
  * statements are renamed for s (pstmt.h), and the replies pgberth gives
  * itself are put in s->in, cleared. */
 int relay_scan_client(struct client *c, struct server *s);
+/* Forgets what the unnamed statement and portal drop (server.h). */
+void relay_drops_clear(struct server *s);
 /* Puts in s->in, at the cleared mark, the replies pgberth owes the client
  * now (pstmt_queue_synth). 0, or -1 on out of memory. */
 int relay_emit_replies(struct server *s);

@@ -121,6 +121,11 @@ struct server {
 	struct buf capture;         /* the settings read back so far, as set_config SQL */
 	struct pstmt_cache stmts;   /* the statements it holds, as pgberth_<hash> */
 	struct pstmt_queue replies; /* an entry for each message sent that is owed a reply */
+	/* The unnamed statement, and the unnamed portal, when they are a
+	 * client's DEALLOCATE or DISCARD ALL in an extended query (relay.c):
+	 * the statement it drops (a reference), or NULL for all of them. */
+	bool drop_stmt_set, drop_portal_set;
+	struct pstmt *drop_stmt, *drop_portal;
 	bool last_fatal;            /* the last message relayed was a FATAL ErrorResponse */
 	bool said_why;              /* closed right after relaying an ErrorResponse (a FATAL) */
 	uint64_t left_by;           /* client whose session state (left) it holds */

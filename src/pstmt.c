@@ -377,9 +377,10 @@ static void queue_pop(struct pstmt_queue *q, bool failed, struct pstmt_cache *ca
 	struct pstmt_ref r = q->refs[q->rhead];
 	q->rhead = (q->rhead + 1) & (q->rcap - 1);
 	q->rn--;
-	if (kind == PSTMT_CLOSE || kind == PSTMT_SIMPLE) {
-		/* A Close or DEALLOCATE pgberth answered: the statement goes
-		 * now, or (skipped, failed) stays. */
+	if (kind == PSTMT_CLOSE || kind == PSTMT_SIMPLE || kind == PSTMT_EXECUTE) {
+		/* A Close or DEALLOCATE pgberth answered, or a DEALLOCATE in an
+		 * extended query: the statement goes now, or (skipped, failed)
+		 * stays. */
 		if (map != NULL && failed)
 			pstmt_map_mark(map, r.p, PSTMT_CLOSING, false);
 		else if (map != NULL)

@@ -156,101 +156,6 @@ static int track_answer(struct server *s, char type, const void *body, size_t bl
 	return TRACK_GO;
 }
 
-static int track_parse(struct client *c, struct server *s, uint32_t *mlen)
-{
-	const uint8_t *m = buf_head(&c->in) + c->fwd;
-	size_t whole = (size_t)*mlen + 1;
-	long nlen = track_name(m, 5, whole);
-
-	if (nlen <= 0)
-		return track_push(s, PSTMT_PARSE, NULL, 0);    /* unnamed, or for the server to refuse */
-	struct pstmt *dup = pstmt_map_get(&c->stmts, (const char *)m + 5, (size_t)nlen);
-	if (dup != NULL && (pstmt_map_marks(&c->stmts, dup) & PSTMT_CLOSING)) {
-		/* Closed before this Parse: the name is this one's. */
-		pstmt_map_del(&c->stmts, dup);
-		dup = NULL;
-	}
-	if (dup != NULL) {
-		/* The name is taken: the server says so (42P05), of a name that
-		 * is surely taken there, this one's own. */
-		if (track_ensure(c, s, dup) < 0 || track_rename(c, 5, (size_t)nlen, dup->sname, mlen) < 0)
-			return TRACK_FAIL;
-		return track_push(s, PSTMT_PARSE, NULL, 0);
-	}
-	if (c->stmts.n >= (uint32_t)c->w->cfg->max_client_prepared_statements) {
-		if (!c->untracked_warned)
-			log_warn("c%llu/w%d: more than max_client_prepared_statements (%d): its next named "
-			         "statements last only while it has this server",
-			         (unsigned long long)c->id, c->w->id, c->w->cfg->max_client_prepared_statements);
-		c->untracked_warned = true;
-		server_left(s, c->id, LEFT_STATEMENTS);
-		return track_push(s, PSTMT_PARSE, NULL, 0);
-	}
-	/* Statements are keyed by the settings they are parsed under. Those
-	 * the client changed in this transaction, or may change by what goes
-	 * before the Parse, are not known yet: such a statement is its own. */
-	char own[48];
-	size_t klen;
-	const char *key;
-	if (s->settings_dirty || s->replies.runs > 0) {
-		klen = (size_t)snprintf(own, sizeof(own), "\2c%llu.%llu", (unsigned long long)c->id,
-		                        (unsigned long long)++c->stmt_private);
-		key = own;
-	} else if ((key = client_stmt_settings(c, &klen)) == NULL) {
-		return TRACK_FAIL;
-	}
-	size_t body = 5 + (size_t)nlen + 1;
-	struct pstmt *p = pstmt_new((const char *)m + 5, (size_t)nlen, m + body, whole - body, key, klen);
-	if (p == NULL || pstmt_map_add(&c->stmts, p) < 0) {
-		pstmt_unref(p);
-		return TRACK_FAIL;
-	}
-	pstmt_map_mark(&c->stmts, p, PSTMT_PENDING, true);
-	int rc;
-	uint64_t added;
-	if (pstmt_cache_confirmed(&s->stmts, p)) {
-		/* Another client's Parse made it here: ParseComplete from us. */
-		rc = buf_splice(&c->in, c->fwd, whole, NULL, 0) < 0 ? TRACK_FAIL
-		     : track_push(s, PSTMT_PARSE | PSTMT_SYNTH | PSTMT_REF, p, 0);
-		if (rc == TRACK_GO)
-			rc = TRACK_CUT;
-	} else if (track_before_parse(c, s, p) < 0 || track_rename(c, 5, (size_t)nlen, p->sname, mlen) < 0 ||
-	           pstmt_cache_add(&s->stmts, p, &added) < 0) {
-		rc = TRACK_FAIL;
-	} else {
-		rc = track_push(s, PSTMT_PARSE | PSTMT_REF, p, added);
-	}
-	pstmt_unref(p);
-	return rc;
-}
-
-/* Bind, Describe or Close of a statement: the name starts at at. */
-static int track_use(struct client *c, struct server *s, char type, size_t at, uint32_t *mlen)
-{
-	const uint8_t *m = buf_head(&c->in) + c->fwd;
-	size_t have = buf_len(&c->in) - c->fwd, whole = (size_t)*mlen + 1;
-	long nlen = track_name(m, at, have < whole ? have : whole);
-	uint8_t entry = type == 'B' ? PSTMT_BIND : type == 'D' ? PSTMT_DESCRIBE_STMT : PSTMT_CLOSE;
-
-	if (nlen < 0 && have < whole && have < RELAY_BUF / 2)
-		return TRACK_WAIT;      /* the name is on its way */
-	struct pstmt *p = nlen > 0 ? pstmt_map_get(&c->stmts, (const char *)m + at, (size_t)nlen) : NULL;
-	if (p == NULL)
-		return track_push(s, entry, NULL, 0);      /* unnamed, untracked or unknown: as it is */
-	if (type == 'C') {
-		/* Closed for the client once answered (it stays if the Close
-		 * is skipped); the server keeps it for the next one. */
-		int rc = track_push(s, PSTMT_CLOSE | PSTMT_SYNTH | PSTMT_REF, p, 0);
-		pstmt_map_mark(&c->stmts, p, PSTMT_CLOSING, true);
-		if (rc < 0 || buf_splice(&c->in, c->fwd, whole, NULL, 0) < 0)
-			return TRACK_FAIL;
-		return TRACK_CUT;
-	}
-	if (track_ensure(c, s, p) < 0 || track_rename(c, at, (size_t)nlen, p->sname, mlen) < 0)
-		return TRACK_FAIL;
-	return track_push(s, entry, NULL, 0);
-}
-
 /* White space and comments: from -- to the end of the line, and nested
  * C-style ones. */
 static const char *skip_space(const char *q)
@@ -339,6 +244,188 @@ static int track_sql(const char *q, char *name, size_t n, size_t *len)
 		}
 	}
 	return *len > 0 && at_end(q) ? SQL_DEALLOCATE : SQL_OTHER;
+}
+
+/* Sets what the server's unnamed statement or portal drops when run. */
+static void drops_set(bool *set, struct pstmt **slot, bool on, struct pstmt *p)
+{
+	pstmt_unref(*slot);
+	*slot = on && p != NULL ? pstmt_ref(p) : NULL;
+	*set = on;
+}
+
+void relay_drops_clear(struct server *s)
+{
+	drops_set(&s->drop_stmt_set, &s->drop_stmt, false, NULL);
+	drops_set(&s->drop_portal_set, &s->drop_portal, false, NULL);
+}
+
+/* What stands in for a client's DEALLOCATE on the server: the server's
+ * statements are shared by name and content, so the client's goes only
+ * from its own map. The server deallocates a statement of pgberth's made
+ * for it, which gives the client the same replies, errors (a failed
+ * transaction) and skips as its own DEALLOCATE would. */
+static const char drop_stand_in[] = "pgberth_deallocate";
+static const char drop_sql[] = "DEALLOCATE pgberth_deallocate";
+
+/*
+ * An unnamed Parse in the extended protocol: "DEALLOCATE name" of one of
+ * the client's statements is made the stand-in's DEALLOCATE (before it,
+ * pgberth's Close and Parse of the stand-in); DEALLOCATE ALL and DISCARD
+ * ALL go as they are. Either way the unnamed statement remembers what it
+ * drops, for the Execute of a portal bound to it (track_drop_execute).
+ */
+static int track_parse_unnamed(struct client *c, struct server *s, uint32_t *mlen)
+{
+	const uint8_t *m = buf_head(&c->in) + c->fwd;
+	size_t whole = (size_t)*mlen + 1;
+	const uint8_t *q = m + 6, *z = memchr(q, '\0', whole - 6);
+	char name[128];
+	size_t len;
+
+	drops_set(&s->drop_stmt_set, &s->drop_stmt, false, NULL);
+	if (z == NULL)
+		return track_push(s, PSTMT_PARSE, NULL, 0);    /* for the server to refuse */
+	int kind = track_sql((const char *)q, name, sizeof(name), &len);
+	if (kind == SQL_DEALLOCATE_ALL || kind == SQL_DISCARD_ALL) {
+		drops_set(&s->drop_stmt_set, &s->drop_stmt, true, NULL);
+		return track_push(s, PSTMT_PARSE, NULL, 0);
+	}
+	struct pstmt *p = kind == SQL_DEALLOCATE ? pstmt_map_get(&c->stmts, name, len) : NULL;
+	if (p == NULL || (pstmt_map_marks(&c->stmts, p) & PSTMT_CLOSING))
+		return track_push(s, PSTMT_PARSE, NULL, 0);    /* not the client's, or gone: the server says */
+	uint8_t close[6 + sizeof(drop_stand_in)] = {'C'}, parse[5 + sizeof(drop_stand_in) + 9] = {'P'};
+	proto_put32(close + 1, sizeof(close) - 1);
+	close[5] = 'S';
+	memcpy(close + 6, drop_stand_in, sizeof(drop_stand_in));
+	proto_put32(parse + 1, sizeof(parse) - 1);
+	memcpy(parse + 5, drop_stand_in, sizeof(drop_stand_in));
+	memcpy(parse + 5 + sizeof(drop_stand_in), "SELECT", 7);    /* then no parameter types */
+	size_t qlen = (size_t)(z - q);
+	if (track_insert(c, close, sizeof(close)) < 0 || track_push(s, PSTMT_CLOSE | PSTMT_OURS, NULL, 0) < 0 ||
+	    track_insert(c, parse, sizeof(parse)) < 0 || track_push(s, PSTMT_PARSE | PSTMT_OURS, NULL, 0) < 0 ||
+	    buf_splice(&c->in, c->fwd + 6, qlen, drop_sql, sizeof(drop_sql) - 1) < 0)
+		return TRACK_FAIL;
+	*mlen = *mlen - (uint32_t)qlen + (uint32_t)(sizeof(drop_sql) - 1);
+	proto_put32(buf_head(&c->in) + c->fwd + 1, *mlen);
+	drops_set(&s->drop_stmt_set, &s->drop_stmt, true, p);
+	return track_push(s, PSTMT_PARSE, NULL, 0);
+}
+
+/* An Execute of the unnamed portal bound to a DEALLOCATE or DISCARD ALL:
+ * the client's statements it drops are closing until its answer says. */
+static int track_drop_execute(struct client *c, struct server *s)
+{
+	struct pstmt *p = s->drop_portal;
+	int rc;
+
+	if (p != NULL) {
+		rc = track_push(s, PSTMT_EXECUTE | PSTMT_REF, p, 0);
+		pstmt_map_mark(&c->stmts, p, PSTMT_CLOSING, true);
+	} else {
+		pstmt_map_closing_all(&c->stmts, true, false);
+		pstmt_cache_clear(&s->stmts);
+		rc = track_push(s, PSTMT_EXECUTE | PSTMT_DROPS, NULL, 0);
+	}
+	drops_set(&s->drop_portal_set, &s->drop_portal, false, NULL);
+	return rc;
+}
+
+static int track_parse(struct client *c, struct server *s, uint32_t *mlen)
+{
+	const uint8_t *m = buf_head(&c->in) + c->fwd;
+	size_t whole = (size_t)*mlen + 1;
+	long nlen = track_name(m, 5, whole);
+
+	if (nlen == 0)
+		return track_parse_unnamed(c, s, mlen);
+	if (nlen < 0)
+		return track_push(s, PSTMT_PARSE, NULL, 0);    /* for the server to refuse */
+	struct pstmt *dup = pstmt_map_get(&c->stmts, (const char *)m + 5, (size_t)nlen);
+	if (dup != NULL && (pstmt_map_marks(&c->stmts, dup) & PSTMT_CLOSING)) {
+		/* Closed before this Parse: the name is this one's. */
+		pstmt_map_del(&c->stmts, dup);
+		dup = NULL;
+	}
+	if (dup != NULL) {
+		/* The name is taken: the server says so (42P05), of a name that
+		 * is surely taken there, this one's own. */
+		if (track_ensure(c, s, dup) < 0 || track_rename(c, 5, (size_t)nlen, dup->sname, mlen) < 0)
+			return TRACK_FAIL;
+		return track_push(s, PSTMT_PARSE, NULL, 0);
+	}
+	if (c->stmts.n >= (uint32_t)c->w->cfg->max_client_prepared_statements) {
+		if (!c->untracked_warned)
+			log_warn("c%llu/w%d: more than max_client_prepared_statements (%d): its next named "
+			         "statements last only while it has this server",
+			         (unsigned long long)c->id, c->w->id, c->w->cfg->max_client_prepared_statements);
+		c->untracked_warned = true;
+		server_left(s, c->id, LEFT_STATEMENTS);
+		return track_push(s, PSTMT_PARSE, NULL, 0);
+	}
+	/* Statements are keyed by the settings they are parsed under. Those
+	 * the client changed in this transaction, or may change by what goes
+	 * before the Parse, are not known yet: such a statement is its own. */
+	char own[48];
+	size_t klen;
+	const char *key;
+	if (s->settings_dirty || s->replies.runs > 0) {
+		klen = (size_t)snprintf(own, sizeof(own), "\2c%llu.%llu", (unsigned long long)c->id,
+		                        (unsigned long long)++c->stmt_private);
+		key = own;
+	} else if ((key = client_stmt_settings(c, &klen)) == NULL) {
+		return TRACK_FAIL;
+	}
+	size_t body = 5 + (size_t)nlen + 1;
+	struct pstmt *p = pstmt_new((const char *)m + 5, (size_t)nlen, m + body, whole - body, key, klen);
+	if (p == NULL || pstmt_map_add(&c->stmts, p) < 0) {
+		pstmt_unref(p);
+		return TRACK_FAIL;
+	}
+	pstmt_map_mark(&c->stmts, p, PSTMT_PENDING, true);
+	int rc;
+	uint64_t added;
+	if (pstmt_cache_confirmed(&s->stmts, p)) {
+		/* Another client's Parse made it here: ParseComplete from us. */
+		rc = buf_splice(&c->in, c->fwd, whole, NULL, 0) < 0 ? TRACK_FAIL
+		     : track_push(s, PSTMT_PARSE | PSTMT_SYNTH | PSTMT_REF, p, 0);
+		if (rc == TRACK_GO)
+			rc = TRACK_CUT;
+	} else if (track_before_parse(c, s, p) < 0 || track_rename(c, 5, (size_t)nlen, p->sname, mlen) < 0 ||
+	           pstmt_cache_add(&s->stmts, p, &added) < 0) {
+		rc = TRACK_FAIL;
+	} else {
+		rc = track_push(s, PSTMT_PARSE | PSTMT_REF, p, added);
+	}
+	pstmt_unref(p);
+	return rc;
+}
+
+/* Bind, Describe or Close of a statement: the name starts at at. */
+static int track_use(struct client *c, struct server *s, char type, size_t at, uint32_t *mlen)
+{
+	const uint8_t *m = buf_head(&c->in) + c->fwd;
+	size_t have = buf_len(&c->in) - c->fwd, whole = (size_t)*mlen + 1;
+	long nlen = track_name(m, at, have < whole ? have : whole);
+	uint8_t entry = type == 'B' ? PSTMT_BIND : type == 'D' ? PSTMT_DESCRIBE_STMT : PSTMT_CLOSE;
+
+	if (nlen < 0 && have < whole && have < RELAY_BUF / 2)
+		return TRACK_WAIT;      /* the name is on its way */
+	struct pstmt *p = nlen > 0 ? pstmt_map_get(&c->stmts, (const char *)m + at, (size_t)nlen) : NULL;
+	if (p == NULL)
+		return track_push(s, entry, NULL, 0);      /* unnamed, untracked or unknown: as it is */
+	if (type == 'C') {
+		/* Closed for the client once answered (it stays if the Close
+		 * is skipped); the server keeps it for the next one. */
+		int rc = track_push(s, PSTMT_CLOSE | PSTMT_SYNTH | PSTMT_REF, p, 0);
+		pstmt_map_mark(&c->stmts, p, PSTMT_CLOSING, true);
+		if (rc < 0 || buf_splice(&c->in, c->fwd, whole, NULL, 0) < 0)
+			return TRACK_FAIL;
+		return TRACK_CUT;
+	}
+	if (track_ensure(c, s, p) < 0 || track_rename(c, at, (size_t)nlen, p->sname, mlen) < 0)
+		return TRACK_FAIL;
+	return track_push(s, entry, NULL, 0);
 }
 
 /*
@@ -453,6 +540,10 @@ static int track_client(struct client *c, struct server *s, char type, uint32_t 
 	switch (type) {
 	case 'P':
 		if (!small) {
+			if (have < 6)
+				return TRACK_WAIT;
+			if (m[5] == '\0')
+				drops_set(&s->drop_stmt_set, &s->drop_stmt, false, NULL);
 			server_left(s, c->id, LEFT_STATEMENTS);     /* too big to keep */
 			return track_push(s, PSTMT_PARSE, NULL, 0);
 		}
@@ -463,6 +554,14 @@ static int track_client(struct client *c, struct server *s, char type, uint32_t 
 		long plen = track_name(m, 5, have < whole ? have : whole);
 		if (plen < 0)
 			return have < whole && have < RELAY_BUF / 2 ? TRACK_WAIT : track_push(s, PSTMT_BIND, NULL, 0);
+		if (plen == 0 && (s->drop_portal_set || s->drop_stmt_set)) {
+			/* The unnamed portal: a DEALLOCATE's if bound to the
+			 * unnamed statement that is one. */
+			if (have < 8)
+				return TRACK_WAIT;
+			bool from_drop = m[6] == '\0' && s->drop_stmt_set;
+			drops_set(&s->drop_portal_set, &s->drop_portal, from_drop, s->drop_stmt);
+		}
 		return track_use(c, s, 'B', 5 + (size_t)plen + 1, mlen);
 	}
 	case 'D':
@@ -474,7 +573,15 @@ static int track_client(struct client *c, struct server *s, char type, uint32_t 
 		if (m[5] != 'S')
 			return track_push(s, type == 'D' ? PSTMT_DESCRIBE_PORTAL : PSTMT_CLOSE, NULL, 0);
 		return track_use(c, s, type, 6, mlen);
+	case 'E':
+		if (!s->drop_portal_set)
+			return track_plain(s, type);
+		if (have < 6)
+			return TRACK_WAIT;
+		return m[5] == '\0' ? track_drop_execute(c, s) : track_plain(s, type);
 	case 'Q':
+		/* A simple query ends the unnamed statement and portal. */
+		relay_drops_clear(s);
 		/* Read whole, in case it drops statements. */
 		if (small && have < whole && c->stmts.n > 0)
 			return TRACK_WAIT;

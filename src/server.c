@@ -128,6 +128,7 @@ static void server_free_fields(struct server *s)
 	buf_free(&s->capture);
 	pstmt_cache_clear(&s->stmts);
 	pstmt_queue_clear(&s->replies);
+	relay_drops_clear(s);
 	for (int i = 0; i < s->nparams; i++) {
 		free(s->params[i].name);
 		free(s->params[i].value);
@@ -1191,6 +1192,7 @@ void server_done(struct server *s)
 		s->client = NULL;
 	}
 	/* Nothing is owed: what the last client's stream had pending is over. */
+	relay_drops_clear(s);
 	s->fence_wanted = 0;
 	s->replies.uncertain = 0;
 	s->last_run = 0;

@@ -289,10 +289,30 @@ END_TEST
  * connection (psycopg does that when its own cache evicts one); DEALLOCATE
  * ALL and DISCARD ALL drop them all, and the names are free again.
  */
+/* A statement that drops statements, sent as a simple query or (ext) in
+ * the extended protocol, as psycopg 3 sends its DEALLOCATE: asserts it
+ * fails with state, or (state NULL) that it runs. */
+static void drop_sql(PGconn *c, bool ext, const char *sql, const char *state)
+{
+	PGresult *r = ext ? PQexecParams(c, sql, 0, NULL, NULL, NULL, NULL, 0) : PQexec(c, sql);
+	ExecStatusType st = PQresultStatus(r);
+
+	if (state == NULL)
+		h_assert(st == PGRES_COMMAND_OK, "\"%s\": %s [%s] %s", sql, PQresStatus(st), h_sqlstate(r),
+			 PQresultErrorMessage(r));
+	else
+		h_assert(st == PGRES_FATAL_ERROR && strcmp(h_sqlstate(r), state) == 0,
+			 "\"%s\": %s [%s], expected %s", sql, PQresStatus(st), h_sqlstate(r), state);
+	PQclear(r);
+}
+
+/* DEALLOCATE, DEALLOCATE ALL and DISCARD ALL of a client's statements in
+ * simple queries (_i 0) and in the extended protocol (_i 1). */
 START_TEST(test_deallocate)
 {
 	struct h_daemon d;
 	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	bool ext = _i == 1;
 	PGconn *a, *b;
 
 	h_daemon_start(&d, &h_shared_pg, &o);
@@ -301,24 +321,33 @@ START_TEST(test_deallocate)
 	prepare_ok(a, "_pg3_0", "SELECT 'x'", 0);
 	prepare_ok(a, "Upper", "SELECT 'y'", 0);
 	prepare_ok(b, "_pg3_0", "SELECT 'x'", 0);
-	h_exec_ok(a, "DEALLOCATE _pg3_0");
+	drop_sql(a, ext, "DEALLOCATE _pg3_0", NULL);
 	assert_run(a, "_pg3_0", NULL, NULL, "26000");
 	assert_run(b, "_pg3_0", NULL, "x", NULL);
-	h_exec_fails(a, "DEALLOCATE Upper", "26000");       /* folds to lower case */
-	h_exec_ok(a, "DEALLOCATE PREPARE \"Upper\";");
+	drop_sql(a, ext, "DEALLOCATE Upper", "26000");      /* folds to lower case */
+	/* In a failed transaction it fails, and the statement stays. */
+	h_exec_ok(a, "BEGIN");
+	h_exec_fails(a, "SELECT 1/0", "22012");
+	drop_sql(a, ext, "DEALLOCATE PREPARE \"Upper\"", "25P02");
+	h_exec_ok(a, "ROLLBACK");
+	assert_run(a, "Upper", NULL, "y", NULL);
+	drop_sql(a, ext, "DEALLOCATE PREPARE \"Upper\";", NULL);
 	assert_run(a, "Upper", NULL, NULL, "26000");
-	h_exec_fails(a, "DEALLOCATE never_made", "26000");
+	drop_sql(a, ext, "DEALLOCATE never_made", "26000");
 	prepare_ok(a, "_pg3_0", "SELECT 'x again'", 0);
 	assert_run(a, "_pg3_0", NULL, "x again", NULL);
-	h_exec_ok(a, "DEALLOCATE ALL");
+	drop_sql(a, ext, "DEALLOCATE ALL", NULL);
 	assert_run(a, "_pg3_0", NULL, NULL, "26000");
 	assert_run(b, "_pg3_0", NULL, "x", NULL);
+	prepare_ok(a, "_pg3_0", "SELECT 'x, third'", 0);
+	assert_run(a, "_pg3_0", NULL, "x, third", NULL);
 	prepare_ok(b, "second", "SELECT 'z'", 0);
-	h_exec_ok(b, "DISCARD ALL");
+	drop_sql(b, ext, "DISCARD ALL", NULL);
 	assert_run(b, "_pg3_0", NULL, NULL, "26000");
 	assert_run(b, "second", NULL, NULL, "26000");
 	prepare_ok(b, "second", "SELECT 'z2'", 0);
 	assert_run(b, "second", NULL, "z2", NULL);
+	assert_run(a, "_pg3_0", NULL, "x, third", NULL);
 	PQfinish(a);
 	PQfinish(b);
 	h_daemon_stop_ok(&d);
@@ -859,6 +888,35 @@ START_TEST(test_copy_then_terminate)
 }
 END_TEST
 
+/* An extended DEALLOCATE in a batch: skipped after an error (the
+ * statement stays), and followed by another unnamed statement. */
+START_TEST(test_deallocate_batch)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction" };
+	struct raw r = { .len = 0 };
+	int a;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_raw_client(&d, "appdb", NULL);
+	raw_parse(&r, "s1", "SELECT 11"); raw_sync(&r);
+	raw_expect(a, &r, 1, "1 Z");
+	raw_parse(&r, "", "SELECT 1/0"); raw_bind_exec(&r, "");
+	raw_parse(&r, "", "DEALLOCATE s1"); raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_expect(a, &r, 1, "1 E:22012 Z");
+	raw_bind_exec(&r, "s1"); raw_sync(&r);
+	raw_expect(a, &r, 1, "2 D:11 C Z");
+	raw_parse(&r, "", "DEALLOCATE s1"); raw_msg(&r, 'B', "\0\0\0\0\0\0\0\0", 8);
+	raw_msg(&r, 'D', "P", 2); raw_msg(&r, 'E', "\0\0\0\0", 5);
+	raw_parse(&r, "", "SELECT 5"); raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_expect(a, &r, 1, "1 2 n C 1 2 D:5 C Z");
+	raw_bind_exec(&r, "s1"); raw_sync(&r);
+	raw_expect(a, &r, 1, "E:26000 Z");
+	close(a);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 /* Appends one message to a growing batch. */
 static void batch_msg(char **b, size_t *len, size_t *cap, char type, const void *body, size_t n)
 {
@@ -979,7 +1037,7 @@ static Suite *e2e_pstmt_suite(void)
 	tcase_add_test(tc, test_server_cache_bound);
 	tcase_add_test(tc, test_statement_errors);
 	tcase_add_test(tc, test_statement_pipeline);
-	tcase_add_test(tc, test_deallocate);
+	tcase_add_loop_test(tc, test_deallocate, 0, 2);
 	tcase_add_test(tc, test_client_limit);
 	tcase_add_test(tc, test_statement_mode);
 	tcase_add_test(tc, test_pgbench_prepared);
@@ -989,6 +1047,7 @@ static Suite *e2e_pstmt_suite(void)
 	tcase_add_loop_test(tc, test_copy_then_more, 0, 2);
 	tcase_add_loop_test(tc, test_copy_then_terminate, 0, 2);
 	tcase_add_test(tc, test_rebuilt_parses_bounded);
+	tcase_add_test(tc, test_deallocate_batch);
 	tcase_add_test(tc, test_settings_key_statements);
 	suite_add_tcase(s, tc);
 	return s;
