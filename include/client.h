@@ -46,6 +46,7 @@ struct client {
 	bool terminated;            /* sent Terminate: its last query may finish */
 	bool leaving;               /* drain: 57P01 queued after its last answer; closed once out is sent */
 	bool cancel_sent;           /* a CancelRequest connection, open until it was carried out */
+	size_t in_want;             /* a Parse read whole: its size (client_in_max) */
 	bool scan_paused;          /* input left unscanned: what was cleared is long (relay_scan_client) */
 	bool read_eof;              /* closed its end after Terminate while waiting: no more reads */
 	bool track;                 /* transaction or statement mode: its named statements are

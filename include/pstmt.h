@@ -33,6 +33,12 @@
 #include <stdint.h>
 
 #define PSTMT_SNAME_LEN 24              /* strlen("pgberth_") + 16 */
+/* Bounds on memory: a Parse up to PSTMT_PARSE_MAX is kept (it is read
+ * whole first); a client's statements hold at most PSTMT_CLIENT_BYTES, a
+ * server's cache PSTMT_SERVER_BYTES (the least recently used go first). */
+#define PSTMT_PARSE_MAX (1024 * 1024)
+#define PSTMT_CLIENT_BYTES (32 * 1024 * 1024)
+#define PSTMT_SERVER_BYTES (16 * 1024 * 1024)
 
 struct pstmt {
 	atomic_uint refs;
@@ -76,6 +82,7 @@ struct pstmt_map {
 	struct pstmt_mslot *slots;          /* open addressing */
 	uint32_t cap;                       /* 0 or a power of two */
 	uint32_t n;
+	size_t bytes;                       /* of the statements' bodies */
 };
 
 struct pstmt *pstmt_map_get(const struct pstmt_map *m, const char *name, size_t name_len);
@@ -108,6 +115,7 @@ struct pstmt_cache {
 	uint32_t cap;
 	uint32_t n;
 	uint64_t tick;
+	size_t bytes;                       /* of the statements' bodies */
 };
 
 /* Whether the server holds p's statement (under p->sname), or will once

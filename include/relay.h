@@ -53,10 +53,11 @@ int relay_emit_replies(struct server *s);
  * ReadyForQuery is not. */
 int relay_scan_server(struct server *s);
 
-/* Reads what fits under RELAY_BUF from fd into b, which takes a block from
- * bc if it has none. Returns bytes read, 0 at EOF, -EAGAIN when nothing is
- * there, or another negative errno. */
-ssize_t relay_read(int fd, struct buf *b, struct buf_cache *bc);
+/* Reads what fits under max (RELAY_BUF, more for a Parse read whole) from
+ * fd into b, which takes a block from bc if it has none. Returns bytes
+ * read, 0 at EOF, -EAGAIN when nothing is there, or another negative
+ * errno. */
+ssize_t relay_read(int fd, struct buf *b, struct buf_cache *bc, size_t max);
 /* Writes p[0..n) to fd. Returns bytes written (maybe 0 on EAGAIN), or a
  * negative errno. */
 ssize_t relay_write(int fd, const uint8_t *p, size_t n);

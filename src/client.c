@@ -47,6 +47,13 @@
 
 static void client_on_io(uv_poll_t *handle, int status, int events);
 static void client_read(struct client *c);
+
+/* What c->in may hold: RELAY_BUF, or more for a Parse read whole. */
+static size_t client_in_max(const struct client *c)
+{
+	size_t want = c->in_want > 0 ? c->fwd + c->in_want : 0;
+	return want > RELAY_BUF ? want : RELAY_BUF;
+}
 static int client_active_input(struct client *c);
 
 void client_accept(struct worker *w, int fd)
@@ -232,7 +239,7 @@ void client_update_poll(struct client *c)
 {
 	int events = 0;
 
-	if (buf_len(&c->in) < RELAY_BUF && !c->leaving && !c->read_eof)
+	if (buf_len(&c->in) < client_in_max(c) && !c->leaving && !c->read_eof)
 		events |= UV_READABLE;
 	/* A client due for a flush this iteration is written to before the
 	 * poll is asked again. */
@@ -935,6 +942,8 @@ static int client_active_input(struct client *c)
 	}
 	if (s->fwd > 0)
 		client_flush_later(c);      /* replies pgberth gave itself */
+	if (c->in_want > 0)
+		client_update_poll(c);      /* the Parse may not fit what it read up to */
 	if (c->fwd > 0 && rc != RELAY_TERMINATE) {
 		server_flush_later(s);
 		return 0;
@@ -984,7 +993,7 @@ static void client_read(struct client *c)
 {
 	if (c->leaving)
 		return;     /* it gets nothing more done: its poll no longer reads */
-	ssize_t n = relay_read(c->fd, &c->in, &c->w->bufs);
+	ssize_t n = relay_read(c->fd, &c->in, &c->w->bufs, client_in_max(c));
 
 	if (n == -EAGAIN) {
 		if (c->state == CLIENT_WAITING)

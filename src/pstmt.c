@@ -153,6 +153,7 @@ int pstmt_map_add(struct pstmt_map *m, struct pstmt *p)
 	slot->p = pstmt_ref(p);
 	slot->marks = 0;
 	m->n++;
+	m->bytes += p->body_len;
 	return 0;
 }
 
@@ -163,6 +164,7 @@ void pstmt_map_del(struct pstmt_map *m, const struct pstmt *p)
 	uint32_t mask = m->cap - 1, i = map_find(m, p->name, p->name_len);
 	if (m->slots[i].p != p)
 		return;
+	m->bytes -= p->body_len;
 	pstmt_unref(m->slots[i].p);
 	m->slots[i].p = NULL;
 	m->n--;
@@ -184,6 +186,7 @@ void pstmt_map_clear(struct pstmt_map *m)
 	free(m->slots);
 	m->slots = NULL;
 	m->cap = m->n = 0;
+	m->bytes = 0;
 }
 
 /* --- the server's cache, by content hash --- */
@@ -250,9 +253,11 @@ int pstmt_cache_add(struct pstmt_cache *c, struct pstmt *p, uint64_t *added)
 	}
 	struct pstmt_slot *slot = &c->slots[cache_find(c, p->hash)];
 	if (slot->p != NULL) {
+		c->bytes -= slot->p->body_len;
 		pstmt_unref(slot->p);
 		c->n--;
 	}
+	c->bytes += p->body_len;
 	slot->p = pstmt_ref(p);
 	slot->used = slot->added = ++c->tick;
 	slot->confirmed = false;
@@ -265,6 +270,7 @@ static void cache_del_at(struct pstmt_cache *c, uint32_t i)
 {
 	uint32_t mask = c->cap - 1;
 
+	c->bytes -= c->slots[i].p->body_len;
 	pstmt_unref(c->slots[i].p);
 	c->slots[i].p = NULL;
 	c->n--;
@@ -307,6 +313,7 @@ void pstmt_cache_clear(struct pstmt_cache *c)
 	free(c->slots);
 	c->slots = NULL;
 	c->cap = c->n = 0;
+	c->bytes = 0;
 }
 
 /* --- the reply queue --- */

@@ -82,10 +82,11 @@ static int track_close(struct client *c, struct server *s, const char *sname)
 static int track_before_parse(struct client *c, struct server *s, const struct pstmt *p)
 {
 	int limit = c->w->cfg->max_prepared_statements;
-	struct pstmt *old = pstmt_cache_named(&s->stmts, p);
+	uint32_t most = (uint32_t)(limit > 0 ? limit : 1);
 
-	if (old == NULL && s->stmts.n >= (uint32_t)(limit > 0 ? limit : 1)) {
-		old = pstmt_cache_lru(&s->stmts);
+	while (pstmt_cache_named(&s->stmts, p) == NULL && s->stmts.n > 0 &&
+	       (s->stmts.n >= most || s->stmts.bytes + p->body_len > PSTMT_SERVER_BYTES)) {
+		struct pstmt *old = pstmt_cache_lru(&s->stmts);
 		char sname[PSTMT_SNAME_LEN + 1];
 		memcpy(sname, old->sname, sizeof(sname));
 		pstmt_cache_del(&s->stmts, old);
@@ -354,11 +355,14 @@ static int track_parse(struct client *c, struct server *s, uint32_t *mlen)
 			return TRACK_FAIL;
 		return track_push(s, PSTMT_PARSE, NULL, 0);
 	}
-	if (c->stmts.n >= (uint32_t)c->w->cfg->max_client_prepared_statements) {
+	size_t body = 5 + (size_t)nlen + 1;
+	if (c->stmts.n >= (uint32_t)c->w->cfg->max_client_prepared_statements ||
+	    c->stmts.bytes + (whole - body) > PSTMT_CLIENT_BYTES) {
 		if (!c->untracked_warned)
-			log_warn("c%llu/w%d: more than max_client_prepared_statements (%d): its next named "
-			         "statements last only while it has this server",
-			         (unsigned long long)c->id, c->w->id, c->w->cfg->max_client_prepared_statements);
+			log_warn("c%llu/w%d: more than max_client_prepared_statements (%d), or %d MiB of "
+			         "them: its next named statements last only while it has this server",
+			         (unsigned long long)c->id, c->w->id, c->w->cfg->max_client_prepared_statements,
+			         PSTMT_CLIENT_BYTES >> 20);
 		c->untracked_warned = true;
 		server_left(s, c->id, LEFT_STATEMENTS);
 		return track_push(s, PSTMT_PARSE, NULL, 0);
@@ -376,7 +380,6 @@ static int track_parse(struct client *c, struct server *s, uint32_t *mlen)
 	} else if ((key = client_stmt_settings(c, &klen)) == NULL) {
 		return TRACK_FAIL;
 	}
-	size_t body = 5 + (size_t)nlen + 1;
 	struct pstmt *p = pstmt_new((const char *)m + 5, (size_t)nlen, m + body, whole - body, key, klen);
 	if (p == NULL || pstmt_map_add(&c->stmts, p) < 0) {
 		pstmt_unref(p);
@@ -539,7 +542,7 @@ static int track_client(struct client *c, struct server *s, char type, uint32_t 
 
 	switch (type) {
 	case 'P':
-		if (!small) {
+		if (whole > PSTMT_PARSE_MAX) {
 			if (have < 6)
 				return TRACK_WAIT;
 			if (m[5] == '\0')
@@ -547,6 +550,8 @@ static int track_client(struct client *c, struct server *s, char type, uint32_t 
 			server_left(s, c->id, LEFT_STATEMENTS);     /* too big to keep */
 			return track_push(s, PSTMT_PARSE, NULL, 0);
 		}
+		/* Read whole, even past RELAY_BUF (client_in_max). */
+		c->in_want = have < whole ? whole : 0;
 		return have < whole ? TRACK_WAIT : track_parse(c, s, mlen);
 	case 'B': {
 		if (have < 6)
@@ -931,15 +936,15 @@ int relay_scan_server(struct server *s)
  * recv, cancellation points, in two atomic updates of the thread's
  * cancellation state, and pgberth never cancels a thread.
  */
-ssize_t relay_read(int fd, struct buf *b, struct buf_cache *bc)
+ssize_t relay_read(int fd, struct buf *b, struct buf_cache *bc, size_t max)
 {
 	size_t len = buf_len(b);
-	if (len >= RELAY_BUF)
+	if (len >= max)
 		return -EAGAIN;
-	if (buf_take_block(b, bc) < 0 || buf_reserve(b, RELAY_BUF - len) < 0)
+	if (buf_take_block(b, bc) < 0 || buf_reserve(b, max - len) < 0)
 		return -ENOMEM;
 	for (;;) {
-		ssize_t n = syscall(SYS_recvfrom, fd, b->data + b->end, RELAY_BUF - len, MSG_DONTWAIT, NULL, NULL);
+		ssize_t n = syscall(SYS_recvfrom, fd, b->data + b->end, max - len, MSG_DONTWAIT, NULL, NULL);
 		if (n >= 0) {
 			b->end += (size_t)n;
 			return n;

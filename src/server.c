@@ -1002,7 +1002,7 @@ static void server_answer_read(struct server *s)
 
 static void server_read(struct server *s)
 {
-	ssize_t n = relay_read(s->fd, &s->in, &s->w->bufs);
+	ssize_t n = relay_read(s->fd, &s->in, &s->w->bufs, RELAY_BUF);
 
 	if (n == -EAGAIN) {
 		server_update_poll(s);

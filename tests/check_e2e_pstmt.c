@@ -123,6 +123,63 @@ START_TEST(test_statements_follow_client)
 }
 END_TEST
 
+/* "SELECT length('xxx...') + k", the literal n bytes long. */
+static char *long_query(size_t n, int k)
+{
+	char *q = malloc(n + 64);
+
+	h_assert(q != NULL, "out of memory");
+	int at = snprintf(q, n + 64, "SELECT length('");
+	memset(q + at, 'x', n);
+	snprintf(q + at + n, 64, "') + %d", k);
+	return q;
+}
+
+/*
+ * Statements longer than the relay buffer follow their client too, and
+ * what servers hold of them is bounded in bytes (PSTMT_SERVER_BYTES) as
+ * well as in number.
+ */
+START_TEST(test_long_statements)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 2, .pool_mode = "transaction" };
+	char name[16], want[16];
+	PGconn *a, *b;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	a = h_connect(&d, NULL);
+	b = h_connect(&d, NULL);
+	char *q = long_query(100000, 1);
+	prepare_ok(a, "long", q, 0);
+	free(q);
+	/* b holds the only server there is: a's next runs on a new one. */
+	h_exec_ok(b, "BEGIN");
+	assert_run(a, "long", NULL, "100001", NULL);
+	h_exec_ok(b, "COMMIT");
+	/* 20 statements of 900 KB: at most 16 MiB of them on a server. */
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		q = long_query(900000, i);
+		prepare_ok(a, name, q, 0);
+		free(q);
+	}
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 20; i++) {
+			snprintf(name, sizeof(name), "s%d", i);
+			snprintf(want, sizeof(want), "%d", 900000 + i);
+			assert_run(a, name, NULL, want, NULL);
+		}
+	}
+	long long held = h_query_ll(a, "SELECT coalesce(sum(length(statement)), 0) FROM pg_prepared_statements");
+	h_assert(held > 0 && held <= 16 * 1024 * 1024, "a server holds %lld bytes of statements", held);
+	assert_run(a, "long", NULL, "100001", NULL);
+	PQfinish(a);
+	PQfinish(b);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 /*
  * max_prepared_statements bounds what a server holds: a client rotating
  * through more statements than that still gets each one's result, and the
@@ -1035,6 +1092,7 @@ static Suite *e2e_pstmt_suite(void)
 	h_tcase_add_pg(tc);
 	tcase_add_test(tc, test_statements_follow_client);
 	tcase_add_test(tc, test_server_cache_bound);
+	tcase_add_test(tc, test_long_statements);
 	tcase_add_test(tc, test_statement_errors);
 	tcase_add_test(tc, test_statement_pipeline);
 	tcase_add_loop_test(tc, test_deallocate, 0, 2);

@@ -60,9 +60,12 @@ START_TEST(map_add_get_delete)
 		ck_assert_int_eq(pstmt_map_add(&m, p[i]), 0);
 	}
 	ck_assert_uint_eq(m.n, 200);
+	size_t each = p[0]->body_len;
+	ck_assert_uint_eq(m.bytes, 200 * each);
 	/* Deleting every third keeps all the others reachable (backward shift). */
 	for (int i = 0; i < 200; i += 3)
 		pstmt_map_del(&m, p[i]);
+	ck_assert_uint_eq(m.bytes, m.n * each);
 	for (int i = 0; i < 200; i++) {
 		snprintf(name, sizeof(name), "s%d", i);
 		ck_assert_ptr_eq(pstmt_map_get(&m, name, strlen(name)), i % 3 ? p[i] : NULL);
@@ -72,12 +75,19 @@ START_TEST(map_add_get_delete)
 	pstmt_map_del(&m, other);
 	ck_assert_ptr_eq(pstmt_map_get(&m, "s1", 2), p[1]);
 	pstmt_unref(other);
+	ck_assert_uint_eq(m.bytes, m.n * each);
+	/* Dropping the closing ones counts what is kept. */
+	pstmt_map_mark(&m, p[1], PSTMT_CLOSING, true);
+	pstmt_map_closing_all(&m, false, true);
+	ck_assert_ptr_null(pstmt_map_get(&m, "s1", 2));
+	ck_assert_uint_eq(m.bytes, m.n * each);
 	ck_assert_ptr_null(pstmt_map_get(&m, "s", 1));  /* a prefix is not the name */
 	for (int i = 0; i < 200; i++)
 		pstmt_unref(p[i]);                      /* the map holds its own */
 	ck_assert_str_eq(pstmt_map_get(&m, "s2", 2)->name, "s2");
 	pstmt_map_clear(&m);
 	ck_assert_uint_eq(m.n, 0);
+	ck_assert_uint_eq(m.bytes, 0);
 }
 END_TEST
 
@@ -95,6 +105,10 @@ START_TEST(cache_by_content_and_lru)
 		ck_assert_int_eq(pstmt_cache_add(&c, p[i], &added[i]), 0);
 	}
 	ck_assert_ptr_eq(pstmt_cache_lru(&c), p[0]);
+	size_t all = 0;
+	for (int i = 0; i < 40; i++)
+		all += p[i]->body_len;
+	ck_assert_uint_eq(c.bytes, all);
 	/* The same content from another client is a hit, and a use; but not
 	 * confirmed before the server answered the Parse. */
 	struct pstmt *same = stmt("other", "SELECT 0");
@@ -107,21 +121,25 @@ START_TEST(cache_by_content_and_lru)
 	pstmt_cache_del(&c, same);              /* whatever is under the name */
 	ck_assert(!pstmt_cache_has(&c, p[0]));
 	ck_assert_uint_eq(c.n, 39);
+	ck_assert_uint_eq(c.bytes, all - p[0]->body_len);
 	for (int i = 1; i < 40; i++)
 		ck_assert(pstmt_cache_has(&c, p[i]));
 	/* A failed Parse forgets only its own entry: not one added again
 	 * later under the same name. */
 	uint64_t again;
-	ck_assert_int_eq(pstmt_cache_add(&c, p[5], &again), 0);
+	ck_assert_int_eq(pstmt_cache_add(&c, p[5], &again), 0);    /* replaces itself */
+	ck_assert_uint_eq(c.bytes, all - p[0]->body_len);
 	pstmt_cache_settle(&c, p[5], added[5], false);
 	ck_assert(pstmt_cache_has(&c, p[5]));
 	pstmt_cache_settle(&c, p[5], again, false);
 	ck_assert(!pstmt_cache_has(&c, p[5]));
+	ck_assert_uint_eq(c.bytes, all - p[0]->body_len - p[5]->body_len);
 	pstmt_unref(same);
 	for (int i = 0; i < 40; i++)
 		pstmt_unref(p[i]);
 	pstmt_cache_clear(&c);
 	ck_assert_ptr_null(pstmt_cache_lru(&c));
+	ck_assert_uint_eq(c.bytes, 0);
 }
 END_TEST
 
