@@ -121,8 +121,17 @@ void client_close(struct client *c, const char *reason)
 	if (c->state == CLIENT_WAITING)
 		pool_cancel_wait(&w->rt->pools, c->pool, &c->waiter);
 	if (s != NULL) {
-		/* Bytes the server got only part of leave it mid-message. */
+		/* Bytes the server got only part of leave it mid-message. After
+		 * a Terminate, what was cleared of the client's is whole
+		 * messages: they go to the server (after what pgberth has
+		 * queued for it), as a direct connection would run them. */
 		bool partial = c->fwd > 0 || c->msg_remain > 0;
+		if (partial && c->terminated && c->msg_remain == 0 && s->state != SERVER_CONNECTING &&
+		    buf_append(&s->out, buf_head(&c->in), c->fwd) == 0) {
+			buf_consume(&c->in, c->fwd);
+			c->fwd = 0;
+			partial = false;
+		}
 		c->server = NULL;
 		s->client = NULL;
 		if (s->state == SERVER_CONNECTING)
@@ -951,22 +960,22 @@ static int client_active_input(struct client *c)
 	if (c->fwd > 0 && server_flush(s) < 0)
 		return -1;
 	if (rc == RELAY_TERMINATE) {
+		/* What it sent before is cleared; the server gets the rest of
+		 * it once the client is gone (client_close). */
 		c->terminated = true;
-		if (c->fwd == 0) {
-			client_close(c, "client sent Terminate");
-			return -1;
-		}
+		client_close(c, "client sent Terminate");
+		return -1;
 	}
 	return 0;
 }
 
-/* Walks the complete messages at the front of c->in. Returns the length
- * up to and including the first one whose type is in stop, 0 if none of
- * them is. */
-static size_t client_scan_in(const struct client *c, const char *stop)
+/* Walks the complete messages of c->in from offset off. Returns the
+ * length up to and including the first one whose type is in stop, 0 if
+ * none of them is. */
+static size_t client_scan_in(const struct client *c, size_t off, const char *stop)
 {
 	const uint8_t *p = buf_head(&c->in);
-	size_t len = buf_len(&c->in), off = 0;
+	size_t len = buf_len(&c->in);
 	char type;
 	uint32_t mlen;
 
@@ -1006,7 +1015,15 @@ static void client_read(struct client *c)
 		 * for its settings): the query still runs, as it would on a
 		 * direct connection. */
 		if ((c->state == CLIENT_WAITING || c->state == CLIENT_LOGIN) && c->logged_in && !c->read_eof &&
-		    buf_len(&c->in) > 0 && client_scan_in(c, "X") == buf_len(&c->in)) {
+		    buf_len(&c->in) > 0 && client_scan_in(c, 0, "X") == buf_len(&c->in)) {
+			c->read_eof = true;
+			client_update_poll(c);
+			return;
+		}
+		/* Active, and what is not scanned yet (a batch held back by
+		 * RELAY_SCAN_MAX) ends with Terminate: the scan gets to it. */
+		if (c->state == CLIENT_ACTIVE && c->scan_paused && !c->read_eof && c->msg_remain == 0 &&
+		    client_scan_in(c, c->fwd, "X") == buf_len(&c->in)) {
 			c->read_eof = true;
 			client_update_poll(c);
 			return;
@@ -1228,7 +1245,7 @@ void client_sweep(struct worker *w, uint64_t now)
  * that stays queued. Does nothing if there is no whole query there. */
 static void client_cancel_queued(struct client *c)
 {
-	size_t n = client_scan_in(c, "QFS");
+	size_t n = client_scan_in(c, 0, "QFS");
 
 	if (n == 0)
 		return;

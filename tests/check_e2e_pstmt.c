@@ -1058,6 +1058,80 @@ START_TEST(test_rebuilt_parses_bounded)
 END_TEST
 
 /*
+ * A client sends a long batch, Sync and Terminate while the server is busy
+ * (so pgberth still holds what it cleared of the batch), and closes (_i 0)
+ * or keeps its socket open (_i 1). The server runs all of the batch, as on
+ * a direct connection, and the next client is served; the client that
+ * said Terminate is closed.
+ */
+START_TEST(test_terminate_after_batch)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .workers = 1, .pool_size = 1, .pool_mode = "transaction",
+				   .extra_top = "max_prepared_statements: 1\n" };
+	enum { QLEN = 32000, N = 60 };
+	char *b = NULL, *sql = malloc(QLEN + 96);
+	size_t len = 0, cap = 0;
+	struct raw r = { .len = 0 };
+	struct h_msg m;
+	int a, z;
+
+	h_assert(sql != NULL, "out of memory");
+	h_daemon_start(&d, &h_shared_pg, &o);
+	z = h_raw_client(&d, "appdb", NULL);
+	raw_query(&r, "CREATE TABLE IF NOT EXISTS regress_tb (x int); TRUNCATE regress_tb");
+	raw_expect(z, &r, 1, "C C Z");
+	a = h_raw_client(&d, "appdb", NULL);
+	for (int i = 0; i < 3; i++) {
+		int n = snprintf(sql, QLEN + 96, "%s%d", i == 0 ? "nap" : "ins", i) + 1;
+		if (i == 0)
+			n += snprintf(sql + n, QLEN + 96 - (size_t)n, "SELECT pg_sleep(0.5)") + 1;
+		else
+			n += snprintf(sql + n, QLEN + 96 - (size_t)n, "INSERT INTO regress_tb SELECT length('%0*d')",
+				      QLEN, i) + 1;
+		sql[n] = sql[n + 1] = 0;
+		batch_msg(&b, &len, &cap, 'P', sql, (size_t)n + 2);
+	}
+	batch_msg(&b, &len, &cap, 'S', "", 0);
+	h_assert(h_raw_send(a, b, len) == 0, "raw send");
+	len = 0;
+	for (const char *want = "111Z"; *want != '\0'; want++) {
+		h_assert(h_raw_read_msg(a, &m, 10000) == 1 && m.type == *want, "reply to the Parses");
+		h_msg_free(&m);
+	}
+	/* The nap, then Binds that each need pgberth's Parse of the other. */
+	for (int i = 0; i <= N; i++) {
+		char bind[16] = "";
+		memcpy(bind + 1, i == 0 ? "nap0" : i % 2 ? "ins1" : "ins2", 5);
+		batch_msg(&b, &len, &cap, 'B', bind, 1 + 5 + 6);
+		batch_msg(&b, &len, &cap, 'E', "\0\0\0\0", 5);
+	}
+	batch_msg(&b, &len, &cap, 'S', "", 0);
+	batch_msg(&b, &len, &cap, 'X', "", 0);
+	h_assert(h_raw_send(a, b, len) == 0, "raw send");
+	if (_i == 0)
+		close(a);
+	raw_query(&r, "SELECT count(*) FROM regress_tb");
+	char want[32];
+	snprintf(want, sizeof(want), "T D:%d C Z", N);
+	raw_expect(z, &r, 1, want);
+	if (_i == 1) {
+		int rc;
+		while ((rc = h_raw_read_msg(a, &m, 10000)) == 1)
+			h_msg_free(&m);
+		h_assert(rc == 0, "the client that said Terminate was not closed (%d)", rc);
+		close(a);
+	}
+	raw_query(&r, "DROP TABLE regress_tb");
+	raw_expect(z, &r, 1, "C Z");
+	close(z);
+	free(b);
+	free(sql);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
+/*
  * A statement's literals are read under the settings of the session that
  * parses it (TimeZone, client_encoding ...): clients with other settings
  * never share it, each gets what a direct connection gives.
@@ -1105,6 +1179,7 @@ static Suite *e2e_pstmt_suite(void)
 	tcase_add_loop_test(tc, test_copy_then_more, 0, 2);
 	tcase_add_loop_test(tc, test_copy_then_terminate, 0, 2);
 	tcase_add_test(tc, test_rebuilt_parses_bounded);
+	tcase_add_loop_test(tc, test_terminate_after_batch, 0, 2);
 	tcase_add_test(tc, test_deallocate_batch);
 	tcase_add_test(tc, test_settings_key_statements);
 	suite_add_tcase(s, tc);
