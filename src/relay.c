@@ -265,9 +265,18 @@ void relay_drops_clear(struct server *s)
  * statements are shared by name and content, so the client's goes only
  * from its own map. The server deallocates a statement of pgberth's made
  * for it, which gives the client the same replies, errors (a failed
- * transaction) and skips as its own DEALLOCATE would. */
-static const char drop_stand_in[] = "pgberth_deallocate";
-static const char drop_sql[] = "DEALLOCATE pgberth_deallocate";
+ * transaction) and skips as its own DEALLOCATE would. Its name,
+ * "pgberth_x" and 15 hex digits (never a statement's, whose hash digits
+ * are all hex), is the client's and the name's: DEALLOCATEs of two names
+ * in one batch do not share one. */
+static void drop_stand_in(const struct client *c, const struct pstmt *p, char name[PSTMT_SNAME_LEN + 1])
+{
+	uint64_t h = 14695981039346656037ull ^ (c->id * 0x9e3779b97f4a7c15ull);
+
+	for (uint32_t i = 0; i < p->name_len; i++)
+		h = (h ^ (uint8_t)p->name[i]) * 1099511628211ull;
+	snprintf(name, PSTMT_SNAME_LEN + 1, "pgberth_x%015llx", (unsigned long long)(h >> 4));
+}
 
 /*
  * An unnamed Parse in the extended protocol: "DEALLOCATE name" of one of
@@ -295,19 +304,19 @@ static int track_parse_unnamed(struct client *c, struct server *s, uint32_t *mle
 	struct pstmt *p = kind == SQL_DEALLOCATE ? pstmt_map_get(&c->stmts, name, len) : NULL;
 	if (p == NULL || (pstmt_map_marks(&c->stmts, p) & PSTMT_CLOSING))
 		return track_push(s, PSTMT_PARSE, NULL, 0);    /* not the client's, or gone: the server says */
-	uint8_t close[6 + sizeof(drop_stand_in)] = {'C'}, parse[5 + sizeof(drop_stand_in) + 9] = {'P'};
-	proto_put32(close + 1, sizeof(close) - 1);
-	close[5] = 'S';
-	memcpy(close + 6, drop_stand_in, sizeof(drop_stand_in));
+	char stand[PSTMT_SNAME_LEN + 1], sql[16 + PSTMT_SNAME_LEN];
+	uint8_t parse[5 + sizeof(stand) + 7 + 2] = {'P'};
+	drop_stand_in(c, p, stand);
+	int sqlen = snprintf(sql, sizeof(sql), "DEALLOCATE %s", stand);
 	proto_put32(parse + 1, sizeof(parse) - 1);
-	memcpy(parse + 5, drop_stand_in, sizeof(drop_stand_in));
-	memcpy(parse + 5 + sizeof(drop_stand_in), "SELECT", 7);    /* then no parameter types */
+	memcpy(parse + 5, stand, sizeof(stand));
+	memcpy(parse + 5 + sizeof(stand), "SELECT", 7);     /* then no parameter types */
 	size_t qlen = (size_t)(z - q);
-	if (track_insert(c, close, sizeof(close)) < 0 || track_push(s, PSTMT_CLOSE | PSTMT_OURS, NULL, 0) < 0 ||
+	if (track_close(c, s, stand) < 0 ||
 	    track_insert(c, parse, sizeof(parse)) < 0 || track_push(s, PSTMT_PARSE | PSTMT_OURS, NULL, 0) < 0 ||
-	    buf_splice(&c->in, c->fwd + 6, qlen, drop_sql, sizeof(drop_sql) - 1) < 0)
+	    buf_splice(&c->in, c->fwd + 6, qlen, sql, (size_t)sqlen) < 0)
 		return TRACK_FAIL;
-	*mlen = *mlen - (uint32_t)qlen + (uint32_t)(sizeof(drop_sql) - 1);
+	*mlen = *mlen - (uint32_t)qlen + (uint32_t)sqlen;
 	proto_put32(buf_head(&c->in) + c->fwd + 1, *mlen);
 	drops_set(&s->drop_stmt_set, &s->drop_stmt, true, p);
 	return track_push(s, PSTMT_PARSE, NULL, 0);
@@ -584,9 +593,17 @@ static int track_client(struct client *c, struct server *s, char type, uint32_t 
 		if (have < 6)
 			return TRACK_WAIT;
 		return m[5] == '\0' ? track_drop_execute(c, s) : track_plain(s, type);
+	case 'S':
+		/* What an unnamed statement drops is known for the Execute of
+		 * the same Sync block only: one of a later block may run
+		 * another statement, if the Parse was skipped. */
+		if (s->drop_stmt_set || s->drop_portal_set)
+			relay_drops_clear(s);
+		return track_plain(s, type);
 	case 'Q':
 		/* A simple query ends the unnamed statement and portal. */
-		relay_drops_clear(s);
+		if (s->drop_stmt_set || s->drop_portal_set)
+			relay_drops_clear(s);
 		/* Read whole, in case it drops statements. */
 		if (small && have < whole && c->stmts.n > 0)
 			return TRACK_WAIT;

@@ -969,6 +969,27 @@ START_TEST(test_deallocate_batch)
 	raw_expect(a, &r, 1, "1 2 n C 1 2 D:5 C Z");
 	raw_bind_exec(&r, "s1"); raw_sync(&r);
 	raw_expect(a, &r, 1, "E:26000 Z");
+
+	/* Its Parse skipped, then the unnamed statement run in the next
+	 * Sync block: that is the one before, and nothing is dropped. */
+	raw_parse(&r, "s1", "SELECT 11"); raw_sync(&r);
+	raw_expect(a, &r, 1, "1 Z");
+	raw_parse(&r, "", "SELECT 42"); raw_parse(&r, "bad", "SELEC"); raw_parse(&r, "", "DEALLOCATE s1");
+	raw_sync(&r); raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_expect(a, &r, 2, "1 E:42601 Z 2 D:42 C Z");
+	raw_bind_exec(&r, "s1"); raw_sync(&r);
+	raw_expect(a, &r, 1, "2 D:11 C Z");
+	/* Two in one batch, the second parsed before the first runs. */
+	raw_parse(&r, "s2", "SELECT 22"); raw_sync(&r);
+	raw_expect(a, &r, 1, "1 Z");
+	raw_parse(&r, "", "DEALLOCATE s1"); raw_msg(&r, 'B', "\0\0\0\0\0\0\0\0", 8);
+	raw_parse(&r, "", "DEALLOCATE s2"); raw_msg(&r, 'E', "\0\0\0\0", 5);
+	raw_bind_exec(&r, ""); raw_sync(&r);
+	raw_expect(a, &r, 1, "1 2 1 C 2 C Z");
+	raw_bind_exec(&r, "s1"); raw_bind_exec(&r, "s2"); raw_sync(&r);
+	raw_expect(a, &r, 1, "E:26000 Z");
+	raw_bind_exec(&r, "s2"); raw_sync(&r);
+	raw_expect(a, &r, 1, "E:26000 Z");
 	close(a);
 	h_daemon_stop_ok(&d);
 }
