@@ -198,6 +198,19 @@ int client_flush(struct client *c)
 		if (client_active_input(c) < 0)
 			return -1;
 	}
+	if (c->write_dead) {
+		buf_reset(&c->out);
+		buf_give_block(&c->out, &c->w->bufs);
+		struct server *s = c->server;
+		if (c->state == CLIENT_ACTIVE && s->fwd > 0) {
+			buf_consume(&s->in, s->fwd);
+			buf_give_block(&s->in, &c->w->bufs);
+			s->fwd = 0;
+			if (server_update_poll(s) < 0)
+				return -1;
+		}
+		return 0;
+	}
 
 	while (buf_len(&c->out) > 0) {
 		n = relay_write(c->fd, buf_head(&c->out), buf_len(&c->out));
@@ -231,6 +244,13 @@ pending:
 	client_update_poll(c);
 	return 0;
 gone:
+	if (c->read_eof && c->state == CLIENT_ACTIVE && !c->write_dead) {
+		/* It closed after a batch that ends in Terminate, which the
+		 * scan has still to get to (client_read): the batch runs, and
+		 * what the server answers is dropped. */
+		c->write_dead = true;
+		return client_flush(c);
+	}
 	/* Not client_fatal: nobody is left to read the error. */
 	client_close(c, n == -EPIPE || n == -ECONNRESET ? "client went away" : strerror((int)-n));
 	return -1;
