@@ -628,8 +628,8 @@ int relay_scan_client(struct client *c, struct server *s)
 			break;
 		if (c->fwd >= RELAY_SCAN_MAX) {
 			/* Each Bind of a statement the server lacks may bring a
-			 * Parse of up to RELAY_BUF: the rest waits until this is
-			 * sent (server_flush). */
+			 * Parse of pgberth's (up to PSTMT_PARSE_MAX): the rest
+			 * waits until this is sent (server_flush). */
 			c->scan_paused = true;
 			break;
 		}
