@@ -48,7 +48,7 @@ struct client {
 	bool cancel_sent;           /* a CancelRequest connection, open until it was carried out */
 	size_t in_want;             /* a Parse read whole: its size (client_in_max) */
 	bool scan_paused;           /* input left unscanned: what was cleared is long (relay_scan_client) */
-	bool write_dead;            /* closed after a batch ending in Terminate: replies are dropped */
+	bool write_dead;            /* a write failed: replies are dropped until its input ends */
 	bool read_eof;              /* closed its end after Terminate while waiting: no more reads */
 	bool track;                 /* transaction or statement mode: its named statements are
 	                               kept in stmts and renamed on servers (pstmt.h) */

@@ -244,10 +244,11 @@ pending:
 	client_update_poll(c);
 	return 0;
 gone:
-	if (c->read_eof && c->state == CLIENT_ACTIVE && !c->write_dead) {
-		/* It closed after a batch that ends in Terminate, which the
-		 * scan has still to get to (client_read): the batch runs, and
-		 * what the server answers is dropped. */
+	if (c->state == CLIENT_ACTIVE && !c->write_dead) {
+		/* It may have closed after a batch that ends in Terminate,
+		 * which is still to be read or scanned: what it sent goes on,
+		 * what the server answers is dropped, and the client is closed
+		 * at its Terminate, or at the end of its input (client_read). */
 		c->write_dead = true;
 		return client_flush(c);
 	}
