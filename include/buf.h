@@ -56,6 +56,10 @@ int buf_take_block(struct buf *b, struct buf_cache *bc);
  * size and goes back to bc: for a connection that may hold a few bytes for
  * long. Left as it is if that cannot be allocated. */
 void buf_shrink(struct buf *b, struct buf_cache *bc, size_t max);
+/* A buffer grown past bc's block size (a long message read whole) whose
+ * bytes fit a block again moves them into one, and frees the big one.
+ * Left as it is if no block can be had. */
+void buf_fit(struct buf *b, struct buf_cache *bc);
 /* An empty buffer gives its block back (or frees it); a non-empty one is
  * left alone. */
 void buf_give_block(struct buf *b, struct buf_cache *bc);

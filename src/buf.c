@@ -118,6 +118,23 @@ int buf_take_block(struct buf *b, struct buf_cache *bc)
 	return 0;
 }
 
+void buf_fit(struct buf *b, struct buf_cache *bc)
+{
+	size_t len = buf_len(b);
+
+	if (b->cap <= bc->size || len > bc->size)
+		return;
+	uint8_t *p = bc->n > 0 ? bc->blocks[--bc->n] : malloc(bc->size);
+	if (p == NULL)
+		return;
+	memcpy(p, buf_head(b), len);
+	free(b->data);
+	b->data = p;
+	b->cap = bc->size;
+	b->start = 0;
+	b->end = len;
+}
+
 void buf_give_block(struct buf *b, struct buf_cache *bc)
 {
 	if (b->data == NULL || buf_len(b) != 0)

@@ -1083,6 +1083,8 @@ int server_flush(struct server *s)
 			goto lost;
 		buf_consume(&c->in, (size_t)n);
 		buf_give_block(&c->in, &c->w->bufs);
+		if (c->in.cap > c->w->bufs.size && c->in_want == 0)
+			buf_fit(&c->in, &c->w->bufs);     /* after a long Parse */
 		c->fwd -= (size_t)n;
 		client_note_waiting_on_client(c);
 		client_update_poll(c);

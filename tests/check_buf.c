@@ -148,6 +148,35 @@ START_TEST(shrink_gives_the_block_back)
 }
 END_TEST
 
+START_TEST(fit_gives_a_big_buffer_up)
+{
+	struct buf_cache bc;
+	struct buf b = {0};
+	uint8_t big[3 * BLOCK];
+
+	memset(big, 'x', sizeof(big));
+	ck_assert_int_eq(buf_cache_init(&bc, BLOCK, 4), 0);
+	ck_assert_int_eq(buf_append(&b, big, sizeof(big)), 0);
+	ck_assert_uint_gt(b.cap, BLOCK);
+	/* Still more than a block: kept. */
+	buf_consume(&b, BLOCK);
+	buf_fit(&b, &bc);
+	ck_assert_uint_gt(b.cap, BLOCK);
+	/* A few bytes left: into a block of the cache's size. */
+	buf_consume(&b, 2 * BLOCK - 3);
+	buf_fit(&b, &bc);
+	ck_assert_uint_eq(b.cap, BLOCK);
+	ck_assert_uint_eq(buf_len(&b), 3);
+	ck_assert_int_eq(memcmp(buf_head(&b), "xxx", 3), 0);
+	/* A block-sized one is left alone. */
+	uint8_t *block = b.data;
+	buf_fit(&b, &bc);
+	ck_assert_ptr_eq(b.data, block);
+	buf_free(&b);
+	buf_cache_destroy(&bc);
+}
+END_TEST
+
 START_TEST(move_from_empty)
 {
 	struct buf from = {0}, to = {0};
@@ -197,6 +226,7 @@ static Suite *buf_suite(void)
 	tcase_add_test(tc, move_hands_the_block_over);
 	tcase_add_test(tc, move_from_empty);
 	tcase_add_test(tc, shrink_gives_the_block_back);
+	tcase_add_test(tc, fit_gives_a_big_buffer_up);
 	tcase_add_test(tc, splice_replaces_in_the_middle);
 	suite_add_tcase(s, tc);
 	return s;
