@@ -1083,8 +1083,10 @@ int server_flush(struct server *s)
 			goto lost;
 		buf_consume(&c->in, (size_t)n);
 		buf_give_block(&c->in, &c->w->bufs);
-		if (c->in.cap > c->w->bufs.size && c->in_want == 0)
-			buf_fit(&c->in, &c->w->bufs);     /* after a long Parse */
+		/* Grown by pgberth's long Parses: back to a block once the
+		 * batch is through (not between its parts, which grow it again). */
+		if (c->in.cap > c->w->bufs.size && c->in_want == 0 && !c->scan_paused)
+			buf_fit(&c->in, &c->w->bufs);
 		c->fwd -= (size_t)n;
 		client_note_waiting_on_client(c);
 		client_update_poll(c);
