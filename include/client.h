@@ -33,6 +33,7 @@ struct client {
 	struct list node;           /* worker->clients */
 	struct list login_node;     /* worker->logins until logged in */
 	uint64_t login_deadline;    /* uv_now() ms by which it must be logged in */
+	uint64_t accepted;          /* uv_now() ms of its connect, for the churn count */
 	struct list wait_node;      /* worker->waits, idle_clients or idle_tx */
 	struct list flush_node;     /* worker->flushes while it is on it */
 	uint64_t wait_since;        /* uv_now() ms it went on that list */

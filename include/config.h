@@ -18,6 +18,13 @@ enum pool_mode {
 	POOL_STATEMENT,
 };
 
+/* Which workers accept new connections (accept_spread). */
+enum accept_spread {
+	SPREAD_ALWAYS,              /* every worker, all the time */
+	SPREAD_CHURN,               /* the first; the others while clients come and go
+	                               quickly (worker.c, worker_measure_churn) */
+};
+
 /* Overrides for one user of a database, from databases.NAME.users. */
 struct user_config {
 	char *name;                 /* key under users: */
@@ -52,6 +59,7 @@ struct config {
 	unsigned socket_mode;       /* listen.socket_mode, octal in the file */
 
 	int workers;
+	enum accept_spread accept_spread;
 	int log_level;              /* enum log_level */
 	uint64_t drain_timeout_ms;
 	uint64_t shutdown_timeout_ms;
@@ -110,8 +118,10 @@ size_t config_reload_changes(const struct config *cur, const struct config *next
  * before next is shared. 0, or -1 on out-of-memory. */
 int config_keep_restart_keys(struct config *next, const struct config *cur);
 
-/* Default worker count for ncpu CPUs: one on one or two, else ncpu (at most 64). */
+/* Default worker count for ncpu CPUs: ncpu, at most 64. */
 int config_default_workers(unsigned ncpu);
+/* Default accept_spread for ncpu CPUs: churn on one or two, else always. */
+enum accept_spread config_default_spread(unsigned ncpu);
 
 const struct db_config *config_find_db(const struct config *cfg, const char *name);
 /* A database's overrides for a user name (exact match), or NULL. The pool

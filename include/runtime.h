@@ -24,6 +24,9 @@ struct runtime {
 	int nworkers;
 	atomic_uint_fast64_t next_id;   /* ids for clients and servers in logs */
 	atomic_int nclients;        /* client connections open, for max_client_conn */
+	atomic_uint short_sessions; /* logged-in clients gone within CHURN_SESSION_MS of their
+	                               connect, since worker 0's last janitor tick */
+	atomic_bool churning;       /* worker 0 saw churn: accept_spread churn spreads */
 
 	uv_mutex_t life_mtx;        /* guards worker->finished and nfinished */
 	int nfinished;

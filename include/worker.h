@@ -140,6 +140,12 @@ void worker_flush_soon(struct worker *w);
 
 /* Janitor period: the granularity of every timeout but the login one. */
 #define JANITOR_MS 100
+/* Churn, for accept_spread churn: sessions shorter than CHURN_SESSION_MS
+ * ending at CHURN_ON_TICK or more per janitor tick (500 a second) let every
+ * worker accept; fewer than CHURN_OFF_TICK in a tick ends it. */
+#define CHURN_SESSION_MS 1000
+#define CHURN_ON_TICK 50
+#define CHURN_OFF_TICK 20
 
 /* Client slot table. A slot is the worker-local index behind the pid a
  * client is given in BackendKeyData. */

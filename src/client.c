@@ -76,6 +76,7 @@ void client_accept(struct worker *w, int fd)
 	c->w = w;
 	c->fd = fd;
 	c->state = CLIENT_STARTUP;
+	c->accepted = uv_now(&w->loop);
 	list_init(&c->waiter.node);
 	list_init(&c->wait_node);
 	list_init(&c->flush_node);
@@ -118,6 +119,8 @@ void client_close(struct client *c, const char *reason)
 	else
 		log_info("c%llu/w%d: closing: %s", (unsigned long long)c->id, w->id, reason);
 
+	if (c->logged_in && uv_now(&w->loop) - c->accepted < CHURN_SESSION_MS)
+		atomic_fetch_add_explicit(&w->rt->short_sessions, 1, memory_order_relaxed);
 	if (c->state == CLIENT_WAITING)
 		pool_cancel_wait(&w->rt->pools, c->pool, &c->waiter);
 	if (s != NULL) {

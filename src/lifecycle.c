@@ -542,8 +542,10 @@ int lifecycle_run(struct config *cfg, const char *path)
 		}
 		if (lc.state == LIFE_RUNNING) {
 			listener_start(&lc.listener);
-			log_info("pgberth listening on \"%s\"%s with %d workers", lc.listener.path,
-			         lc.listener.activated ? " (socket from systemd)" : "", lc.nstarted);
+			log_info("pgberth listening on \"%s\"%s with %d workers%s", lc.listener.path,
+			         lc.listener.activated ? " (socket from systemd)" : "", lc.nstarted,
+			         lc.nstarted > 1 && cfg->accept_spread == SPREAD_CHURN
+			                 ? " (accept_spread churn: the others accept while clients churn)" : "");
 			notify_status(&lc, "READY=1\n");
 			uint64_t period = lc.watchdog_ms > 0 && lc.watchdog_ms < STATUS_MS ? lc.watchdog_ms
 			                                                                   : STATUS_MS;

@@ -8,8 +8,10 @@
  * socket file is removed and ours is bound. On exit both files go.
  *
  * Accepting is the workers' (worker.c): each gets its own dup of the
- * listening fd and polls it on its loop, so a new connection is read by the
- * thread that serves it, with no hop through the main loop.
+ * listening fd and polls it on its loop (with accept_spread churn, the
+ * workers after the first only while clients come and go quickly), so a new
+ * connection is read by the thread that serves it, with no hop through the
+ * main loop.
  */
 #include <errno.h>
 #include <fcntl.h>

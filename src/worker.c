@@ -195,6 +195,51 @@ static void worker_close_servers(struct worker *w, bool all)
 	}
 }
 
+static void worker_on_accept(uv_poll_t *handle, int status, int events);
+
+/* Worker 0, every tick: are clients coming and going quickly? Hysteresis
+ * (on at CHURN_ON_TICK short sessions, off below CHURN_OFF_TICK) keeps a
+ * rate near the line from flapping. */
+static void worker_measure_churn(struct worker *w)
+{
+	struct runtime *rt = w->rt;
+	unsigned n = atomic_exchange_explicit(&rt->short_sessions, 0, memory_order_relaxed);
+	bool was = atomic_load_explicit(&rt->churning, memory_order_relaxed);
+	bool now = n >= CHURN_ON_TICK || (was && n >= CHURN_OFF_TICK);
+
+	if (now == was)
+		return;
+	atomic_store_explicit(&rt->churning, now, memory_order_relaxed);
+	log_debug("w%d: %u sessions under %d ms in %d ms: %s", w->id, n, CHURN_SESSION_MS, JANITOR_MS,
+	          now ? "every worker accepts" : "worker 0 alone accepts");
+}
+
+/* Worker 0 always accepts; with accept_spread churn the others only while
+ * worker 0 sees churn. Persistent clients then all share one busy thread,
+ * which on two CPUs costs less per transaction than two, while clients
+ * that connect for each transaction are logged in by every worker. */
+static bool worker_accepts(const struct worker *w)
+{
+	return w->id == 0 || w->cfg->accept_spread == SPREAD_ALWAYS ||
+	       atomic_load_explicit(&w->rt->churning, memory_order_relaxed);
+}
+
+/* Polls the listening socket or stops, as worker_accepts says, unless an
+ * accept backoff holds it stopped. */
+static void worker_accept_update(struct worker *w)
+{
+	if (w->accept_poll == NULL || uv_is_active((uv_handle_t *)&w->accept_backoff))
+		return;
+	bool want = worker_accepts(w);
+	if (want == (uv_is_active((uv_handle_t *)w->accept_poll) != 0))
+		return;
+	if (want)
+		uv_poll_start(w->accept_poll, UV_READABLE, worker_on_accept);
+	else
+		uv_poll_stop(w->accept_poll);
+	log_debug("w%d: %s accepting new connections", w->id, want ? "starts" : "stops");
+}
+
 /* Every JANITOR_MS: client and server timeouts on this loop; worker 0 also
  * grants reserve slots and opens min_pool_size spares for every pool. */
 static void worker_janitor(uv_poll_t *poll, int status, int events)
@@ -210,6 +255,9 @@ static void worker_janitor(uv_poll_t *poll, int status, int events)
 
 	client_sweep(w, now);
 	server_sweep_idle(w, now);
+	if (w->id == 0)
+		worker_measure_churn(w);
+	worker_accept_update(w);
 	if (w->id != 0)
 		return;
 	struct pool_handoff h[16];
@@ -384,17 +432,13 @@ void worker_flush_soon(struct worker *w)
 #define ACCEPT_BACKOFF_MS 100
 #define ACCEPT_BATCH 64             /* then other ready sockets get a turn */
 
-static void worker_on_accept(uv_poll_t *handle, int status, int events);
-
 static void worker_accept_resume(uv_timer_t *timer)
 {
-	struct worker *w = timer->data;
-	if (w->accept_poll != NULL)
-		uv_poll_start(w->accept_poll, UV_READABLE, worker_on_accept);
+	worker_accept_update(timer->data);
 }
 
-/* Every worker polls the listening socket; whichever accepts a connection
- * serves it. Out of fds (EMFILE) pauses accepting for a moment instead of
+/* Every worker that accepts (worker_accepts) polls the listening socket;
+ * whichever accepts a connection serves it. Out of fds (EMFILE) pauses accepting for a moment instead of
  * spinning on a listener that stays readable. */
 static void worker_on_accept(uv_poll_t *handle, int status, int events)
 {
@@ -455,7 +499,7 @@ static void worker_listen(struct worker *w, int fd)
 	}
 	w->accept_poll->data = w;
 	w->accept_fd = fd;
-	uv_poll_start(w->accept_poll, UV_READABLE, worker_on_accept);
+	worker_accept_update(w);
 }
 
 int32_t worker_cancel_key(struct worker *w)

@@ -216,6 +216,7 @@ START_TEST(good_full)
 	ck_assert_int_eq(cfg->port, 7432);
 	ck_assert_uint_eq(cfg->socket_mode, 0750);
 	ck_assert_int_eq(cfg->workers, 3);
+	ck_assert_int_eq(cfg->accept_spread, SPREAD_ALWAYS);
 	ck_assert_int_eq(cfg->log_level, LOG_WARN);
 	ck_assert_uint_eq(cfg->drain_timeout_ms, 120000);
 	ck_assert_uint_eq(cfg->shutdown_timeout_ms, 1500);
@@ -259,8 +260,9 @@ START_TEST(good_defaults)
 	ck_assert_str_eq(cfg->socket_dir, "/tmp");
 	ck_assert_int_eq(cfg->port, 6432);
 	ck_assert_uint_eq(cfg->socket_mode, 0777);
-	ck_assert_int_eq(cfg->workers, ncpu <= 2 ? 1 : ncpu > 64 ? 64 : (int)ncpu);
+	ck_assert_int_eq(cfg->workers, ncpu > 64 ? 64 : (int)ncpu);
 	ck_assert_int_ge(cfg->workers, 1);
+	ck_assert_int_eq(cfg->accept_spread, ncpu <= 2 ? SPREAD_CHURN : SPREAD_ALWAYS);
 	ck_assert_int_eq(cfg->log_level, LOG_INFO);
 	ck_assert_uint_eq(cfg->drain_timeout_ms, 30000);
 	ck_assert_uint_eq(cfg->shutdown_timeout_ms, 10000);
@@ -646,6 +648,35 @@ START_TEST(pool_keys_types)
 		"2:21: server_check_query: expected a string, got null",
 		"3:18: server_lifetime: expected a duration (like 500ms, 10s, 5m or 1h), got a sequence",
 		"7:24: databases.appdb.reserve_pool_size: expected an integer, got \"1.5\"");
+}
+END_TEST
+
+/* One worker per CPU; on one or two CPUs the workers after the first
+ * accept only under churn, elsewhere all of them always. */
+START_TEST(worker_defaults)
+{
+	ck_assert_int_eq(config_default_workers(0), 1);
+	ck_assert_int_eq(config_default_workers(1), 1);
+	ck_assert_int_eq(config_default_workers(2), 2);
+	ck_assert_int_eq(config_default_workers(8), 8);
+	ck_assert_int_eq(config_default_workers(200), 64);
+	ck_assert_int_eq(config_default_spread(1), SPREAD_CHURN);
+	ck_assert_int_eq(config_default_spread(2), SPREAD_CHURN);
+	ck_assert_int_eq(config_default_spread(3), SPREAD_ALWAYS);
+}
+END_TEST
+
+START_TEST(accept_spread_values)
+{
+	struct config *cfg = parse_good("accept_spread: churn\n");
+
+	ck_assert_int_eq(cfg->accept_spread, SPREAD_CHURN);
+	config_unref(cfg);
+	cfg = parse_good("accept_spread: always\n");
+	ck_assert_int_eq(cfg->accept_spread, SPREAD_ALWAYS);
+	config_unref(cfg);
+	EXPECT_PARSE_ERRORS("accept_spread: sometimes\n",
+		"1:16: accept_spread: expected always or churn, got \"sometimes\"");
 }
 END_TEST
 
@@ -1137,6 +1168,8 @@ static Suite *config_suite(void)
 	tcase_add_test(bad, statement_keys_range);
 	tcase_add_test(bad, pool_keys_range_low);
 	tcase_add_test(bad, pool_keys_types);
+	tcase_add_test(bad, accept_spread_values);
+	tcase_add_test(bad, worker_defaults);
 	tcase_add_test(bad, min_pool_size_above_pool_size);
 	tcase_add_test(bad, users_bad);
 	tcase_add_test(bad, users_unknown_in_db);

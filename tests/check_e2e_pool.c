@@ -170,6 +170,131 @@ START_TEST(test_waiters_fifo)
 }
 END_TEST
 
+/* ---- which workers accept ------------------------------------------------ */
+
+#define HELD 16
+#define CHURNERS 4
+
+/* The worker a client is on: pgberth's BackendKeyData pid carries it,
+ * plus one, in its top byte. */
+static int client_worker(PGconn *c)
+{
+	return (int)((unsigned)PQbackendPID(c) >> 24) - 1;
+}
+
+/* Connects HELD clients one after another and keeps them open; returns how
+ * many landed on worker 1. */
+static int hold_clients(const struct h_daemon *d, PGconn **held)
+{
+	int on_w1 = 0;
+
+	for (int i = 0; i < HELD; i++) {
+		held[i] = h_connect(d, NULL);
+		h_assert_value(held[i], "SELECT 1", "1");
+		on_w1 += client_worker(held[i]) == 1;
+	}
+	return on_w1;
+}
+
+static void release_clients(PGconn **held)
+{
+	for (int i = 0; i < HELD; i++)
+		PQfinish(held[i]);
+}
+
+struct churn {
+	const struct h_daemon *d;
+	atomic_bool stop;
+	atomic_int sessions;
+	atomic_int on_w1;
+	atomic_int failed;
+};
+
+/* Connect, one query, disconnect, as fast as it goes, until told to stop. */
+static void *churn_client(void *arg)
+{
+	struct churn *ch = arg;
+
+	while (!atomic_load(&ch->stop)) {
+		PGconn *c = h_connect_try(ch->d, NULL);
+		PGresult *r = PQstatus(c) == CONNECTION_OK ? h_exec_try(c, "SELECT 1", 10000) : NULL;
+
+		if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK)
+			atomic_fetch_add(&ch->failed, 1);
+		else if (client_worker(c) == 1)
+			atomic_fetch_add(&ch->on_w1, 1);
+		atomic_fetch_add(&ch->sessions, 1);
+		PQclear(r);
+		PQfinish(c);
+	}
+	return NULL;
+}
+
+/* accept_spread churn: clients that stay all land on worker 0; while
+ * clients come and go quickly worker 1 takes some; once that is over,
+ * worker 0 alone again. A reload to always lets worker 1 take clients that
+ * stay. */
+START_TEST(test_accept_spread)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = 5, .pool_mode = "transaction",
+				   .accept_spread = "churn", .log_level = "debug" };
+	struct churn ch = { .d = &d };
+	pthread_t th[CHURNERS];
+	PGconn *held[HELD];
+	int n;
+
+	h_daemon_start(&d, &h_shared_pg, &o);
+	n = hold_clients(&d, held);
+	h_assert(n == 0, "%d of %d clients that stay landed on worker 1 before any churn", n, HELD);
+	release_clients(held);
+
+	long off = h_daemon_log_size(&d);
+	int64_t t0 = h_now_ms();
+	for (int i = 0; i < CHURNERS; i++)
+		h_assert(pthread_create(&th[i], NULL, churn_client, &ch) == 0, "pthread_create");
+	while (atomic_load(&ch.on_w1) == 0 && h_now_ms() - t0 < 20000)
+		h_sleep_ms(10);
+	atomic_store(&ch.stop, true);
+	for (int i = 0; i < CHURNERS; i++)
+		pthread_join(th[i], NULL);
+	fprintf(stderr, "e2e_pool: churn: %d sessions in %lld ms, %d on worker 1\n",
+		atomic_load(&ch.sessions), (long long)(h_now_ms() - t0), atomic_load(&ch.on_w1));
+	h_assert(atomic_load(&ch.failed) == 0, "%d of %d short sessions failed", atomic_load(&ch.failed),
+		 atomic_load(&ch.sessions));
+	h_assert(atomic_load(&ch.on_w1) > 0, "in %d short sessions over 20 s, none landed on worker 1",
+		 atomic_load(&ch.sessions));
+
+	/* The churn is over: worker 1 stops accepting within a few ticks. */
+	h_assert(h_daemon_wait_log(&d, off, "w1: stops accepting new connections", 5000),
+		 "worker 1 still accepts 5 s after the churn ended");
+	n = hold_clients(&d, held);
+	h_assert(n == 0, "%d of %d clients that stay landed on worker 1 after the churn", n, HELD);
+	release_clients(held);
+
+	/* Reload to always: worker 1 takes clients that stay too. */
+	o.accept_spread = "always";
+	off = h_daemon_log_size(&d);
+	char *yaml = h_daemon_config_text(&d, &h_shared_pg, &o);
+	h_daemon_reload(&d, yaml);
+	free(yaml);
+	h_assert(h_daemon_wait_log(&d, off, "w1: starts accepting new connections", 5000),
+		 "worker 1 did not start accepting after the reload to always");
+	n = 0;
+	PGconn *more[HELD * 4];
+	int nmore = 0;
+	while (n == 0 && nmore < HELD * 4) {
+		more[nmore] = h_connect(&d, NULL);
+		h_assert_value(more[nmore], "SELECT 1", "1");
+		n += client_worker(more[nmore++]) == 1;
+	}
+	h_assert(n > 0, "none of %d clients that stay landed on worker 1 with always", nmore);
+	for (int i = 0; i < nmore; i++)
+		PQfinish(more[i]);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 /* ---- pgbench ------------------------------------------------------------- */
 
 START_TEST(test_pgbench)
@@ -228,6 +353,11 @@ static Suite *e2e_pool_suite(void)
 	h_tcase_add_pg(tc);
 	tcase_add_test(tc, test_hundred_clients_pool_of_five);
 	tcase_add_test(tc, test_waiters_fifo);
+	suite_add_tcase(s, tc);
+
+	tc = h_tcase("spread", 90);
+	h_tcase_add_pg(tc);
+	tcase_add_test(tc, test_accept_spread);
 	suite_add_tcase(s, tc);
 
 	tc = h_tcase("pgbench", 120);

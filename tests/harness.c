@@ -1153,12 +1153,14 @@ char *h_daemon_config_text(const struct h_daemon *d, const struct h_pg *pg,
 		    "  port: %d\n"
 		    "  socket_mode: \"%s\"\n"
 		    "workers: %d\n"
+		    "accept_spread: %s\n"
 		    "log_level: %s\n"
 		    "shutdown_timeout: %s\n"
 		    "server_connect_timeout: %s\n"
 		    "server_reset_query: DISCARD ALL\n",
 		    d->sockdir, d->port, opts->socket_mode ? opts->socket_mode : "0777",
 		    opts->workers ? opts->workers : 2,
+		    opts->accept_spread ? opts->accept_spread : "always",
 		    opts->log_level ? opts->log_level : "info",
 		    opts->shutdown_timeout ? opts->shutdown_timeout : "2s",
 		    opts->server_connect_timeout ? opts->server_connect_timeout : "5s");

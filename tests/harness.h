@@ -204,6 +204,7 @@ void h_sampler_stop(struct h_sampler *s);
 
 struct h_daemon_opts {
 	int workers;                   /* 0: 2 */
+	const char *accept_spread;     /* NULL: always, so that clients land on every worker */
 	int pool_size;                 /* appdb pool_size; 0: 5 */
 	const char *pool_mode;         /* NULL: session */
 	const char *shutdown_timeout;  /* NULL: 2s */
