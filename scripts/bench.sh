@@ -25,8 +25,10 @@
 #   BENCH_IDLE_TIMEOUT=120      bound on each phase of the idle-client test
 #   BENCH_POOL_SIZE=20          pool_size of the transaction pools (both poolers)
 #   BENCH_WORKERS=default       pgberth's workers in the main runs (default: the daemon's own default)
-#   BENCH_WORKERS_COMPARE="1 2" pgberth workers compared, next to PgBouncer, at -S 50
-#                               clients and on -C ("" skips)
+#   BENCH_WORKERS_COMPARE="1 2/always 2/churn"
+#                               pgberth settings compared, next to PgBouncer, at
+#                               -S 50 clients and on -C: a worker count, and
+#                               /always or /churn for accept_spread ("" skips)
 #   BENCH_FLOOR=1               also run every transaction-pool point through
 #                               floor_relay (bench/floor_relay.c), a pooler cut
 #                               down to what pgbench needs, as the yardstick of
@@ -76,7 +78,7 @@ DB_SESSION=bench_session # session pools on both poolers (for -M prepared)
 PG_PORT=55432
 PGB_PORT=6432
 BNC_PORT=6433
-WORKERS_PORT_BASE=6440  # + workers, for the workers comparison
+WORKERS_PORT_BASE=6440  # + 1, 2, ... by BENCH_WORKERS_COMPARE entry, for the workers comparison
 FLOOR_PORT=6450         # floor_relay, the yardstick
 
 # --- Settings ---------------------------------------------------------------
@@ -103,7 +105,7 @@ IDLE_N=${BENCH_IDLE_CLIENTS:-$d_idle}
 IDLE_T=${BENCH_IDLE_TIMEOUT:-120}
 POOL=${BENCH_POOL_SIZE:-20}
 WORKERS=${BENCH_WORKERS:-default}
-WORKERS_COMPARE=${BENCH_WORKERS_COMPARE-1 2}
+WORKERS_COMPARE=${BENCH_WORKERS_COMPARE-1 2/always 2/churn}
 WORKERS_CLIENTS=50
 WITH_FLOOR=${BENCH_FLOOR:-1}
 SCALE=${BENCH_SCALE:-$d_scale}
@@ -119,11 +121,22 @@ read -r -a CLIENTS_A <<<"$CLIENTS"
 read -r -a PREP_A <<<"$PREP_CLIENTS"
 read -r -a CONN_A <<<"$CONN_CLIENTS"
 read -r -a WLIST <<<"$WORKERS_COMPARE"
-for c in "${CLIENTS_A[@]}" "${PREP_A[@]}" "${CONN_A[@]}" "${WLIST[@]}"; do
+for c in "${CLIENTS_A[@]}" "${PREP_A[@]}" "${CONN_A[@]}" "${WLIST[@]%/*}"; do
 	if ! is_uint "$c" || [ "$c" -eq 0 ]; then
 		die "client and worker counts must be positive integers (got \"$c\")"
 	fi
 done
+for w in "${WLIST[@]}"; do
+	case $w in */always | */churn | [0-9]*[0-9] | [0-9]) ;; *) die "BENCH_WORKERS_COMPARE: \"$w\" is not N, N/always or N/churn" ;; esac
+done
+# wname SETTING: the target's name ("2/churn" -> pgberth_w2_churn); wport SETTING: its port
+wname() { echo "pgberth_w${1/\//_}"; }
+wport() {
+	local i
+	for i in "${!WLIST[@]}"; do
+		[ "$(wname "${WLIST[$i]}")" = "$1" ] && echo $((WORKERS_PORT_BASE + i + 1)) && return
+	done
+}
 [ -n "${BENCH_PG_MAX_CONN:-}" ] && ! is_uint "$BENCH_PG_MAX_CONN" && die "BENCH_PG_MAX_CONN must be an integer"
 max_of() {
 	local m=0 x
@@ -454,14 +467,16 @@ wait_ready() { # NAME PORT: the pooler answers SELECT 1 within 20 s
 	done
 }
 
-start_pgberth() { # NAME PORT WORKERS WITH_SESSION_DB
-	local name=$1 port=$2 workers=$3 conf=$RUN/$1.yaml
+start_pgberth() { # NAME PORT WORKERS[/SPREAD] WITH_SESSION_DB
+	local name=$1 port=$2 workers=${3%/*} spread="" conf=$RUN/$1.yaml
+	[ "$3" = "${3%/*}" ] || spread=${3#*/}
 	{
 		cat <<EOF
 listen:
   socket_dir: $SOCK
   port: $port
 $([ "$workers" = default ] || echo "workers: $workers")
+$([ -z "$spread" ] || echo "accept_spread: $spread")
 log_level: warning
 databases:
   $DB:
@@ -528,7 +543,12 @@ start_target() { # NAME
 	case $1 in
 	pgberth) start_pgberth pgberth "$PGB_PORT" "$WORKERS" 1 ;;
 	pgbouncer) start_pgbouncer ;;
-	pgberth_w*) start_pgberth "$1" $((WORKERS_PORT_BASE + ${1#pgberth_w})) "${1#pgberth_w}" 0 ;;
+	pgberth_w*)
+		local w
+		for w in "${WLIST[@]}"; do
+			[ "$(wname "$w")" = "$1" ] && start_pgberth "$1" "$(wport "$1")" "$w" 0
+		done
+		;;
 	floor)
 		setsid "$FLOOR" "$SOCK/.s.PGSQL.$FLOOR_PORT" "$SOCK/.s.PGSQL.$PG_PORT" "$POOL" "$DB" "$DB_USER" \
 			</dev/null >/dev/null 2>>"$LOGS/floor.log" &
@@ -557,7 +577,7 @@ target_port() {
 	direct) echo "$PG_PORT" ;;
 	pgberth) echo "$PGB_PORT" ;;
 	pgbouncer) echo "$BNC_PORT" ;;
-	pgberth_w*) echo $((WORKERS_PORT_BASE + ${1#pgberth_w})) ;;
+	pgberth_w*) wport "$1" ;;
 	floor) echo "$FLOOR_PORT" ;;
 	esac
 }
@@ -764,11 +784,11 @@ WPOINTS=("workers|-S simple|$WORKERS_CLIENTS|-S -M simple")
 for c in "${CONN_A[@]}"; do WPOINTS+=("workersC$c|-S -C simple|$c|-S -C -M simple"); done
 if [ "${#WLIST[@]}" -gt 0 ]; then
 	WTARGETS=()
-	for w in "${WLIST[@]}"; do WTARGETS+=("pgberth_w$w"); done
+	for w in "${WLIST[@]}"; do WTARGETS+=("$(wname "$w")"); done
 	WTARGETS+=(pgbouncer)
 	step "pgberth workers ${WLIST[*]} and PgBouncer: -S simple at $WORKERS_CLIENTS clients, -C at ${CONN_A[*]}; $ROUNDS round(s)"
 	for w in "${WLIST[@]}"; do
-		start_target "pgberth_w$w" || note "pgberth with workers $w did not start"
+		start_target "$(wname "$w")" || note "pgberth with workers $w did not start"
 	done
 	for ((r = 1; r <= ROUNDS; r++)); do
 		for i in "${!WPOINTS[@]}"; do
@@ -783,7 +803,7 @@ if [ "${#WLIST[@]}" -gt 0 ]; then
 		done
 	done
 	for w in "${WLIST[@]}"; do
-		stop_proc "pgberth_w$w"
+		stop_proc "$(wname "$w")"
 	done
 fi
 
@@ -862,9 +882,9 @@ for wp in "${WPOINTS[@]}"; do
 		pgbouncer "$A_TPS" "$A_LAT" "$A_CPU" "$A_OK" "$ROUNDS" "${A_NOTE//\"/\'}" >>"$csv"
 	best="" best_tps=""
 	for w in "${WLIST[@]}"; do
-		agg "$point" "pgberth_w$w"
+		agg "$point" "$(wname "$w")"
 		printf '%s,"%s",%s,%s,%s,%s,%s,%s,%s,,,,,"%s"\n' "$point" "$workload, pgberth workers $w" "$clients" \
-			"pgberth_w$w" "$A_TPS" "$A_LAT" "$A_CPU" "$A_OK" "$ROUNDS" "${A_NOTE//\"/\'}" >>"$csv"
+			"$(wname "$w")" "$A_TPS" "$A_LAT" "$A_CPU" "$A_OK" "$ROUNDS" "${A_NOTE//\"/\'}" >>"$csv"
 		[ "$A_OK" -gt 0 ] || NOTES+=("$workload, pgberth workers $w: n/a: ${A_NOTE#*: }")
 		wrows+="| $workload | $clients | $w | $(fmt "$A_TPS" %.0f) | $(fmt "$A_LAT" %.3f) | $(fmt "$A_CPU" %.1f) "
 		wrows+="| $(fmt "$(ratio "$A_TPS" "$btps")" %.2f) | $(fmt "$(ratio "$A_CPU" "$bcpu")" %.2f) |"$'\n'
