@@ -27,6 +27,8 @@ struct runtime {
 	atomic_uint short_sessions; /* logged-in clients gone within CHURN_SESSION_MS of their
 	                               connect, since worker 0's last janitor tick */
 	atomic_bool churning;       /* worker 0 saw churn: accept_spread churn spreads */
+	atomic_int acceptor;        /* 1 + id of the worker that always accepts (listener_start);
+	                               0: none, every worker accepts */
 
 	uv_mutex_t life_mtx;        /* guards worker->finished and nfinished */
 	int nfinished;

@@ -81,6 +81,8 @@ struct worker {
 	uv_poll_t *accept_poll;     /* on the dup of the listening fd; owned, or NULL */
 	int accept_fd;              /* that dup; closed with the poll */
 	uv_timer_t accept_backoff;  /* pauses accepting after EMFILE */
+	bool accepting;             /* accept_poll is wanted on (worker_accept_update) */
+	bool accept_broken;         /* the poll failed: libuv stopped it for good */
 	int32_t keys[64];           /* random cancel keys, taken from the end */
 	int nkeys;
 	uv_poll_t janitor;          /* every JANITOR_MS: the timeouts above, reserve and min pool */

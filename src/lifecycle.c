@@ -545,7 +545,7 @@ int lifecycle_run(struct config *cfg, const char *path)
 			log_info("pgberth listening on \"%s\"%s with %d workers%s", lc.listener.path,
 			         lc.listener.activated ? " (socket from systemd)" : "", lc.nstarted,
 			         lc.nstarted > 1 && cfg->accept_spread == SPREAD_CHURN
-			                 ? " (accept_spread churn: the others accept while clients churn)" : "");
+			                 ? " (accept_spread churn: one accepts, all do while clients churn)" : "");
 			notify_status(&lc, "READY=1\n");
 			uint64_t period = lc.watchdog_ms > 0 && lc.watchdog_ms < STATUS_MS ? lc.watchdog_ms
 			                                                                   : STATUS_MS;

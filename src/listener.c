@@ -187,6 +187,9 @@ void listener_start(struct listener *l)
 {
 	struct runtime *rt = l->rt;
 
+	/* The first worker that gets the socket is the one that always accepts
+	 * (worker.c, worker_accepts); set before any worker can look. */
+	atomic_store(&rt->acceptor, 0);
 	for (int i = 0; i < rt->nworkers; i++) {
 		struct msg *m = msg_new(MSG_LISTEN);
 		int fd = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
@@ -197,7 +200,11 @@ void listener_start(struct listener *l)
 			continue;
 		}
 		m->fd = fd;
+		int none = 0;
+		atomic_compare_exchange_strong(&rt->acceptor, &none, i + 1);
 		if (worker_post(&rt->workers[i], m) < 0) {
+			int me = i + 1;
+			atomic_compare_exchange_strong(&rt->acceptor, &me, 0);
 			close(fd);
 			free(m);
 		}

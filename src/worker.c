@@ -197,38 +197,46 @@ static void worker_close_servers(struct worker *w, bool all)
 
 static void worker_on_accept(uv_poll_t *handle, int status, int events);
 
-/* Worker 0, every tick: are clients coming and going quickly? Hysteresis
- * (on at CHURN_ON_TICK short sessions, off below CHURN_OFF_TICK) keeps a
- * rate near the line from flapping. */
-static void worker_measure_churn(struct worker *w)
+/* Worker 0, every tick (ticks periods, after a stall): are clients coming
+ * and going quickly? Hysteresis (on at CHURN_ON_TICK short sessions a
+ * period, off below CHURN_OFF_TICK) keeps a rate near the line from
+ * flapping. */
+static void worker_measure_churn(struct worker *w, uint64_t ticks)
 {
 	struct runtime *rt = w->rt;
-	unsigned n = atomic_exchange_explicit(&rt->short_sessions, 0, memory_order_relaxed);
+	uint64_t n = atomic_exchange_explicit(&rt->short_sessions, 0, memory_order_relaxed);
+	uint64_t rate = n / (ticks > 0 ? ticks : 1);
 	bool was = atomic_load_explicit(&rt->churning, memory_order_relaxed);
-	bool now = n >= CHURN_ON_TICK || (was && n >= CHURN_OFF_TICK);
+	bool now = rate >= CHURN_ON_TICK || (was && rate >= CHURN_OFF_TICK);
 
 	if (now == was)
 		return;
 	atomic_store_explicit(&rt->churning, now, memory_order_relaxed);
-	log_debug("w%d: %u sessions under %d ms in %d ms: %s", w->id, n, CHURN_SESSION_MS, JANITOR_MS,
-	          now ? "every worker accepts" : "worker 0 alone accepts");
+	if (w->cfg->accept_spread == SPREAD_CHURN)
+		log_debug("w%d: %llu sessions under %d ms in %llu ms: churn %s", w->id, (unsigned long long)n,
+		          CHURN_SESSION_MS, (unsigned long long)(ticks * JANITOR_MS),
+		          now ? "began" : "is over");
 }
 
-/* Worker 0 always accepts; with accept_spread churn the others only while
- * worker 0 sees churn. Persistent clients then all share one busy thread,
- * which on two CPUs costs less per transaction than two, while clients
- * that connect for each transaction are logged in by every worker. */
+/* The acceptor (worker 0, unless it did not get the listening socket)
+ * always accepts; with accept_spread churn the others only while there is
+ * churn, or when there is no acceptor. Persistent clients then all share one busy
+ * thread, which on two CPUs costs less per transaction than two, while
+ * clients that connect for each transaction are logged in by every worker. */
 static bool worker_accepts(const struct worker *w)
 {
-	return w->id == 0 || w->cfg->accept_spread == SPREAD_ALWAYS ||
+	int acceptor = atomic_load_explicit(&w->rt->acceptor, memory_order_relaxed);
+
+	return acceptor == 0 || acceptor == w->id + 1 || w->cfg->accept_spread == SPREAD_ALWAYS ||
 	       atomic_load_explicit(&w->rt->churning, memory_order_relaxed);
 }
 
 /* Polls the listening socket or stops, as worker_accepts says, unless an
- * accept backoff holds it stopped. */
+ * accept backoff holds it stopped or the poll failed for good. */
 static void worker_accept_update(struct worker *w)
 {
-	if (w->accept_poll == NULL || uv_is_active((uv_handle_t *)&w->accept_backoff))
+	if (w->accept_poll == NULL || w->accept_broken ||
+	    uv_is_active((uv_handle_t *)&w->accept_backoff))
 		return;
 	bool want = worker_accepts(w);
 	if (want == (uv_is_active((uv_handle_t *)w->accept_poll) != 0))
@@ -237,11 +245,14 @@ static void worker_accept_update(struct worker *w)
 		uv_poll_start(w->accept_poll, UV_READABLE, worker_on_accept);
 	else
 		uv_poll_stop(w->accept_poll);
-	log_debug("w%d: %s accepting new connections", w->id, want ? "starts" : "stops");
+	if (want != w->accepting)
+		log_debug("w%d: %s accepting new connections", w->id, want ? "starts" : "stops");
+	w->accepting = want;
 }
 
-/* Every JANITOR_MS: client and server timeouts on this loop; worker 0 also
- * grants reserve slots and opens min_pool_size spares for every pool. */
+/* Every JANITOR_MS: client and server timeouts on this loop, and whether it
+ * accepts (worker_accept_update); worker 0 also measures churn, grants
+ * reserve slots and opens min_pool_size spares for every pool. */
 static void worker_janitor(uv_poll_t *poll, int status, int events)
 {
 	struct worker *w = poll->data;
@@ -256,7 +267,7 @@ static void worker_janitor(uv_poll_t *poll, int status, int events)
 	client_sweep(w, now);
 	server_sweep_idle(w, now);
 	if (w->id == 0)
-		worker_measure_churn(w);
+		worker_measure_churn(w, ticks);
 	worker_accept_update(w);
 	if (w->id != 0)
 		return;
@@ -438,15 +449,18 @@ static void worker_accept_resume(uv_timer_t *timer)
 }
 
 /* Every worker that accepts (worker_accepts) polls the listening socket;
- * whichever accepts a connection serves it. Out of fds (EMFILE) pauses accepting for a moment instead of
- * spinning on a listener that stays readable. */
+ * whichever accepts a connection serves it. Out of fds (EMFILE) pauses
+ * accepting for a moment instead of spinning on a listener that stays
+ * readable. */
 static void worker_on_accept(uv_poll_t *handle, int status, int events)
 {
 	struct worker *w = handle->data;
 	(void)events;
 
 	if (status < 0) {
+		/* libuv has stopped the poll; it stays stopped. */
 		log_error("w%d: listener: %s", w->id, uv_strerror(status));
+		w->accept_broken = true;
 		return;
 	}
 	for (int i = 0; i < ACCEPT_BATCH; i++) {
@@ -491,6 +505,9 @@ static void worker_listen(struct worker *w, int fd)
 	}
 	w->accept_poll = malloc(sizeof(*w->accept_poll));
 	if (w->accept_poll == NULL || uv_poll_init(&w->loop, w->accept_poll, fd) != 0) {
+		int me = w->id + 1;
+		/* Without the acceptor, every worker accepts. */
+		atomic_compare_exchange_strong(&w->rt->acceptor, &me, 0);
 		log_error("w%d: cannot watch the listening socket", w->id);
 		free(w->accept_poll);
 		w->accept_poll = NULL;
