@@ -546,8 +546,12 @@ start_target() { # NAME
 	pgberth_w*)
 		local w
 		for w in "${WLIST[@]}"; do
-			[ "$(wname "$w")" = "$1" ] && start_pgberth "$1" "$(wport "$1")" "$w" 0
+			if [ "$(wname "$w")" = "$1" ]; then
+				start_pgberth "$1" "$(wport "$1")" "$w" 0
+				return
+			fi
 		done
+		return 1
 		;;
 	floor)
 		setsid "$FLOOR" "$SOCK/.s.PGSQL.$FLOOR_PORT" "$SOCK/.s.PGSQL.$PG_PORT" "$POOL" "$DB" "$DB_USER" \
