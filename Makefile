@@ -73,7 +73,14 @@ $(SCRIPT_TESTS): $(BUILD)/tests/%: tests/%.sh
 	@mkdir -p $(dir $@)
 	ln -sf $(CURDIR)/$< $@
 
-tests: build $(TESTS) $(SCRIPT_TESTS)
+# LD_PRELOAD shims that the e2e suites load into the daemon (never sanitized:
+# they are loaded before the runtime).
+SHIMS = $(BUILD)/tests/faildup.so
+$(BUILD)/tests/%.so: tests/shim/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(WARN) -g -O2 -shared -fPIC -o $@ $< -ldl
+
+tests: build $(TESTS) $(SCRIPT_TESTS) $(SHIMS)
 
 check: deps
 	@$(MAKE) --no-print-directory tests

@@ -295,6 +295,40 @@ START_TEST(test_accept_spread)
 }
 END_TEST
 
+/* Worker 0 does not get the listening socket (its dup fails, through the
+ * faildup.so shim beside this binary): under churn the first worker that
+ * got it, worker 1, accepts every client instead, and nobody is left
+ * waiting on a socket that no worker watches. */
+START_TEST(test_acceptor_without_worker0)
+{
+	struct h_daemon d;
+	struct h_daemon_opts o = { .pool_size = 5, .pool_mode = "transaction",
+				   .accept_spread = "churn" };
+	char exe[H_PATH_MAX], preload[H_PATH_MAX + 32];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	PGconn *held[HELD];
+
+	h_assert(n > 0, "readlink /proc/self/exe: %s", strerror(errno));
+	exe[n] = '\0';
+	*strrchr(exe, '/') = '\0';
+	snprintf(preload, sizeof(preload), "LD_PRELOAD=%s/faildup.so", exe);
+	h_assert(access(preload + strlen("LD_PRELOAD="), R_OK) == 0, "%s: %s",
+		 preload + strlen("LD_PRELOAD="), strerror(errno));
+	/* An ASan build's runtime would otherwise refuse to come second. */
+	const char *env[] = { preload, "ASAN_OPTIONS=verify_asan_link_order=0", NULL };
+
+	h_daemon_prepare(&d, &h_shared_pg, &o);
+	long off = h_daemon_log_size(&d);
+	h_assert(h_daemon_spawn_env(&d, env, -1) > 0, "spawn");
+	h_assert(h_daemon_wait_ready(&d, 10000), "pgberth did not come up");
+	h_assert(h_daemon_wait_log(&d, off, "w0: cannot hand it the listening socket", 5000),
+		 "the shim did not fail worker 0's dup of the listening socket");
+	h_assert(hold_clients(&d, held) == HELD, "not every client landed on worker 1");
+	release_clients(held);
+	h_daemon_stop_ok(&d);
+}
+END_TEST
+
 /* ---- pgbench ------------------------------------------------------------- */
 
 START_TEST(test_pgbench)
@@ -358,6 +392,7 @@ static Suite *e2e_pool_suite(void)
 	tc = h_tcase("spread", 90);
 	h_tcase_add_pg(tc);
 	tcase_add_test(tc, test_accept_spread);
+	tcase_add_test(tc, test_acceptor_without_worker0);
 	suite_add_tcase(s, tc);
 
 	tc = h_tcase("pgbench", 120);
