@@ -187,9 +187,8 @@ void listener_start(struct listener *l)
 {
 	struct runtime *rt = l->rt;
 
-	/* The first worker that gets the socket is the one that always accepts
-	 * (worker.c, worker_accepts); set before any worker can look. */
-	atomic_store(&rt->acceptor, 0);
+	/* The first worker handed the socket is the one that always accepts
+	 * (worker.c, worker_accepts), named before it can look. */
 	for (int i = 0; i < rt->nworkers; i++) {
 		struct msg *m = msg_new(MSG_LISTEN);
 		int fd = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);

@@ -220,9 +220,10 @@ static void worker_measure_churn(struct worker *w, uint64_t ticks)
 
 /* The acceptor (worker 0, unless it did not get the listening socket)
  * always accepts; with accept_spread churn the others only while there is
- * churn, or when there is no acceptor. Persistent clients then all share one busy
- * thread, which on two CPUs costs less per transaction than two, while
- * clients that connect for each transaction are logged in by every worker. */
+ * churn, or when there is no acceptor. Persistent clients then all share
+ * one busy thread, which on two CPUs costs less per transaction than two,
+ * while clients that connect for each transaction are logged in by every
+ * worker. */
 static bool worker_accepts(const struct worker *w)
 {
 	int acceptor = atomic_load_explicit(&w->rt->acceptor, memory_order_relaxed);
